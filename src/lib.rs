@@ -1,14 +1,36 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! wgoptim: fused GPU optimizer kernels in WGSL, dispatched through wgpu.
+//!
+//! Parameters, gradients and optimizer state stay resident on the GPU in a [`ParamArena`]. A step costs the
+//! host one small buffer write and one submission, whatever the number of tensors, and nothing is read back
+//! unless asked for.
+//!
+//! ```no_run
+//! use wgoptim::{AdamConfig, AdamW, ArenaBuilder, Gpu, GpuOptions, Optimizer};
+//!
+//! # fn main() -> wgoptim::Result<()> {
+//! let gpu = Gpu::new(&GpuOptions::default())?;
+//! let mut model = ArenaBuilder::new();
+//! model.add("fc.weight", &[128, 784], 0)?.add("fc.bias", &[128], 1)?;
+//! let arena = model.build(&gpu)?;
+//! arena.write_params("fc.bias", &[0.0; 128])?;
+//!
+//! let mut opt = AdamW::new(&arena, AdamConfig::adamw())?;
+//! // An engine writes gradients straight into `arena.grad_slices(name)`; without one, upload them.
+//! arena.write_grads("fc.bias", &[0.1; 128])?;
+//! opt.step(&arena, 1e-3)?;
+//! # Ok(()) }
+//! ```
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod arena;
+mod error;
+mod gpu;
+mod kernels;
+pub mod model_shapes;
+pub mod optim;
+mod readback;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions};
+pub use kernels::BLOCK;
+pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};

@@ -1,0 +1,638 @@
+//! `ParamArena`: every parameter and gradient of a model packed into a few large GPU buffers.
+//!
+//! Tensors start on 256-element block boundaries and are packed, in registration order, into chunks no larger
+//! than the adapter's storage binding limit. A tensor larger than a whole chunk is split over chunks of its
+//! own. Blocks are numbered globally across chunks, so a tensor always owns a contiguous run of block
+//! numbers; the layout table on the GPU maps each block to its tensor, and each tensor to its length and
+//! parameter group, which is all a kernel needs to step any element without knowing the model.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::BLOCK;
+
+static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Words before the tensor records in the layout table: `[tensor count, block count, 0, 0]`.
+pub(crate) const LAYOUT_HEADER_WORDS: u32 = 4;
+/// Words per tensor record: `[first global block, element count, group, 0]`.
+pub(crate) const TENSOR_RECORD_WORDS: u32 = 4;
+
+/// A registered tensor: where it lives and which parameter group it steps with.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    /// The name it was registered under.
+    pub name: String,
+    /// Its shape, as registered.
+    pub shape: Vec<usize>,
+    /// Its element count.
+    pub numel: u64,
+    /// Its parameter group.
+    pub group: u32,
+    /// The global number of its first block.
+    pub first_block: u32,
+    /// Where its elements lie: one segment, or several for a tensor larger than one chunk.
+    pub segments: Vec<Segment>,
+}
+
+/// A run of a tensor's elements inside one chunk buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Which chunk buffer.
+    pub chunk: usize,
+    /// First element inside the chunk buffer.
+    pub chunk_offset: u64,
+    /// First element inside the tensor.
+    pub tensor_offset: u64,
+    /// Element count.
+    pub len: u64,
+}
+
+/// One buffer chunk: a run of whole blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunk {
+    pub first_block: u32,
+    pub blocks: u32,
+}
+
+impl Chunk {
+    pub fn elements(&self) -> u64 {
+        self.blocks as u64 * BLOCK as u64
+    }
+}
+
+/// A byte range of a GPU buffer that an engine can bind or copy into.
+#[derive(Clone, Copy, Debug)]
+pub struct BufferSlice<'a> {
+    /// The chunk buffer.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the range (a multiple of 1024, so it satisfies any storage offset alignment).
+    pub offset: u64,
+    /// Byte length of the range.
+    pub size: u64,
+    /// First element of the tensor that this range holds.
+    pub tensor_offset: u64,
+}
+
+/// Collects tensor registrations and checks them; `build` packs them onto a device.
+#[derive(Debug, Default, Clone)]
+pub struct ArenaBuilder {
+    specs: Vec<(String, Vec<usize>, u32)>,
+    index: HashMap<String, usize>,
+    chunk_bytes: Option<u64>,
+}
+
+impl ArenaBuilder {
+    /// An empty registration list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a tensor with `shape` in parameter `group`. Names are unique and shapes have no zero
+    /// dimension; a bad registration is refused and leaves the builder as it was.
+    pub fn add(&mut self, name: &str, shape: &[usize], group: u32) -> Result<&mut Self> {
+        if name.is_empty() {
+            return Err(Error::EmptyName);
+        }
+        if self.index.contains_key(name) {
+            return Err(Error::DuplicateTensor(name.to_string()));
+        }
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        match numel {
+            Some(0) => {
+                return Err(Error::EmptyTensor {
+                    name: name.to_string(),
+                    shape: shape.to_vec(),
+                });
+            }
+            None => {
+                return Err(Error::TooLarge {
+                    name: name.to_string(),
+                    bytes: u64::MAX,
+                    limit: u64::MAX,
+                    what: "element count overflows u64",
+                });
+            }
+            Some(_) => {}
+        }
+        self.index.insert(name.to_string(), self.specs.len());
+        self.specs.push((name.to_string(), shape.to_vec(), group));
+        Ok(self)
+    }
+
+    /// Caps chunk buffers at `bytes` (rounded down to whole blocks) instead of the adapter's binding
+    /// limit: for tests of multi-chunk layouts on small models, or to leave an engine headroom.
+    pub fn max_chunk_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.chunk_bytes = Some(bytes);
+        self
+    }
+
+    /// How many tensors are registered.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Packs the tensors and creates the parameter and gradient buffers (zeroed) and the layout table.
+    pub fn build(&self, gpu: &Gpu) -> Result<ParamArena> {
+        if self.specs.is_empty() {
+            return Err(Error::EmptyArena);
+        }
+        let limits = gpu.limits();
+        let binding = gpu.max_binding_bytes();
+        let cap_bytes = self.chunk_bytes.unwrap_or(binding).min(binding);
+        let block_bytes = BLOCK as u64 * 4;
+        let chunk_blocks = (cap_bytes / block_bytes).min(u32::MAX as u64) as u32;
+        if chunk_blocks == 0 {
+            return Err(Error::TooLarge {
+                name: "<arena>".into(),
+                bytes: block_bytes,
+                limit: cap_bytes,
+                what: "one block must fit in a chunk",
+            });
+        }
+        let plan = pack(&self.specs, chunk_blocks)?;
+
+        // The layout table must itself fit one binding.
+        let layout_words = plan.layout_words();
+        if layout_words.len() as u64 * 4 > binding {
+            return Err(Error::TooLarge {
+                name: "<layout table>".into(),
+                bytes: layout_words.len() as u64 * 4,
+                limit: binding,
+                what: "max_storage_buffer_binding_size",
+            });
+        }
+        let max_groups = limits.max_compute_workgroups_per_dimension;
+        let device = gpu.device();
+        let chunk_info: Vec<ChunkInfo> = plan
+            .chunks
+            .iter()
+            .map(|c| ChunkInfo::new(c, max_groups))
+            .collect();
+        let (params, grads, layout, chunk_uniforms) = gpu.scoped(|| {
+            let make = |label: &str, chunk: &Chunk| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: chunk.elements() * 4,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_DST
+                        | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            };
+            let params: Vec<_> = plan.chunks.iter().map(|c| make("params", c)).collect();
+            let grads: Vec<_> = plan.chunks.iter().map(|c| make("grads", c)).collect();
+            let layout = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("layout"),
+                size: layout_words.len() as u64 * 4,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let chunk_uniforms: Vec<_> = chunk_info
+                .iter()
+                .map(|_| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("chunk_info"),
+                        size: 16,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect();
+            (params, grads, layout, chunk_uniforms)
+        })?;
+        let queue = gpu.queue();
+        queue.write_buffer(&layout, 0, bytemuck::cast_slice(&layout_words));
+        for (buffer, info) in chunk_uniforms.iter().zip(&chunk_info) {
+            queue.write_buffer(buffer, 0, bytemuck::cast_slice(&info.words()));
+        }
+        let by_name = plan
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(ParamArena {
+            id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
+            gpu: gpu.clone(),
+            groups: plan.groups,
+            total_blocks: plan.total_blocks,
+            tensors: plan.tensors,
+            chunks: plan.chunks,
+            chunk_info,
+            by_name,
+            params,
+            grads,
+            layout,
+            chunk_uniforms,
+        })
+    }
+}
+
+struct Plan {
+    tensors: Vec<TensorInfo>,
+    chunks: Vec<Chunk>,
+    total_blocks: u32,
+    groups: u32,
+}
+
+impl Plan {
+    fn layout_words(&self) -> Vec<u32> {
+        let n = self.tensors.len() as u32;
+        let header = [n, self.total_blocks, 0, 0];
+        let mut words = Vec::with_capacity(
+            (LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * n + self.total_blocks) as usize,
+        );
+        words.extend_from_slice(&header[..LAYOUT_HEADER_WORDS as usize]);
+        for t in &self.tensors {
+            let record = [t.first_block, t.numel as u32, t.group, 0];
+            words.extend_from_slice(&record[..TENSOR_RECORD_WORDS as usize]);
+        }
+        for (i, t) in self.tensors.iter().enumerate() {
+            let blocks = t.numel.div_ceil(BLOCK as u64) as usize;
+            words.extend(std::iter::repeat_n(i as u32, blocks));
+        }
+        words
+    }
+}
+
+fn pack(specs: &[(String, Vec<usize>, u32)], chunk_blocks: u32) -> Result<Plan> {
+    let mut tensors = Vec::with_capacity(specs.len());
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut next_block: u64 = 0;
+    let mut groups = 0u32;
+    for (name, shape, group) in specs {
+        let numel: u64 = shape.iter().map(|&d| d as u64).product();
+        // Kernels index elements of one tensor with u32.
+        if numel > u32::MAX as u64 {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                bytes: numel * 4,
+                limit: u32::MAX as u64 * 4,
+                what: "2^32 - 1 elements per tensor",
+            });
+        }
+        let blocks = numel.div_ceil(BLOCK as u64);
+        let first_block = next_block;
+        let mut segments = Vec::new();
+        let mut remaining = blocks;
+        let mut tensor_block = 0u64;
+        while remaining > 0 {
+            let room = match chunks.last() {
+                Some(c) if (c.blocks as u64) < chunk_blocks as u64 => {
+                    // A tensor that fits a chunk never straddles two; a larger one fills whatever is open.
+                    let room = chunk_blocks as u64 - c.blocks as u64;
+                    if room >= remaining || blocks > chunk_blocks as u64 {
+                        room
+                    } else {
+                        0
+                    }
+                }
+                _ => 0,
+            };
+            if room == 0 {
+                chunks.push(Chunk {
+                    first_block: next_block as u32,
+                    blocks: 0,
+                });
+                continue;
+            }
+            let take = room.min(remaining);
+            let chunk_index = chunks.len() - 1;
+            let chunk = &mut chunks[chunk_index];
+            let seg_start = tensor_block * BLOCK as u64;
+            segments.push(Segment {
+                chunk: chunk_index,
+                chunk_offset: chunk.blocks as u64 * BLOCK as u64,
+                tensor_offset: seg_start,
+                len: (take * BLOCK as u64).min(numel - seg_start),
+            });
+            chunk.blocks += take as u32;
+            next_block += take;
+            tensor_block += take;
+            remaining -= take;
+        }
+        if next_block > u32::MAX as u64 {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                bytes: next_block * BLOCK as u64 * 4,
+                limit: u32::MAX as u64 * BLOCK as u64 * 4,
+                what: "2^32 - 1 blocks per arena",
+            });
+        }
+        groups = groups.max(group + 1);
+        tensors.push(TensorInfo {
+            name: name.clone(),
+            shape: shape.clone(),
+            numel,
+            group: *group,
+            first_block: first_block as u32,
+            segments,
+        });
+    }
+    Ok(Plan {
+        tensors,
+        chunks,
+        total_blocks: next_block as u32,
+        groups,
+    })
+}
+
+/// Per-chunk dispatch geometry, handed to kernels in a small uniform.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChunkInfo {
+    pub first_block: u32,
+    pub blocks: u32,
+    pub grid: (u32, u32),
+}
+
+impl ChunkInfo {
+    fn new(chunk: &Chunk, max_per_dim: u32) -> Self {
+        Self {
+            first_block: chunk.first_block,
+            blocks: chunk.blocks,
+            grid: crate::kernels::grid(chunk.blocks, max_per_dim),
+        }
+    }
+
+    /// The uniform's contents: `[first block, block count, workgroups along x, 0]`.
+    pub fn words(&self) -> [u32; 4] {
+        [self.first_block, self.blocks, self.grid.0, 0]
+    }
+}
+
+/// Parameters and gradients of a model, resident on one device.
+pub struct ParamArena {
+    id: u64,
+    gpu: Gpu,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    chunks: Vec<Chunk>,
+    chunk_info: Vec<ChunkInfo>,
+    total_blocks: u32,
+    groups: u32,
+    params: Vec<wgpu::Buffer>,
+    grads: Vec<wgpu::Buffer>,
+    layout: wgpu::Buffer,
+    chunk_uniforms: Vec<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for ParamArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamArena")
+            .field("tensors", &self.tensors.len())
+            .field("elements", &self.elements())
+            .field("chunks", &self.chunks.len())
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+/// Which of the arena's two buffer sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Params,
+    Grads,
+}
+
+impl ParamArena {
+    /// The device it lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Identifies the arena, so optimizers can refuse a different one.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Every tensor, in registration order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// One tensor by name.
+    pub fn tensor(&self, name: &str) -> Result<&TensorInfo> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.tensors[i])
+            .ok_or_else(|| Error::UnknownTensor(name.to_string()))
+    }
+
+    /// Number of parameter groups (one more than the largest group registered).
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// Parameter count of the model (padding excluded).
+    pub fn elements(&self) -> u64 {
+        self.tensors.iter().map(|t| t.numel).sum()
+    }
+
+    /// Elements allocated per buffer set, padding to block boundaries included.
+    pub fn padded_elements(&self) -> u64 {
+        self.total_blocks as u64 * BLOCK as u64
+    }
+
+    /// How many chunk buffers each buffer set (parameters, gradients, each optimizer state) has.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub(crate) fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    pub(crate) fn chunk_info(&self) -> &[ChunkInfo] {
+        &self.chunk_info
+    }
+
+    pub(crate) fn param_buffers(&self) -> &[wgpu::Buffer] {
+        &self.params
+    }
+
+    pub(crate) fn grad_buffers(&self) -> &[wgpu::Buffer] {
+        &self.grads
+    }
+
+    pub(crate) fn layout_buffer(&self) -> &wgpu::Buffer {
+        &self.layout
+    }
+
+    pub(crate) fn chunk_uniforms(&self) -> &[wgpu::Buffer] {
+        &self.chunk_uniforms
+    }
+
+    fn slices(&self, name: &str, side: Side) -> Result<Vec<BufferSlice<'_>>> {
+        let t = self.tensor(name)?;
+        let buffers = match side {
+            Side::Params => &self.params,
+            Side::Grads => &self.grads,
+        };
+        Ok(t.segments
+            .iter()
+            .map(|s| BufferSlice {
+                buffer: &buffers[s.chunk],
+                offset: s.chunk_offset * 4,
+                size: s.len * 4,
+                tensor_offset: s.tensor_offset,
+            })
+            .collect())
+    }
+
+    /// Where a tensor's parameters lie: one slice, or several for a tensor larger than one chunk.
+    pub fn param_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
+        self.slices(name, Side::Params)
+    }
+
+    /// Where a tensor's gradient lies, for an engine to write into directly.
+    pub fn grad_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
+        self.slices(name, Side::Grads)
+    }
+
+    fn write(&self, name: &str, data: &[f32], side: Side) -> Result<()> {
+        self.gpu.check()?;
+        let t = self.tensor(name)?;
+        if data.len() as u64 != t.numel {
+            return Err(Error::LengthMismatch {
+                name: name.to_string(),
+                expected: t.numel as usize,
+                got: data.len(),
+            });
+        }
+        for s in self.slices(name, side)? {
+            let start = s.tensor_offset as usize;
+            let end = start + (s.size / 4) as usize;
+            self.gpu.queue().write_buffer(
+                s.buffer,
+                s.offset,
+                bytemuck::cast_slice(&data[start..end]),
+            );
+        }
+        Ok(())
+    }
+
+    /// Uploads a tensor's parameters from the host.
+    pub fn write_params(&self, name: &str, data: &[f32]) -> Result<()> {
+        self.write(name, data, Side::Params)
+    }
+
+    /// Uploads a tensor's gradient from the host (for users without an engine that writes it on the GPU).
+    pub fn write_grads(&self, name: &str, data: &[f32]) -> Result<()> {
+        self.write(name, data, Side::Grads)
+    }
+
+    /// Downloads a tensor's parameters. Waits for the GPU: for inspection and tests, not inside a step.
+    pub fn read_params(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        let ranges: Vec<_> = t
+            .segments
+            .iter()
+            .map(|s| (&self.params[s.chunk], s.chunk_offset * 4, s.len * 4))
+            .collect();
+        crate::readback::read_f32(&self.gpu, &ranges)
+    }
+
+    /// Downloads a tensor's gradient.
+    pub fn read_grads(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        let ranges: Vec<_> = t
+            .segments
+            .iter()
+            .map(|s| (&self.grads[s.chunk], s.chunk_offset * 4, s.len * 4))
+            .collect();
+        crate::readback::read_f32(&self.gpu, &ranges)
+    }
+
+    /// Zeroes every gradient, on the GPU, in one submission.
+    pub fn zero_grads(&self) -> Result<()> {
+        self.gpu.check()?;
+        let mut encoder =
+            self.gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("zero_grads"),
+                });
+        for g in &self.grads {
+            encoder.clear_buffer(g, 0, None);
+        }
+        self.gpu.queue().submit([encoder.finish()]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(sizes: &[usize]) -> Vec<(String, Vec<usize>, u32)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("t{i}"), vec![n], (i % 2) as u32))
+            .collect()
+    }
+
+    #[test]
+    fn tensors_start_on_block_boundaries_and_never_straddle_when_they_fit() {
+        let plan = pack(&specs(&[1, 7, 256, 1000, 4099, 300]), 20).unwrap();
+        for t in &plan.tensors {
+            assert_eq!(t.segments.len(), 1, "{} split", t.name);
+            assert_eq!(t.segments[0].chunk_offset % BLOCK as u64, 0);
+        }
+        // 1 + 1 + 1 + 4 blocks fit chunk 0; 17 blocks start chunk 1; 2 more fit after them.
+        assert_eq!(plan.chunks.len(), 2);
+        assert_eq!(plan.tensors[4].segments[0].chunk, 1);
+        assert_eq!(plan.tensors[5].segments[0].chunk, 1);
+        assert_eq!(plan.total_blocks, 1 + 1 + 1 + 4 + 17 + 2);
+        assert_eq!(plan.groups, 2);
+    }
+
+    #[test]
+    fn a_tensor_larger_than_a_chunk_is_split_over_contiguous_blocks() {
+        let plan = pack(&specs(&[10, 256 * 9 + 3]), 4).unwrap();
+        let big = &plan.tensors[1];
+        assert_eq!(big.segments.iter().map(|s| s.len).sum::<u64>(), 256 * 9 + 3);
+        assert!(big.segments.len() >= 3);
+        let mut expect = 0;
+        for s in &big.segments {
+            assert_eq!(s.tensor_offset, expect);
+            expect += s.len;
+        }
+        assert!(plan.chunks.iter().all(|c| c.blocks <= 4));
+        let words = plan.layout_words();
+        let blocks_at = (LAYOUT_HEADER_WORDS + 2 * TENSOR_RECORD_WORDS) as usize;
+        assert_eq!(words.len(), blocks_at + plan.total_blocks as usize);
+        assert_eq!(words[blocks_at], 0);
+        assert!(words[blocks_at + 1..].iter().all(|&t| t == 1));
+    }
+
+    #[test]
+    fn bad_registrations_are_refused_and_leave_the_builder_unchanged() {
+        let mut b = ArenaBuilder::new();
+        b.add("w", &[3, 4], 0).unwrap();
+        assert!(matches!(
+            b.add("w", &[2], 0),
+            Err(Error::DuplicateTensor(_))
+        ));
+        assert!(matches!(
+            b.add("z", &[3, 0], 0),
+            Err(Error::EmptyTensor { .. })
+        ));
+        assert!(matches!(b.add("", &[3], 0), Err(Error::EmptyName)));
+        assert!(matches!(
+            b.add("huge", &[usize::MAX, 4], 0),
+            Err(Error::TooLarge { .. })
+        ));
+        assert_eq!(b.len(), 1);
+    }
+}

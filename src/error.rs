@@ -1,0 +1,118 @@
+//! The crate's one error type. Every public entry point validates its input and returns one of these
+//! before anything is dispatched, so a failed call leaves the arena and optimizer state as they were.
+
+/// Everything that can go wrong in a call into this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched the request (or none exists at all).
+    #[error(
+        "no GPU adapter found{detail}. On Linux without a GPU, install Mesa's software Vulkan driver \
+         (lavapipe: `apt-get install mesa-vulkan-drivers`) or its OpenGL driver through EGL \
+         (`apt-get install libegl-mesa0 libgl1-mesa-dri`)"
+    )]
+    NoAdapter {
+        /// What was asked for, already formatted for the message (may be empty).
+        detail: String,
+    },
+    /// The adapter refused to open a device.
+    #[error("could not open a device on adapter `{adapter}`: {reason}")]
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// What wgpu said.
+        reason: String,
+    },
+    /// The adapter lacks a limit the crate needs.
+    #[error("adapter `{adapter}` does not meet the requirement: {requirement}")]
+    UnsupportedAdapter {
+        /// The adapter's name.
+        adapter: String,
+        /// The missing limit or feature.
+        requirement: String,
+    },
+    /// A tensor name that was never registered.
+    #[error("unknown tensor `{0}`")]
+    UnknownTensor(String),
+    /// The same name registered twice.
+    #[error("tensor `{0}` is already registered")]
+    DuplicateTensor(String),
+    /// A tensor name that is empty.
+    #[error("a tensor name must not be empty")]
+    EmptyName,
+    /// A shape with a zero dimension (or no elements at all).
+    #[error("tensor `{name}` has no elements (shape {shape:?})")]
+    EmptyTensor {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A tensor or arena larger than the adapter can hold.
+    #[error(
+        "tensor `{name}` needs {bytes} bytes, more than the adapter's limit of {limit} bytes ({what})"
+    )]
+    TooLarge {
+        /// The tensor (or `<arena>`).
+        name: String,
+        /// Bytes asked for.
+        bytes: u64,
+        /// The adapter's limit in bytes.
+        limit: u64,
+        /// Which limit.
+        what: &'static str,
+    },
+    /// An arena with no tensors.
+    #[error("the arena has no tensors; register at least one before building it")]
+    EmptyArena,
+    /// Host data of the wrong length for a tensor.
+    #[error("tensor `{name}` has {expected} elements, but {got} were given")]
+    LengthMismatch {
+        /// The tensor.
+        name: String,
+        /// Its element count.
+        expected: usize,
+        /// The length passed in.
+        got: usize,
+    },
+    /// A hyperparameter outside its valid range.
+    #[error("invalid {name} = {value}: {rule}")]
+    InvalidHyperparameter {
+        /// The hyperparameter's name, as in the config type.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A parameter group index that the arena does not have.
+    #[error("parameter group {group} does not exist (the arena has {groups} groups)")]
+    UnknownGroup {
+        /// The group asked for.
+        group: u32,
+        /// How many groups exist.
+        groups: u32,
+    },
+    /// A state buffer name the optimizer does not have.
+    #[error("unknown optimizer state `{state}` (this optimizer has: {available})")]
+    UnknownState {
+        /// The name asked for.
+        state: String,
+        /// The names it has.
+        available: String,
+    },
+    /// An optimizer used with an arena other than the one it was built for.
+    #[error("this optimizer was built for a different arena")]
+    ArenaMismatch,
+    /// The device was lost (driver reset, device destroyed); its buffers are gone.
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    /// The device ran out of memory while creating a buffer.
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
+    /// An error reported by wgpu's validation or the driver.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

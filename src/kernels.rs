@@ -1,0 +1,177 @@
+//! WGSL assembly, the pipeline cache and the dispatch geometry shared by every kernel.
+//!
+//! WGSL has no includes, so each kernel family's source is `shaders/common.wgsl` followed by the family's
+//! own file. Variants (AMSGrad on or off, Nesterov, ...) are pipeline-overridable constants, so each variant
+//! is compiled once per device and cached here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Elements per block: one workgroup steps one block, and tensors start on block boundaries.
+pub const BLOCK: u32 = 256;
+
+const COMMON: &str = include_str!("../shaders/common.wgsl");
+
+fn family_source(family: &str) -> Option<&'static str> {
+    Some(match family {
+        "adam" => include_str!("../shaders/adam.wgsl"),
+        "sgd" => include_str!("../shaders/sgd.wgsl"),
+        _ => return None,
+    })
+}
+
+/// How a kernel sees one binding of its bind group (group 0, bindings numbered in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Access {
+    /// `var<storage, read_write>`
+    ReadWrite,
+    /// `var<storage, read>`
+    Read,
+    /// `var<uniform>`
+    Uniform,
+}
+
+/// One compiled variant of a kernel: what to compile and how it binds.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelSpec {
+    pub family: &'static str,
+    pub entry: &'static str,
+    pub bindings: Vec<Access>,
+    /// Values of the WGSL `override` constants that select the variant.
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl KernelSpec {
+    fn key(&self) -> String {
+        let constants: Vec<String> = self
+            .constants
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{}::{}[{:?}]({})",
+            self.family,
+            self.entry,
+            self.bindings,
+            constants.join(",")
+        )
+    }
+}
+
+/// A compiled pipeline and the layout its bind groups are made with.
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Pipelines compiled on one device, keyed by family, entry point, bindings and constants.
+#[derive(Default)]
+pub(crate) struct KernelCache {
+    compiled: Mutex<HashMap<String, Arc<Kernel>>>,
+}
+
+impl KernelCache {
+    /// The pipeline for `spec`, compiled on first use.
+    pub fn get(&self, gpu: &Gpu, spec: &KernelSpec) -> Result<Arc<Kernel>> {
+        let key = spec.key();
+        if let Some(k) = self.lock()?.get(&key) {
+            return Ok(Arc::clone(k));
+        }
+        let kernel = Arc::new(compile(gpu, spec)?);
+        self.lock()?.insert(key, Arc::clone(&kernel));
+        Ok(kernel)
+    }
+
+    /// How many variants have been compiled (tests check that stepping compiles nothing new).
+    pub fn len(&self) -> usize {
+        self.compiled.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<Kernel>>>> {
+        self.compiled.lock().map_err(|_| {
+            Error::Gpu("the pipeline cache was poisoned by a panic in another thread".into())
+        })
+    }
+}
+
+fn compile(gpu: &Gpu, spec: &KernelSpec) -> Result<Kernel> {
+    let family = family_source(spec.family)
+        .ok_or_else(|| Error::Gpu(format!("no shader family `{}`", spec.family)))?;
+    let device = gpu.device();
+    gpu.scoped(|| {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(spec.family),
+            source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{family}").into()),
+        });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match access {
+                    Access::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Access::Read | Access::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *access == Access::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(spec.entry),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(spec.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(spec.entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &spec.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Kernel { pipeline, layout }
+    })
+}
+
+/// Workgroup counts `(x, y)` that cover `blocks` workgroups within the per-dimension limit; kernels
+/// linearise the id as `y * x_count + x` and return past `blocks`.
+pub(crate) fn grid(blocks: u32, max_per_dim: u32) -> (u32, u32) {
+    let x = blocks.clamp(1, max_per_dim.max(1));
+    (x, blocks.div_ceil(x).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_covers_every_block_within_the_limit() {
+        for blocks in [1u32, 2, 255, 65535, 65536, 200_000] {
+            let (x, y) = grid(blocks, 65535);
+            assert!(x <= 65535 && y <= 65535);
+            assert!(x as u64 * y as u64 >= blocks as u64);
+            assert!((x as u64) * (y as u64 - 1) < blocks as u64);
+        }
+    }
+}

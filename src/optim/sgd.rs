@@ -1,0 +1,155 @@
+//! Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay.
+//!
+//! Update rule for each element, with g the gradient (negated when `maximize`):
+//!
+//! ```text
+//! g ← g + λ·p                                   (when λ ≠ 0)
+//! b ← g on the first step, else μ·b + (1 − τ)·g (when μ ≠ 0)
+//! g ← g + μ·b with Nesterov, else b             (when μ ≠ 0)
+//! p ← p − lr·g
+//! ```
+//!
+//! Reference: `torch.optim.SGD` (single-tensor path), matched operation by operation in f32. Defaults are
+//! PyTorch's: μ = 0, τ = 0, λ = 0, no Nesterov. As in PyTorch, Nesterov needs μ > 0 and τ = 0.
+
+use crate::arena::ParamArena;
+use crate::error::{Error, Result};
+use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
+use crate::optim::{
+    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_range,
+};
+
+/// Hyperparameters of SGD; `Default` gives `torch.optim.SGD`'s.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SgdConfig {
+    /// μ, in [0, 1).
+    pub momentum: f64,
+    /// τ, in [0, 1): the share of the gradient left out of the momentum buffer.
+    pub dampening: f64,
+    /// λ, the L2 penalty added to the gradient; ≥ 0. Groups may override it.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Ascend the objective instead of descending it.
+    pub maximize: bool,
+}
+
+impl SgdConfig {
+    fn validate(&self) -> Result<()> {
+        check_range("momentum", self.momentum, 0.0, 1.0)?;
+        check_range("dampening", self.dampening, 0.0, 1.0)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(Error::InvalidHyperparameter {
+                name: "nesterov",
+                value: self.momentum,
+                rule: "Nesterov momentum requires momentum > 0 and zero dampening",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// SGD over a whole arena; with momentum its one state buffer (`momentum_buffer`) is resident on the GPU.
+pub struct Sgd {
+    config: SgdConfig,
+    groups: Groups,
+    kernel: ElementwiseStep,
+    step: u64,
+    records: Vec<u8>,
+}
+
+impl Sgd {
+    /// Creates the optimizer for `arena`. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: SgdConfig) -> Result<Self> {
+        config.validate()?;
+        let momentum = config.momentum != 0.0;
+        let states: &[&str] = if momentum { &["momentum_buffer"] } else { &[] };
+        let kernel = ElementwiseStep::new(
+            arena,
+            "sgd",
+            "sgd_step",
+            vec![
+                ("MOMENTUM", momentum as u8 as f64),
+                ("NESTEROV", config.nesterov as u8 as f64),
+                ("MAXIMIZE", config.maximize as u8 as f64),
+            ],
+            1,
+            states,
+        )?;
+        Ok(Self {
+            config,
+            groups: Groups::new(arena),
+            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
+            kernel,
+            step: 0,
+        })
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.groups.set(group, config)
+    }
+}
+
+impl Optimizer for Sgd {
+    fn encode_step(
+        &mut self,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        check_lr(lr)?;
+        let first = self.step == 0;
+        for (g, group) in self.groups.iter().enumerate() {
+            let lr = lr * group.lr_scale;
+            let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
+            let f = |x: f64| (x as f32).to_bits();
+            let words = [
+                f(-lr),
+                f(wd),
+                f(self.config.momentum),
+                f(1.0 - self.config.dampening),
+                first as u32,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            let at = g * GROUP_RECORD_BYTES;
+            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+        }
+        let stats = self.kernel.encode(encoder, &self.records);
+        self.step += 1;
+        Ok(stats)
+    }
+
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.kernel.state_bytes()
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.kernel.state_names()
+    }
+
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        self.kernel.read_state(arena, state, tensor)
+    }
+}

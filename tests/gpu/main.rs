@@ -1,0 +1,15 @@
+//! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
+
+mod errors;
+mod harness;
+mod stepping;
+mod torch_optim;
+mod util;
+
+fn main() {
+    let mut tests = Vec::new();
+    tests.extend(stepping::tests());
+    tests.extend(errors::tests());
+    tests.extend(torch_optim::tests());
+    harness::run(tests)
+}

@@ -1,0 +1,128 @@
+//! Small helpers shared by the GPU tests: deterministic data, models, and comparisons.
+
+use wgoptim::{ArenaBuilder, Gpu, Optimizer, ParamArena};
+
+/// A deterministic pseudo-random sequence (SplitMix64) mapped to f32 in [-scale, scale).
+pub fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+pub fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Builds an arena of `(name, shape, group)` tensors, optionally with small chunks, and fills parameters
+/// with deterministic noise.
+pub fn model(
+    gpu: &Gpu,
+    tensors: &[(String, Vec<usize>, u32)],
+    chunk_bytes: Option<u64>,
+) -> Result<ParamArena, String> {
+    let mut b = ArenaBuilder::new();
+    for (name, shape, group) in tensors {
+        b.add(name, shape, *group).map_err(err)?;
+    }
+    if let Some(bytes) = chunk_bytes {
+        b.max_chunk_bytes(bytes);
+    }
+    let arena = b.build(gpu).map_err(err)?;
+    for (i, t) in arena.tensors().iter().enumerate() {
+        arena
+            .write_params(&t.name, &noise(i as u64, t.numel as usize, 1.0))
+            .map_err(err)?;
+    }
+    Ok(arena)
+}
+
+/// Writes step `step`'s deterministic gradients into every tensor.
+pub fn write_grads(arena: &ParamArena, step: u64) -> Result<(), String> {
+    for (i, t) in arena.tensors().iter().enumerate() {
+        let scale = [1e-3, 1.0, 30.0][i % 3];
+        arena
+            .write_grads(
+                &t.name,
+                &noise(1000 * step + i as u64, t.numel as usize, scale),
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Runs `steps` steps with a learning rate that changes every step.
+pub fn run(arena: &ParamArena, opt: &mut dyn Optimizer, steps: u64) -> Result<(), String> {
+    for s in 1..=steps {
+        write_grads(arena, s)?;
+        opt.step(arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Every tensor's parameters, in registration order.
+pub fn params(arena: &ParamArena) -> Result<Vec<Vec<f32>>, String> {
+    arena
+        .tensors()
+        .iter()
+        .map(|t| arena.read_params(&t.name).map_err(err))
+        .collect()
+}
+
+/// Every state buffer of every tensor.
+pub fn state(arena: &ParamArena, opt: &dyn Optimizer) -> Result<Vec<Vec<f32>>, String> {
+    let mut out = Vec::new();
+    for s in opt.state_names() {
+        for t in arena.tensors() {
+            out.push(opt.read_state(arena, s, &t.name).map_err(err)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Bit-for-bit equality of two tensor lists, with the first difference in the message.
+pub fn same_bits(what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{what}: {} tensors vs {}", a.len(), b.len()));
+    }
+    for (t, (x, y)) in a.iter().zip(b).enumerate() {
+        if x.len() != y.len() {
+            return Err(format!(
+                "{what}: tensor {t} has {} vs {} elements",
+                x.len(),
+                y.len()
+            ));
+        }
+        if let Some(i) = (0..x.len()).find(|&i| x[i].to_bits() != y[i].to_bits()) {
+            return Err(format!(
+                "{what}: tensor {t} element {i}: {} vs {}",
+                x[i], y[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A small model with awkward sizes in two groups.
+pub fn small_model() -> Vec<(String, Vec<usize>, u32)> {
+    [
+        (1usize, 0u32),
+        (7, 1),
+        (256, 0),
+        (1000, 1),
+        (4099, 0),
+        (300, 1),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &(n, g))| (format!("t{i}"), vec![n], g))
+    .collect()
+}
