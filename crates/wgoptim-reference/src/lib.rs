@@ -1,14 +1,76 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Plain CPU implementations of the wgoptim optimizers: the test oracle.
+//!
+//! Every optimizer here mirrors its reference implementation operation by
+//! operation, in the same order and with the same `f32` roundings, so that on
+//! the same inputs it reproduces the reference trajectory bit for bit (or says,
+//! in its module documentation, where and why it cannot). Scalars that the
+//! reference computes on the host in Python floats (bias corrections, `lr * wd`,
+//! step sizes) are computed here in `f64` and rounded to `f32` where the
+//! reference rounds them.
+//!
+//! Modules:
+//! - [`adamw`]: AdamW and Adam (decoupled or coupled L2 weight decay, AMSGrad,
+//!   maximize), as `torch.optim.AdamW` / `torch.optim.Adam`.
+//! - [`sgd`]: SGD with momentum, dampening, Nesterov, weight decay and
+//!   maximize, as `torch.optim.SGD`.
+//! - [`fixtures`]: loads the committed PyTorch golden fixtures in
+//!   `tests/fixtures/torch_optim`.
+//! - [`compare`]: error measures and a closeness assertion that names the worst
+//!   element.
+
+pub mod adamw;
+pub mod compare;
+pub mod fixtures;
+pub mod ops;
+pub mod sgd;
+
+pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
+
+use std::fmt;
+
+/// Why a reference step refused to run. Nothing is modified when a step
+/// returns an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A slice does not have the length of the parameter slice.
+    LengthMismatch {
+        /// Which slice: "grads", "exp_avg", ...
+        what: &'static str,
+        /// The parameter count.
+        expected: usize,
+        /// The slice's length.
+        got: usize,
+    },
+    /// The step count is 1-based; step 0 would divide by a zero bias correction.
+    ZeroStep,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::LengthMismatch {
+                what,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{what} has {got} elements, the parameters have {expected}"
+            ),
+            Error::ZeroStep => write!(f, "the step count starts at 1"),
+        }
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl std::error::Error for Error {}
+
+pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Error> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected,
+            got,
+        })
     }
 }
