@@ -1,6 +1,6 @@
 //! GPU trajectories against PyTorch. Reference: `torch==2.15.0`, `torch.optim.{Adam, AdamW, SGD}` with
 //! `foreach=False` on CPU in f32, recorded by `scripts/torch_fixtures/gen_torch_optim.py` into
-//! `tests/fixtures/torch_optim/`. Six tensors of awkward sizes (1 to 4099 elements) in two parameter
+//! `tests/fixtures/torch_optim/`. Six tensors of awkward sizes (1 to 1283 elements) in two parameter
 //! groups, gradients spanning five orders of magnitude, 24 steps with a learning rate that changes every
 //! step, all stepped as one arena.
 //!
