@@ -2,6 +2,7 @@
 
 mod errors;
 mod harness;
+mod reliability;
 mod stepping;
 mod torch_optim;
 mod util;
@@ -11,5 +12,6 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(reliability::tests());
     harness::run(tests)
 }
