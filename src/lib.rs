@@ -34,3 +34,5 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use kernels::BLOCK;
 pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};
+/// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
+pub use wgoptim_schedule as schedule;

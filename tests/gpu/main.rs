@@ -3,6 +3,7 @@
 mod errors;
 mod harness;
 mod reliability;
+mod scheduled;
 mod stepping;
 mod torch_optim;
 mod util;
@@ -13,5 +14,6 @@ fn main() {
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
     tests.extend(reliability::tests());
+    tests.extend(scheduled::tests());
     harness::run(tests)
 }
