@@ -49,7 +49,8 @@ pub struct LrFinderResult {
     /// Why the sweep ended.
     pub stop: StopReason,
     /// The learning rate where the smoothed loss falls fastest against `ln(lr)`, before the
-    /// minimum of the smoothed loss; `None` when the loss never fell.
+    /// minimum of the smoothed loss; `None` when the loss never fell (falls smaller than one
+    /// part in 1e9 count as flat).
     pub suggestion: Option<f64>,
     /// The learning rate at the minimum smoothed loss (a common alternative pick is a tenth of it).
     pub min_loss_lr: Option<f64>,
@@ -232,8 +233,13 @@ fn suggest(lrs: &[f64], smoothed: &[f64]) -> (Option<f64>, Option<f64>) {
     };
     let mut steepest: Option<(usize, f64)> = None;
     for i in 1..=min_idx {
-        let slope = (smoothed[i] - smoothed[i - 1]) / (lrs[i].ln() - lrs[i - 1].ln());
-        if slope < 0.0 && steepest.is_none_or(|(_, s)| slope < s) {
+        let drop = smoothed[i - 1] - smoothed[i];
+        // Rounding in the moving average makes a flat loss wobble by an ulp or two: not a descent.
+        if drop <= 1e-9 * smoothed[i - 1].abs() {
+            continue;
+        }
+        let slope = -drop / (lrs[i].ln() - lrs[i - 1].ln());
+        if steepest.is_none_or(|(_, s)| slope < s) {
             steepest = Some((i, slope));
         }
     }
