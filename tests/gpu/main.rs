@@ -2,6 +2,7 @@
 
 mod errors;
 mod harness;
+mod lr_finder;
 mod reliability;
 mod scheduled;
 mod stepping;
@@ -15,5 +16,6 @@ fn main() {
     tests.extend(torch_optim::tests());
     tests.extend(reliability::tests());
     tests.extend(scheduled::tests());
+    tests.extend(lr_finder::tests());
     harness::run(tests)
 }
