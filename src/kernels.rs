@@ -19,6 +19,11 @@ fn family_source(family: &str) -> Option<&'static str> {
     Some(match family {
         "adam" => include_str!("../shaders/adam.wgsl"),
         "sgd" => include_str!("../shaders/sgd.wgsl"),
+        // Families that reduce per tensor start with the shared reduction helpers.
+        "norms" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/norms.wgsl")
+        ),
         _ => return None,
     })
 }
