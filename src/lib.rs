@@ -36,4 +36,8 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
 pub use kernels::BLOCK;
+pub use optim::{
+    Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,
+    RmspropConfig,
+};
 pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};

@@ -1,11 +1,21 @@
 //! Optimizers: one file per family, each a config type with PyTorch's defaults, an update rule stated in its
 //! doc comment, and a fused kernel in `shaders/`.
 
+mod adagrad;
 mod adam;
 mod elementwise;
+mod lamb;
+mod lars;
+mod lion;
+mod rmsprop;
 mod sgd;
 
+pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use lamb::{Lamb, LambConfig};
+pub use lars::{Lars, LarsConfig};
+pub use lion::{Lion, LionConfig};
+pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::arena::ParamArena;
