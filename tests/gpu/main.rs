@@ -2,6 +2,8 @@
 
 mod errors;
 mod harness;
+mod reductions;
+mod reference_optim;
 mod stepping;
 mod torch_optim;
 mod util;
@@ -11,5 +13,7 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(reference_optim::tests());
+    tests.extend(reductions::tests());
     harness::run(tests)
 }
