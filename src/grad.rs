@@ -88,6 +88,11 @@ impl Reduction {
         &self.buffer
     }
 
+    /// Bytes of the reduction buffer.
+    pub fn bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+
     /// Records the two finalize dispatches (per tensor, then total); returns 2.
     pub fn record_finalize(&self, pass: &mut wgpu::ComputePass<'_>) -> u32 {
         self.per_tensor.record(pass) + self.total.record(pass)
@@ -238,6 +243,11 @@ impl GradNorms {
     /// Records the stages into an open compute pass; returns the dispatch count.
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) -> u32 {
         self.partials.record(pass) + self.reduction.record_finalize(pass)
+    }
+
+    /// Bytes it keeps on the GPU: 8 per 256-element block and per tensor.
+    pub fn bytes(&self) -> u64 {
+        self.reduction.bytes()
     }
 
     /// The GPU buffer the norms are written to (layout above), for kernels of an engine that read them.

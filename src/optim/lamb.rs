@@ -252,8 +252,12 @@ impl Optimizer for Lamb {
         self.step
     }
 
+    /// The moments, plus the reduction buffers (8 bytes per 256-element block and per tensor, twice with
+    /// clipping), which live as long as the optimizer.
     fn state_bytes(&self) -> u64 {
         self.state.bytes()
+            + self.reduction.bytes()
+            + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
     fn state_names(&self) -> Vec<&'static str> {

@@ -228,8 +228,10 @@ impl Optimizer for Lars {
         self.step
     }
 
+    /// The momentum buffer, plus the reduction buffer (8 bytes per 256-element block and per tensor), which lives
+    /// as long as the optimizer.
     fn state_bytes(&self) -> u64 {
-        self.state.bytes()
+        self.state.bytes() + self.reduction.bytes()
     }
 
     fn state_names(&self) -> Vec<&'static str> {
