@@ -1,11 +1,21 @@
 //! Optimizers: one file per family, each a config type with PyTorch's defaults, an update rule stated in its
 //! doc comment, and a fused kernel in `shaders/`.
 
+mod adagrad;
 mod adam;
 mod elementwise;
+mod lamb;
+mod lars;
+mod lion;
+mod rmsprop;
 mod sgd;
 
+pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use lamb::{Lamb, LambConfig};
+pub use lars::{Lars, LarsConfig};
+pub use lion::{Lion, LionConfig};
+pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::arena::ParamArena;
@@ -142,6 +152,20 @@ pub(crate) fn check_range(
             } else {
                 "must lie in [0, 1)"
             },
+        });
+    }
+    Ok(())
+}
+
+/// Checks a momentum μ that a schedule wants to set on an optimizer built with `built_with`: the kernel
+/// variant (with or without a momentum buffer) is chosen at construction, so μ can only move if it was on.
+pub(crate) fn check_scheduled_momentum(built_with: f64, momentum: f64) -> Result<()> {
+    check_range("momentum", momentum, 0.0, 1.0)?;
+    if built_with == 0.0 {
+        return Err(Error::InvalidHyperparameter {
+            name: "momentum",
+            value: momentum,
+            rule: "build the optimizer with non-zero momentum to let a schedule change it",
         });
     }
     Ok(())

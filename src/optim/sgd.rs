@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
 use crate::optim::{
     GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_range,
+    check_scheduled_momentum,
 };
 
 /// Hyperparameters of SGD; `Default` gives `torch.optim.SGD`'s.
@@ -140,14 +141,7 @@ impl Optimizer for Sgd {
     /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
     /// without momentum refuses, as does Nesterov with μ = 0.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_range("momentum", momentum, 0.0, 1.0)?;
-        if self.config.momentum == 0.0 {
-            return Err(Error::InvalidHyperparameter {
-                name: "momentum",
-                value: momentum,
-                rule: "build the optimizer with non-zero momentum to let a schedule change it",
-            });
-        }
+        check_scheduled_momentum(self.config.momentum, momentum)?;
         let next = SgdConfig {
             momentum,
             ..self.config

@@ -3,6 +3,8 @@
 mod errors;
 mod harness;
 mod lr_finder;
+mod reductions;
+mod reference_optim;
 mod reliability;
 mod scheduled;
 mod stepping;
@@ -14,6 +16,8 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(reference_optim::tests());
+    tests.extend(reductions::tests());
     tests.extend(reliability::tests());
     tests.extend(scheduled::tests());
     tests.extend(lr_finder::tests());

@@ -9,7 +9,10 @@
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, model, noise, params, same_bits, small_model};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
-use wgoptim::{Adam, AdamConfig, Error, Gpu, Optimizer, Sgd, SgdConfig};
+use wgoptim::{
+    Adam, AdamConfig, Error, Gpu, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Optimizer,
+    ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig,
+};
 use wgoptim_reference::{adamw, sgd};
 
 pub fn tests() -> Vec<GpuTest> {
@@ -25,6 +28,10 @@ pub fn tests() -> Vec<GpuTest> {
         test(
             "refused_scheduled_step_changes_nothing",
             refused_scheduled_step_changes_nothing,
+        ),
+        test(
+            "set_momentum_equals_building_with_it",
+            set_momentum_equals_building_with_it,
         ),
     ]
 }
@@ -148,4 +155,82 @@ fn refused_scheduled_step_changes_nothing(gpu: &Gpu) -> Result<(), String> {
         return Err("a refused step moved the optimizer or the schedule".into());
     }
     same_bits("params", &before, &params(&arena)?)
+}
+
+type Build = fn(&ParamArena, f64) -> wgoptim::Result<Box<dyn Optimizer>>;
+
+/// For every optimizer with a momentum coefficient (β1 or μ), setting it through `set_momentum` before a
+/// step gives bit-identical results to building the optimizer with that value: the scheduled value
+/// reaches the kernel.
+fn set_momentum_equals_building_with_it(gpu: &Gpu) -> Result<(), String> {
+    let builds: [(&str, Build); 6] = [
+        ("adamw", |a, m| {
+            Ok(Box::new(Adam::new(
+                a,
+                AdamConfig {
+                    betas: (m, 0.999),
+                    ..AdamConfig::adamw()
+                },
+            )?))
+        }),
+        ("sgd", |a, m| {
+            Ok(Box::new(Sgd::new(
+                a,
+                SgdConfig {
+                    momentum: m,
+                    ..Default::default()
+                },
+            )?))
+        }),
+        ("lion", |a, m| {
+            Ok(Box::new(Lion::new(
+                a,
+                LionConfig {
+                    betas: (m, 0.99),
+                    ..Default::default()
+                },
+            )?))
+        }),
+        ("lamb", |a, m| {
+            Ok(Box::new(Lamb::new(
+                a,
+                LambConfig {
+                    betas: (m, 0.999),
+                    ..Default::default()
+                },
+            )?))
+        }),
+        ("lars", |a, m| {
+            Ok(Box::new(Lars::new(
+                a,
+                LarsConfig {
+                    momentum: m,
+                    ..Default::default()
+                },
+            )?))
+        }),
+        ("rmsprop", |a, m| {
+            Ok(Box::new(Rmsprop::new(
+                a,
+                RmspropConfig {
+                    momentum: m,
+                    ..Default::default()
+                },
+            )?))
+        }),
+    ];
+    for (name, build) in builds {
+        let mut results = Vec::new();
+        for set_later in [false, true] {
+            let arena = model(gpu, &small_model(), None)?;
+            let mut opt = build(&arena, if set_later { 0.9 } else { 0.8 }).map_err(err)?;
+            if set_later {
+                opt.set_momentum(0.8).map_err(err)?;
+            }
+            crate::util::run(&arena, opt.as_mut(), 3)?;
+            results.push(params(&arena)?);
+        }
+        same_bits(name, &results[0], &results[1])?;
+    }
+    Ok(())
 }
