@@ -114,7 +114,7 @@ fn run() -> Result<()> {
         .filter(|o| {
             args.only
                 .as_deref()
-                .is_none_or(|n| o.0.eq_ignore_ascii_case(n))
+                .is_none_or(|n| o.0.to_lowercase().contains(&n.to_lowercase()))
         })
         .collect();
     if chosen.is_empty() {

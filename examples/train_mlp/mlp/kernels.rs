@@ -192,6 +192,11 @@ pub fn dims_buffer(device: &wgpu::Device, inputs: usize, outputs: usize) -> wgpu
     })
 }
 
+/// 4 × 4 output tiles needed to cover `n` rows or columns (each matrix kernel's invocation computes one).
+pub fn tiles(n: u32) -> u32 {
+    n.div_ceil(4)
+}
+
 /// Records a dispatch of `invocations` invocations of a `WG`-wide kernel, split over x and y when one
 /// dimension would pass the per-dimension limit (kernels rebuild the index from `num_workgroups`).
 pub fn dispatch(pass: &mut wgpu::ComputePass<'_>, invocations: u32, max_per_dim: u32) {

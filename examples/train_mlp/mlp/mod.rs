@@ -21,7 +21,7 @@ use wgoptim::{AdamConfig, AdamW, ArenaBuilder, Gpu, Optimizer, ParamArena, Sgd, 
 use wgpu::util::DeviceExt;
 
 use data::Dataset;
-use kernels::{BATCH_RECORD_BYTES, Kernels, dims_buffer, dispatch};
+use kernels::{BATCH_RECORD_BYTES, Kernels, dims_buffer, dispatch, tiles};
 use rng::SplitMix64;
 
 /// The example's error type: wgoptim's errors and its own checks alike.
@@ -34,17 +34,10 @@ pub type MakeOptimizer = fn(&ParamArena) -> wgoptim::Result<Box<dyn Optimizer>>;
 
 /// The optimizers the example compares: name, constructor, peak learning rate of the warmup-cosine
 /// schedule. Adding an optimizer is adding its line here.
+#[rustfmt::skip]
 pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
-    (
-        "AdamW",
-        |a| Ok(Box::new(AdamW::new(a, AdamConfig::adamw())?)),
-        3e-3,
-    ),
-    (
-        "SGD momentum",
-        |a| Ok(Box::new(Sgd::new(a, SGD_MOMENTUM)?)),
-        0.1,
-    ),
+    ("AdamW",        |a| Ok(Box::new(AdamW::new(a, AdamConfig::adamw())?)), 3e-3),
+    ("SGD momentum", |a| Ok(Box::new(Sgd::new(a, SGD_MOMENTUM)?)),          5e-2),
 ];
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.
@@ -75,7 +68,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             hidden: vec![64, 64],
-            epochs: 60,
+            epochs: 30,
             batch_size: 32,
             warmup_epochs: 3,
             seed: 7,
@@ -556,7 +549,11 @@ impl Trainer {
             };
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &b.forward[l], &offset);
-            dispatch(pass, r.rows * outputs as u32, self.max_per_dim);
+            dispatch(
+                pass,
+                tiles(r.rows) * tiles(outputs as u32),
+                self.max_per_dim,
+            );
         }
         pass.set_pipeline(&k.loss.pipeline);
         pass.set_bind_group(0, &self.loss, &offset);
@@ -571,11 +568,15 @@ impl Trainer {
         for (l, &(inputs, outputs)) in self.layers.iter().enumerate().rev() {
             pass.set_pipeline(&k.backward_weights.pipeline);
             pass.set_bind_group(0, &b.backward_weights[l], &offset);
-            dispatch(pass, (outputs * (inputs + 1)) as u32, self.max_per_dim);
+            dispatch(
+                pass,
+                tiles(outputs as u32) * tiles(inputs as u32 + 1),
+                self.max_per_dim,
+            );
             if let Some(bg) = &b.backward_input[l] {
                 pass.set_pipeline(&k.backward_input.pipeline);
                 pass.set_bind_group(0, bg, &offset);
-                dispatch(pass, r.rows * inputs as u32, self.max_per_dim);
+                dispatch(pass, tiles(r.rows) * tiles(inputs as u32), self.max_per_dim);
             }
         }
     }

@@ -36,6 +36,22 @@ struct Dims {
 @group(0) @binding(0) var<uniform> batch: Batch;
 @group(0) @binding(1) var<uniform> dims: Dims;
 
+// The matrix kernels give each invocation a 4 × 4 tile of their output, so that every value an invocation
+// loads feeds four products instead of one (on a GPU the loads are the cost; on a software rasteriser
+// like llvmpipe each one is several instructions per lane). The lanes of a tile past the matrix edge
+// repeat its last row or column, which keeps their loads in bounds; their results are never stored.
+const IOTA: vec4<u32> = vec4<u32>(0u, 1u, 2u, 3u);
+
+// Tiles needed to cover `n` rows or columns.
+fn tiles(n: u32) -> u32 {
+    return (n + 3u) / 4u;
+}
+
+// The four indices starting at `first`, clamped to the last valid one, `count - 1`.
+fn clamped(first: u32, count: u32) -> vec4<u32> {
+    return min(vec4<u32>(first) + IOTA, vec4<u32>(count - 1u));
+}
+
 // The invocation's linear index. The host splits large dispatches over x and y to stay within 65535
 // workgroups per dimension.
 fn linear_index(wg: vec3<u32>, groups: vec3<u32>, lid: u32) -> u32 {
