@@ -18,13 +18,8 @@ use std::process::ExitCode;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wgoptim::{Gpu, GpuOptions};
 
-use mlp::data::Dataset;
+use mlp::data::{Dataset, SPLIT_SEED, TEST_FRACTION};
 use mlp::{Event, OPTIMIZERS, Result, RunReport, TrainConfig, Trainer};
-
-/// Seeds the train/test split.
-const DATA_SEED: u64 = 2009;
-/// Share of each grade's wines held out for testing.
-const TEST_FRACTION: f64 = 0.2;
 
 struct Args {
     config: TrainConfig,
@@ -77,7 +72,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args = parse_args()?;
     let config = &args.config;
-    let data = Dataset::wine_quality(DATA_SEED, TEST_FRACTION);
+    let data = Dataset::wine_quality(SPLIT_SEED, TEST_FRACTION);
     let gpu = Gpu::new(&GpuOptions::default())?;
     let trainer = Trainer::new(&gpu, &data, config)?;
     let (majority, baseline) = data.majority_baseline();

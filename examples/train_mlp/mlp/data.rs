@@ -5,6 +5,11 @@
 
 use super::rng::SplitMix64;
 
+/// Seeds the train/test split of [`Dataset::wine_quality`] in the example and its test.
+pub const SPLIT_SEED: u64 = 2009;
+/// Share of each grade's wines held out for testing.
+pub const TEST_FRACTION: f64 = 0.2;
+
 /// One split: row-major features (already standardised) and class indices.
 #[derive(Clone, Debug)]
 pub struct Split {
