@@ -140,17 +140,17 @@ fn run() -> Result<()> {
         bar.finish();
         runs.push(report);
     }
-    bars.clear()?;
     print_table(&runs);
 
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let title = format!(
-        "MLP {} on red wine quality, {} epochs, warmup-cosine: {}",
+        "MLP {} on red wine quality, {} epochs, warmup-cosine; {} ({})",
         widths.join("-"),
         config.epochs,
-        gpu.info().name
+        gpu.info().name,
+        gpu.info().backend.to_str()
     );
     plot::curves(&args.out, &title, &runs, baseline)?;
     println!("\ncurves    {}", args.out.display());

@@ -17,6 +17,14 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+fn epoch_tick(x: &f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 /// Left: training loss (solid; the mean over each epoch's batches) and test loss (dashed) against epochs.
 /// Right: test accuracy, with the majority-class baseline as a grey line.
 pub fn curves(path: &Path, title: &str, runs: &[RunReport], baseline: f64) -> Result<()> {
@@ -27,6 +35,8 @@ pub fn curves(path: &Path, title: &str, runs: &[RunReport], baseline: f64) -> Re
     let root = root.titled(title, ("sans-serif", 22))?;
     let (left, right) = root.split_horizontally(640);
     let epochs = runs.iter().map(|r| r.epochs.len()).max().unwrap_or(1) as f64;
+    // Asking for at most one label per epoch keeps the ticks on whole epochs for short runs.
+    let epoch_labels = epochs.min(10.0) as usize + 1;
 
     // Epoch 0 is the evaluation before the first step.
     let loss_points = |r: &RunReport, test: bool| -> Vec<(f64, f64)> {
@@ -67,6 +77,9 @@ pub fn curves(path: &Path, title: &str, runs: &[RunReport], baseline: f64) -> Re
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("loss (nats)")
+        .x_labels(epoch_labels)
+        .x_label_formatter(&epoch_tick)
+        .y_label_formatter(&|y| format!("{y:.1}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(WHITE.mix(0.0))
@@ -78,7 +91,7 @@ pub fn curves(path: &Path, title: &str, runs: &[RunReport], baseline: f64) -> Re
                 loss_points(r, false),
                 colour.stroke_width(2),
             ))?
-            .label(r.optimizer.as_str())
+            .label(format!("{} (peak lr {:.0e})", r.optimizer, r.peak_lr))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
             });
@@ -116,6 +129,9 @@ pub fn curves(path: &Path, title: &str, runs: &[RunReport], baseline: f64) -> Re
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("accuracy (%)")
+        .x_labels(epoch_labels)
+        .x_label_formatter(&epoch_tick)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(WHITE.mix(0.0))
