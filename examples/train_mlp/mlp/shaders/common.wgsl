@@ -5,7 +5,7 @@
 // training, so that moving from one mini-batch to the next costs no host write. Binding 1 holds the
 // dimensions of the layer a dispatch works on.
 
-// Invocations per workgroup of the elementwise kernels.
+// Invocations per workgroup of every kernel but the loss, which needs one workgroup for the whole batch.
 const WG: u32 = 64u;
 
 struct Batch {
