@@ -28,6 +28,12 @@ fn shared_types_are_send_and_sync() {
     check::<ParamArena>();
     check::<Adam>();
     check::<Sgd>();
+    check::<wgoptim::Lion>();
+    check::<wgoptim::Lamb>();
+    check::<wgoptim::Lars>();
+    check::<wgoptim::Rmsprop>();
+    check::<wgoptim::Adagrad>();
+    check::<wgoptim::GradNorms>();
     check::<Error>();
 }
 
