@@ -13,6 +13,9 @@
 //!   maximize), as `torch.optim.AdamW` / `torch.optim.Adam`.
 //! - [`sgd`]: SGD with momentum, dampening, Nesterov, weight decay and
 //!   maximize, as `torch.optim.SGD`.
+//! - [`eightbit`]: AdamW8bit/Adam8bit as torchao runs them and Lion8bit
+//!   (lion-pytorch on torchao's 8-bit state), with the loader of the fixtures
+//!   in `tests/fixtures/torchao_8bit`.
 //! - [`fixtures`]: loads the committed PyTorch golden fixtures in
 //!   `tests/fixtures/torch_optim`.
 //! - [`compare`]: error measures and a closeness assertion that names the worst
@@ -20,6 +23,7 @@
 
 pub mod adamw;
 pub mod compare;
+pub mod eightbit;
 pub mod fixtures;
 pub mod ops;
 pub mod sgd;
