@@ -112,6 +112,17 @@ pub enum Error {
     /// An error reported by wgpu's validation or the driver.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// Optimizer state handed in that the optimizer cannot hold (non-finite values, a negative second
+    /// moment, codes for another block size, or raw codes for a tensor that keeps f32 state).
+    #[error("cannot load `{state}` of tensor `{tensor}`: {reason}")]
+    InvalidStateData {
+        /// The tensor.
+        tensor: String,
+        /// The state buffer, by its `state_dict` name.
+        state: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

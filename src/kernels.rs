@@ -19,6 +19,14 @@ fn family_source(family: &str) -> Option<&'static str> {
     Some(match family {
         "adam" => include_str!("../shaders/adam.wgsl"),
         "sgd" => include_str!("../shaders/sgd.wgsl"),
+        "adam8bit" => concat!(
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/adam8bit.wgsl")
+        ),
+        "lion8bit" => concat!(
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/lion8bit.wgsl")
+        ),
         _ => return None,
     })
 }

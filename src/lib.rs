@@ -34,3 +34,6 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use kernels::BLOCK;
 pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};
+pub use optim::{
+    Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizedState, StateFootprint,
+};

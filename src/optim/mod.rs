@@ -2,10 +2,16 @@
 //! doc comment, and a fused kernel in `shaders/`.
 
 mod adam;
+mod adam8bit;
+mod blockwise8;
 mod elementwise;
+mod lion8bit;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
+pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
+pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::arena::ParamArena;

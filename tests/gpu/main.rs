@@ -4,6 +4,7 @@ mod errors;
 mod harness;
 mod stepping;
 mod torch_optim;
+mod torchao_8bit;
 mod util;
 
 fn main() {
@@ -11,5 +12,6 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(torchao_8bit::tests());
     harness::run(tests)
 }
