@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod eightbit;
 mod errors;
 mod harness;
 mod stepping;
@@ -13,5 +14,6 @@ fn main() {
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
     tests.extend(torchao_8bit::tests());
+    tests.extend(eightbit::tests());
     harness::run(tests)
 }

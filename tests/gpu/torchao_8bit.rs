@@ -26,7 +26,7 @@ use crate::harness::{GpuTest, test};
 use crate::util::err;
 use wgoptim::{
     Adam8bit, Adam8bitConfig, ArenaBuilder, Gpu, GroupConfig, Lion8bit, Lion8bitConfig, Optimizer,
-    ParamArena, QuantizedState,
+    ParamArena, QuantizedState, StateFootprint,
 };
 use wgoptim_reference::compare::max_abs_err;
 use wgoptim_reference::eightbit::fixtures::{Case8, Inputs8, Snapshot, load_case8, load_inputs8};
@@ -69,9 +69,27 @@ pub trait EightBit: Optimizer {
     ) -> wgoptim::Result<()>;
     fn quantized(&self, arena: &ParamArena, tensor: &str) -> wgoptim::Result<bool>;
     fn skipped(&self) -> wgoptim::Result<u64>;
+    fn reset_skipped(&self) -> wgoptim::Result<()>;
+    fn write_s(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> wgoptim::Result<()>;
+    fn footprint(&self) -> StateFootprint;
 }
 
 impl EightBit for Adam8bit {
+    fn reset_skipped(&self) -> wgoptim::Result<()> {
+        self.reset_skipped_blocks()
+    }
+    fn write_s(&self, a: &ParamArena, s: &str, t: &str, v: &[f32]) -> wgoptim::Result<()> {
+        self.write_state(a, s, t, v)
+    }
+    fn footprint(&self) -> StateFootprint {
+        Adam8bit::footprint(self)
+    }
     fn read_q(&self, a: &ParamArena, s: &str, t: &str) -> wgoptim::Result<QuantizedState> {
         self.read_quantized(a, s, t)
     }
@@ -87,6 +105,15 @@ impl EightBit for Adam8bit {
 }
 
 impl EightBit for Lion8bit {
+    fn reset_skipped(&self) -> wgoptim::Result<()> {
+        self.reset_skipped_blocks()
+    }
+    fn write_s(&self, a: &ParamArena, s: &str, t: &str, v: &[f32]) -> wgoptim::Result<()> {
+        self.write_state(a, s, t, v)
+    }
+    fn footprint(&self) -> StateFootprint {
+        Lion8bit::footprint(self)
+    }
     fn read_q(&self, a: &ParamArena, s: &str, t: &str) -> wgoptim::Result<QuantizedState> {
         self.read_quantized(a, s, t)
     }
