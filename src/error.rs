@@ -112,9 +112,9 @@ pub enum Error {
     /// An error reported by wgpu's validation or the driver.
     #[error("GPU error: {0}")]
     Gpu(String),
-    /// Optimizer state handed in that the optimizer cannot hold (non-finite values, a negative second
-    /// moment, codes for another block size, or raw codes for a tensor that keeps f32 state).
-    #[error("cannot load `{state}` of tensor `{tensor}`: {reason}")]
+    /// Optimizer state the optimizer cannot hold or hand out in the form asked for: non-finite values, a
+    /// negative second moment, codes for another block size, or raw codes of a tensor that keeps f32 state.
+    #[error("optimizer state `{state}` of tensor `{tensor}`: {reason}")]
     InvalidStateData {
         /// The tensor.
         tensor: String,

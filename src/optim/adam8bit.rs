@@ -1,5 +1,6 @@
 //! Adam and AdamW with 8-bit blockwise state (Dettmers et al., 2022): about 2 bytes of state per parameter
-//! instead of 8, and a step that moves 14 bytes per parameter instead of 28.
+//! instead of 8, and a step that moves about 16 bytes per parameter instead of 28 (p and g in, p out, and
+//! one code per moment each way).
 //!
 //! Update rule at step t, for each element, in f32, with m̃ and ṽ the dequantised moments:
 //!
@@ -16,7 +17,8 @@
 //! The parameter is updated from the f32 moments; only then are they requantised, each to the nearest
 //! entry of its map (ties up) after a binary search. Tensors with fewer than `min_quantized_numel` elements
 //! keep f32 moments and skip the last line. A block with a non-finite gradient (or a gradient whose square
-//! overflows) is left as it was, parameters and state, and counted ([`Adam8bit::skipped_blocks`]).
+//! overflows) is left as it was, parameters and state, and counted ([`Adam8bit::skipped_blocks`]); f32-state
+//! tensors are divided into blocks the same way for this.
 //!
 //! Reference: torchao's `AdamW8bit` / `Adam8bit` (`torchao.optim`), which runs the update through
 //! `torch.compile`; the kernel follows that compiled graph operation by operation in f32, including its

@@ -1,5 +1,6 @@
 //! Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023) with its one momentum in 8-bit
-//! blockwise state: about 1 byte of state per parameter instead of 4.
+//! blockwise state: about 1 byte of state per parameter instead of 4, and about 14 bytes moved per
+//! parameter and step instead of 20.
 //!
 //! Update rule for each element, in f32, with m̃ the dequantised momentum:
 //!
