@@ -112,6 +112,9 @@ pub enum Error {
     /// An error reported by wgpu's validation or the driver.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// A learning-rate schedule refused to give a value (for example, stepped past its end).
+    #[error("schedule: {0}")]
+    Schedule(#[from] wgoptim_schedule::ScheduleError),
     /// Optimizer state the optimizer cannot hold or hand out in the form asked for: non-finite values, a
     /// negative second moment, codes for another block size, or raw codes of a tensor that keeps f32 state.
     #[error("optimizer state `{state}` of tensor `{tensor}`: {reason}")]

@@ -16,6 +16,7 @@ pub use sgd::{Sgd, SgdConfig};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
+use wgoptim_schedule::{Schedule, ScheduleValue};
 
 /// What one step cost the host: the figures that must not grow with the model's tensor count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +72,39 @@ pub trait Optimizer {
         let mut stats = self.encode_step(arena, lr, &mut encoder)?;
         gpu.queue().submit([encoder.finish()]);
         stats.submissions += 1;
+        Ok(stats)
+    }
+
+    /// Replaces the momentum coefficient for the following steps: β1 for Adam-style optimizers, μ for
+    /// SGD-style ones, as PyTorch's one-cycle and cyclic schedulers do. Optimizers without one refuse.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        Err(Error::InvalidHyperparameter {
+            name: "momentum",
+            value: momentum,
+            rule: "this optimizer has no momentum coefficient for a schedule to set",
+        })
+    }
+
+    /// Steps with a schedule's value: its learning rate, and its momentum (β1) when it cycles one. The
+    /// learning rate is checked before the momentum is changed, so a refused value changes nothing.
+    fn step_with(&mut self, arena: &ParamArena, value: ScheduleValue) -> Result<StepStats> {
+        check_lr(value.lr)?;
+        if let Some(m) = value.momentum {
+            self.set_momentum(m)?;
+        }
+        self.step(arena, value.lr)
+    }
+
+    /// Steps with the current value of `schedule`, then advances it; when the step is refused, the schedule
+    /// stays where it was. No allocation.
+    fn step_scheduled(
+        &mut self,
+        arena: &ParamArena,
+        schedule: &mut dyn Schedule,
+    ) -> Result<StepStats> {
+        let value = schedule.peek()?;
+        let stats = self.step_with(arena, value)?;
+        schedule.advance()?;
         Ok(stats)
     }
 

@@ -137,6 +137,26 @@ impl Optimizer for Sgd {
         Ok(stats)
     }
 
+    /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
+    /// without momentum refuses, as does Nesterov with μ = 0.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_range("momentum", momentum, 0.0, 1.0)?;
+        if self.config.momentum == 0.0 {
+            return Err(Error::InvalidHyperparameter {
+                name: "momentum",
+                value: momentum,
+                rule: "build the optimizer with non-zero momentum to let a schedule change it",
+            });
+        }
+        let next = SgdConfig {
+            momentum,
+            ..self.config
+        };
+        next.validate()?;
+        self.config = next;
+        Ok(())
+    }
+
     fn step_count(&self) -> u64 {
         self.step
     }

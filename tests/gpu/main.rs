@@ -3,6 +3,9 @@
 mod eightbit;
 mod errors;
 mod harness;
+mod lr_finder;
+mod reliability;
+mod scheduled;
 mod stepping;
 mod torch_optim;
 mod torchao_8bit;
@@ -13,6 +16,9 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(reliability::tests());
+    tests.extend(scheduled::tests());
+    tests.extend(lr_finder::tests());
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
     harness::run(tests)
