@@ -203,6 +203,14 @@ impl Optimizer for Lion8bit {
         Ok(stats)
     }
 
+    /// Sets β1, the mix of momentum and gradient that gives the update's sign, as PyTorch's one-cycle
+    /// scheduler sets `betas[0]` of an optimizer with betas.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_range("betas.0", momentum, 0.0, 1.0)?;
+        self.config.betas.0 = momentum;
+        Ok(())
+    }
+
     fn step_count(&self) -> u64 {
         self.step
     }
