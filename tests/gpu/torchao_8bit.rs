@@ -3,7 +3,8 @@
 //! `torch.compile` as torchao runs them), and lion-pytorch 0.2.5's `Lion` with its momentum stored as
 //! torchao's 8-bit state. Five tensors in two groups: two quantised (4096 and 6144 elements) and three with
 //! f32 state (4095, 64 and 1 elements), 30 steps with a learning rate that changes every step, gradients
-//! whose scale varies by four orders of magnitude between rows, and an all-zero block for three steps.
+//! whose scale varies by four orders of magnitude between blocks, an all-zero block for three steps and
+//! another at step 12.
 //!
 //! Tolerances, and why:
 //! - Codes: a code can differ from the reference's only where `m / absmax` lies within a rounding error of
