@@ -34,6 +34,8 @@ fn shared_types_are_send_and_sync() {
     check::<wgoptim::Rmsprop>();
     check::<wgoptim::Adagrad>();
     check::<wgoptim::GradNorms>();
+    check::<wgoptim::Adam8bit>();
+    check::<wgoptim::Lion8bit>();
     check::<Error>();
 }
 

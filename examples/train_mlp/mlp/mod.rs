@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use wgoptim::schedule::Schedule;
 use wgoptim::{
-    AdamConfig, AdamW, ArenaBuilder, Gpu, Lamb, LambConfig, Lion, LionConfig, Optimizer,
-    ParamArena, Sgd, SgdConfig,
+    Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, ArenaBuilder, Gpu, Lamb, LambConfig, Lion,
+    LionConfig, Optimizer, ParamArena, Sgd, SgdConfig,
 };
 use wgpu::util::DeviceExt;
 
@@ -44,6 +44,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("SGD momentum", |a| Ok(Box::new(Sgd::new(a, SGD_MOMENTUM)?)),          5e-2),
     ("Lion",         |a| Ok(Box::new(Lion::new(a, LionConfig::default())?)),   1e-3),
     ("LAMB",         |a| Ok(Box::new(Lamb::new(a, LambConfig::default())?)),   1e-2),
+    ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
 ];
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.
