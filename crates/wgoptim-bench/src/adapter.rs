@@ -89,6 +89,15 @@ pub struct AdapterReport {
 }
 
 impl AdapterReport {
+    /// The driver's name and version, whichever of the two the backend reports.
+    pub fn driver_text(&self) -> String {
+        [self.driver.trim(), self.driver_info.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The adapter behind `gpu`.
     pub fn of(gpu: &Gpu) -> Self {
         let i = gpu.info();

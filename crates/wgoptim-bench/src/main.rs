@@ -34,16 +34,16 @@ struct Args {
     /// Optimizers to run, comma-separated, or all [default: all]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     optimizers: Option<Vec<String>>,
-    /// Parameter counts of the size sweep (one tensor each), e.g. 1M,16M,64M,256M [default: those four]
+    /// Parameter counts of the size sweep (one tensor each) [default: 1M,16M,64M,256M; 256K added on CPU adapters]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     sizes: Option<Vec<String>>,
     /// Tensor counts of the tensor sweep; gpt2 is GPT-2 small's 148 tensors scaled to size [default: 1,16,gpt2,1000]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     tensors: Option<Vec<String>>,
-    /// Parameter count of the tensor sweep [default: 16M; 256K with --quick]
+    /// Parameter count of the tensor sweep [default: 16M; 1M on CPU adapters; 256K with --quick]
     #[arg(long, value_name = "N")]
     tensor_sweep_params: Option<String>,
-    /// Skip models larger than N parameters, or `none` [default: 16M on CPU adapters, none on GPUs]
+    /// Skip models larger than N parameters, or `none` [default: 1M on CPU adapters, none on GPUs]
     #[arg(long, value_name = "N")]
     max_params: Option<String>,
     /// Timed steps per phase [default: as many as fill --min-time, 3 to 200]
@@ -58,6 +58,9 @@ struct Args {
     /// Print the report as JSON on stdout instead of the table
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to FILE (the table still goes to stdout)
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
     /// Also draw the results into this PNG file
     #[arg(long, value_name = "FILE.png")]
     plot: Option<PathBuf>,
@@ -183,11 +186,14 @@ fn main() -> ExitCode {
         if !png {
             return usage(format!("--plot {}: the file must end in .png", p.display()));
         }
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+    }
+    for (flag, path) in [("--plot", &args.plot), ("--json-out", &args.json_out)] {
+        if let Some(p) = path
+            && let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
             return usage(format!(
-                "--plot {}: the folder {} does not exist",
+                "{flag} {}: the folder {} does not exist",
                 p.display(),
                 dir.display()
             ));
@@ -246,6 +252,12 @@ fn main() -> ExitCode {
         println!("{}", report.json());
     } else {
         print!("{}", report.table());
+    }
+    if let Some(path) = &args.json_out {
+        if let Err(e) = std::fs::write(path, report.json() + "\n") {
+            return fail(format!("writing {}: {e}", path.display()));
+        }
+        eprintln!("JSON written to {}", path.display());
     }
     if let Some(path) = &args.plot {
         if let Err(e) = plot::plot(&report, path) {

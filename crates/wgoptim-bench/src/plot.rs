@@ -87,6 +87,7 @@ fn panel(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc("effective GB/s")
+        .x_labels(12)
         .x_label_formatter(x_format)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
@@ -221,8 +222,12 @@ pub fn plot(report: &Report, path: &Path) -> Result<()> {
         "wall time"
     };
     let title = format!(
-        "wgoptim-bench · {} ({}, {} {}) · {} · {} UTC",
-        a.name, a.backend, a.driver, a.driver_info, timer, report.date_utc
+        "wgoptim-bench · {} ({}, {}) · {} · {} UTC",
+        a.name,
+        a.backend,
+        a.driver_text(),
+        timer,
+        report.date_utc
     );
     let (top, body) = root.split_vertically(44);
     top.titled(&title, ("sans-serif", 20)).map_err(draw_err)?;

@@ -87,14 +87,13 @@ impl Report {
         let a = &self.adapter;
         let mut out = String::new();
         out.push_str(&format!(
-            "wgoptim-bench {} · {} UTC\nadapter: {} ({}, {}) · driver: {} {} · timestamps: {}\nhost: {} {} · {} CPUs · load average {} at start, {} at end\n\n",
+            "wgoptim-bench {} · {} UTC\nadapter: {} ({}, {}) · driver: {} · timestamps: {}\nhost: {} {} · {} CPUs · load average {} at start, {} at end\n\n",
             self.version,
             self.date_utc,
             a.name,
             a.backend,
             a.device_type,
-            a.driver,
-            a.driver_info,
+            a.driver_text(),
             if a.timestamps {
                 "yes (step time is GPU time)"
             } else {

@@ -200,6 +200,10 @@ fn binary_refuses_bad_arguments() -> Result<(), Failed> {
         (&["--plot", "figures.svg"][..], "must end in .png"),
         (&["--steps", "0"][..], "--steps 0"),
         (&["--min-time", "nan"][..], "--min-time"),
+        (
+            &["--json-out", "no/such/folder/r.json"][..],
+            "does not exist",
+        ),
     ] {
         let out = bench(args)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
