@@ -112,6 +112,9 @@ pub enum Error {
     /// An error reported by wgpu's validation or the driver.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// A learning-rate schedule refused to give a value (for example, stepped past its end).
+    #[error("schedule: {0}")]
+    Schedule(#[from] wgoptim_schedule::ScheduleError),
 }
 
 /// Shorthand for results of this crate.

@@ -19,6 +19,22 @@ fn family_source(family: &str) -> Option<&'static str> {
     Some(match family {
         "adam" => include_str!("../shaders/adam.wgsl"),
         "sgd" => include_str!("../shaders/sgd.wgsl"),
+        "lion" => include_str!("../shaders/lion.wgsl"),
+        "rmsprop" => include_str!("../shaders/rmsprop.wgsl"),
+        "adagrad" => include_str!("../shaders/adagrad.wgsl"),
+        // Families that reduce per tensor start with the shared reduction helpers.
+        "norms" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/norms.wgsl")
+        ),
+        "lamb" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/lamb.wgsl")
+        ),
+        "lars" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/lars.wgsl")
+        ),
         _ => return None,
     })
 }

@@ -24,13 +24,22 @@
 mod arena;
 mod error;
 mod gpu;
+mod grad;
 mod kernels;
 pub mod model_shapes;
 pub mod optim;
+mod passes;
 mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
+pub use grad::{GradNorms, Norms};
 pub use kernels::BLOCK;
+pub use optim::{
+    Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,
+    RmspropConfig,
+};
 pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};
+/// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
+pub use wgoptim_schedule as schedule;

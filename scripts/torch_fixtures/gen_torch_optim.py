@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Golden fixtures for the torch.optim optimizers (AdamW, Adam, SGD).
+"""Golden fixtures for the torch.optim optimizers (AdamW, Adam, SGD, RMSprop,
+Adagrad), timm's Lamb and Lars, and lion-pytorch's Lion.
 
 Writes, under tests/fixtures/torch_optim/ (or --out):
 
@@ -14,7 +15,9 @@ Writes, under tests/fixtures/torch_optim/ (or --out):
   ``weight_decay``) and ``reference``.
 
 At step s every param group's lr is ``lrs[s - 1] * lr_scale``. torch runs on the
-CPU in float32 with ``foreach=False, fused=False`` (the single-tensor path).
+CPU in float32 with ``foreach=False, fused=False`` (the single-tensor path); timm's
+optimizers run with ``foreach=False`` (their single-tensor path) and Lion with its
+plain PyTorch update (``use_triton=False``).
 
 The output is deterministic on one machine: fixed seeds, one thread, and a
 safetensors writer with a stable header. Across machines the inputs and the SGD
@@ -22,7 +25,8 @@ cases are stable; the Adam cases may differ in the last bits, because torch's
 float32 CPU sqrt comes from a vector math library that is not correctly rounded
 and whose results depend on the CPU.
 
-Run with the versions pinned in requirements.txt:
+Run with the versions pinned in requirements.txt and requirements-nodeps.txt (timm,
+installed with ``pip install --no-deps``):
 
     python scripts/torch_fixtures/gen_torch_optim.py
 """
@@ -30,9 +34,14 @@ Run with the versions pinned in requirements.txt:
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
 import json
 import math
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -159,15 +168,193 @@ CASES = {
     "sgd_nesterov": ("sgd", dict(momentum=0.9, nesterov=True), None),
     "sgd_wd_maximize": ("sgd", dict(momentum=0.9, weight_decay=1e-3, maximize=True), None),
     "sgd_groups": ("sgd", dict(momentum=0.9, weight_decay=1e-2), [(1.0, 1e-2), (0.5, 0.0)]),
+    # The cases below all use two groups: group 0 with weight decay, group 1 without.
+    # Lion's update is lr * sign(.), so its lr is scaled down to the range Lion is run at.
+    "lion_default": ("lion", dict(), [(0.1, 0.0), (0.1, 0.0)]),
+    "lion_wd": ("lion", dict(betas=[0.95, 0.98], weight_decay=1.0), [(0.1, 1.0), (0.1, 0.0)]),
+    # timm's Lamb defaults: L2 (coupled) decay, global grad-norm clipping at 1.0. The
+    # inputs' global gradient norm is about 2.8e3, so every step clips.
+    "lamb_default": ("lamb", dict(), [(1.0, 1e-2), (1.0, 0.0)]),
+    "lamb_no_clip": ("lamb", dict(max_grad_norm=None), [(1.0, 1e-2), (1.0, 0.0)]),
+    "lamb_clip_decoupled": (
+        "lamb",
+        dict(max_grad_norm=5e2, decoupled_decay=True, weight_decay=0.1),
+        [(1.0, 0.1), (1.0, 0.0)],
+    ),
+    "lamb_no_bias_correction": (
+        "lamb",
+        dict(bias_correction=False, grad_averaging=False, betas=[0.8, 0.99]),
+        [(1.0, 1e-2), (1.0, 0.0)],
+    ),
+    "lamb_always_adapt_trust_clip": (
+        "lamb",
+        dict(always_adapt=True, trust_clip=True, max_grad_norm=None),
+        [(1.0, 1e-2), (1.0, 0.0)],
+    ),
+    # Lars is run at its usual learning rates (timm's default lr is 1.0) in the adapted
+    # group; group 1 (no decay, so no adaptation unless always_adapt) is plain SGD.
+    "lars_default": ("lars", dict(), [(100.0, 1e-4), (1.0, 0.0)]),
+    "lars_momentum": ("lars", dict(momentum=0.9, dampening=0.1), [(100.0, 1e-4), (1.0, 0.0)]),
+    "lars_nesterov": ("lars", dict(momentum=0.9, nesterov=True), [(100.0, 1e-4), (1.0, 0.0)]),
+    "lars_trust_clip": (
+        "lars",
+        dict(momentum=0.9, trust_clip=True, always_adapt=True, trust_coeff=0.02, eps=1e-6),
+        [(50.0, 1e-4), (50.0, 0.0)],
+    ),
+    "rmsprop_default": ("rmsprop", dict(), [(1.0, 0.0), (1.0, 0.0)]),
+    "rmsprop_centered_momentum": (
+        "rmsprop",
+        dict(centered=True, momentum=0.9, alpha=0.9),
+        [(1.0, 0.0), (1.0, 0.0)],
+    ),
+    "rmsprop_wd": ("rmsprop", dict(weight_decay=1e-2, maximize=True, eps=1e-6), [(1.0, 1e-2), (1.0, 0.0)]),
+    "adagrad_default": ("adagrad", dict(), [(1.0, 0.0), (1.0, 0.0)]),
+    "adagrad_lr_decay_wd": (
+        "adagrad",
+        dict(lr_decay=0.05, weight_decay=1e-2, initial_accumulator_value=0.1, maximize=True),
+        [(1.0, 1e-2), (1.0, 0.0)],
+    ),
 }
 
 ADAM_DEFAULTS = dict(betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False)
 ADAMW_DEFAULTS = dict(ADAM_DEFAULTS, weight_decay=1e-2)
 SGD_DEFAULTS = dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False)
+LION_DEFAULTS = dict(betas=[0.9, 0.99], weight_decay=0.0)
+LAMB_DEFAULTS = dict(
+    bias_correction=True,
+    betas=[0.9, 0.999],
+    eps=1e-6,
+    weight_decay=1e-2,
+    grad_averaging=True,
+    max_grad_norm=1.0,
+    trust_clip=False,
+    always_adapt=False,
+    decoupled_decay=False,
+)
+LARS_DEFAULTS = dict(
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    trust_coeff=1e-3,
+    eps=1e-8,
+    trust_clip=False,
+    always_adapt=False,
+)
+RMSPROP_DEFAULTS = dict(alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False)
+ADAGRAD_DEFAULTS = dict(lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False)
+EXTRA_DEFAULTS = {
+    "lion": LION_DEFAULTS,
+    "lamb": LAMB_DEFAULTS,
+    "lars": LARS_DEFAULTS,
+    "rmsprop": RMSPROP_DEFAULTS,
+    "adagrad": ADAGRAD_DEFAULTS,
+}
+
+
+@functools.cache
+def import_timm_optim():
+    """timm's Lamb and Lars modules, without importing the ``timm`` package itself.
+
+    ``timm/__init__.py`` imports its models and data pipeline, which need torchvision,
+    and torchvision has no build for the pinned torch. The optimizers need only torch,
+    so the two parent packages are registered as bare namespaces and the optimizer
+    modules are loaded from the installed (pinned) timm.
+    """
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("timm is not installed (see requirements-nodeps.txt)")
+    root = Path(spec.origin).parent
+    for name, path in (("timm", root), ("timm.optim", root / "optim")):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = [str(path)]
+            sys.modules[name] = module
+    lamb = importlib.import_module("timm.optim.lamb")
+    lars = importlib.import_module("timm.optim.lars")
+    return lamb.Lamb, lars.Lars
+
+
+def package_version(name: str) -> str:
+    return importlib.metadata.version(name)
+
+
+def build_extra_optimizer(optimizer: str, torch_groups: list[dict], cfg: dict):
+    if optimizer == "lion":
+        from lion_pytorch import Lion
+
+        return Lion(torch_groups, lr=1.0, betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"], use_triton=False)
+    if optimizer == "lamb":
+        lamb_cls, _ = import_timm_optim()
+        return lamb_cls(
+            torch_groups,
+            lr=1.0,
+            bias_correction=cfg["bias_correction"],
+            betas=tuple(cfg["betas"]),
+            eps=cfg["eps"],
+            weight_decay=cfg["weight_decay"],
+            grad_averaging=cfg["grad_averaging"],
+            max_grad_norm=cfg["max_grad_norm"],
+            trust_clip=cfg["trust_clip"],
+            always_adapt=cfg["always_adapt"],
+            decoupled_decay=cfg["decoupled_decay"],
+            foreach=False,
+        )
+    if optimizer == "lars":
+        _, lars_cls = import_timm_optim()
+        return lars_cls(
+            torch_groups,
+            lr=1.0,
+            momentum=cfg["momentum"],
+            dampening=cfg["dampening"],
+            weight_decay=cfg["weight_decay"],
+            nesterov=cfg["nesterov"],
+            trust_coeff=cfg["trust_coeff"],
+            eps=cfg["eps"],
+            trust_clip=cfg["trust_clip"],
+            always_adapt=cfg["always_adapt"],
+            foreach=False,
+        )
+    if optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            torch_groups,
+            lr=1.0,
+            alpha=cfg["alpha"],
+            eps=cfg["eps"],
+            weight_decay=cfg["weight_decay"],
+            momentum=cfg["momentum"],
+            centered=cfg["centered"],
+            maximize=cfg["maximize"],
+            foreach=False,
+        )
+    if optimizer == "adagrad":
+        return torch.optim.Adagrad(
+            torch_groups,
+            lr=1.0,
+            lr_decay=cfg["lr_decay"],
+            weight_decay=cfg["weight_decay"],
+            initial_accumulator_value=cfg["initial_accumulator_value"],
+            eps=cfg["eps"],
+            maximize=cfg["maximize"],
+            foreach=False,
+            fused=False,
+        )
+    raise ValueError(optimizer)
+
+
+def extra_reference_string(optimizer: str) -> str:
+    torch_version = torch.__version__.split("+")[0]
+    if optimizer == "lion":
+        return f"lion-pytorch=={package_version('lion-pytorch')} lion_pytorch.Lion(use_triton=False) torch=={torch_version}"
+    if optimizer in ("lamb", "lars"):
+        cls = {"lamb": "Lamb", "lars": "Lars"}[optimizer]
+        return f"timm=={package_version('timm')} timm.optim.{cls}(foreach=False) torch=={torch_version}"
+    cls = {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[optimizer]
+    return f"torch=={torch_version} torch.optim.{cls}(foreach=False)"
 
 
 def full_config(optimizer: str, overrides: dict) -> dict:
-    base = {"adamw": ADAMW_DEFAULTS, "adam": ADAM_DEFAULTS, "sgd": SGD_DEFAULTS}[optimizer]
+    base = {"adamw": ADAMW_DEFAULTS, "adam": ADAM_DEFAULTS, "sgd": SGD_DEFAULTS, **EXTRA_DEFAULTS}[optimizer]
     unknown = set(overrides) - set(base)
     if unknown:
         raise ValueError(f"unknown {optimizer} options: {sorted(unknown)}")
@@ -175,6 +362,8 @@ def full_config(optimizer: str, overrides: dict) -> dict:
 
 
 def build_optimizer(optimizer: str, torch_groups: list[dict], cfg: dict):
+    if optimizer in EXTRA_DEFAULTS:
+        return build_extra_optimizer(optimizer, torch_groups, cfg)
     common = dict(foreach=False, fused=False, maximize=cfg["maximize"])
     if optimizer in ("adam", "adamw"):
         cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
@@ -201,6 +390,8 @@ def build_optimizer(optimizer: str, torch_groups: list[dict], cfg: dict):
 
 
 def reference_string(optimizer: str) -> str:
+    if optimizer in EXTRA_DEFAULTS:
+        return extra_reference_string(optimizer)
     cls = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}[optimizer]
     return f"torch=={torch.__version__.split('+')[0]} torch.optim.{cls}(foreach=False, fused=False)"
 

@@ -174,6 +174,14 @@ impl Optimizer for Adam {
         Ok(stats)
     }
 
+    /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
+    /// the new value, as in PyTorch.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_range("betas.0", momentum, 0.0, 1.0)?;
+        self.config.betas.0 = momentum;
+        Ok(())
+    }
+
     fn step_count(&self) -> u64 {
         self.step
     }

@@ -189,6 +189,37 @@ impl ElementwiseStep {
     }
 }
 
+impl ElementwiseStep {
+    /// Sets every element of state buffer `state` (padding included) to `value`, for state that does not start
+    /// at zero. The writes are staged on the queue and land before the next submission.
+    pub fn fill_state(&self, state: &str, value: f32) -> Result<()> {
+        let slot = self
+            .state_names
+            .iter()
+            .position(|n| *n == state)
+            .ok_or_else(|| Error::UnknownState {
+                state: state.to_string(),
+                available: self.state_names.join(", "),
+            })?;
+        // Staged in pieces, so the host never holds a copy of a whole chunk.
+        const PIECE: u64 = 1 << 20;
+        let piece = vec![value; PIECE as usize / 4];
+        for buffer in &self.state[slot] {
+            let mut at = 0;
+            while at < buffer.size() {
+                let len = PIECE.min(buffer.size() - at);
+                self.gpu.queue().write_buffer(
+                    buffer,
+                    at,
+                    bytemuck::cast_slice(&piece[..len as usize / 4]),
+                );
+                at += len;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes `words` into the 16-word record of one group.
 pub(crate) fn record(words: [u32; 16]) -> [u8; GROUP_RECORD_BYTES] {
     bytemuck::cast(words)

@@ -1,15 +1,26 @@
 //! Optimizers: one file per family, each a config type with PyTorch's defaults, an update rule stated in its
 //! doc comment, and a fused kernel in `shaders/`.
 
+mod adagrad;
 mod adam;
 mod elementwise;
+mod lamb;
+mod lars;
+mod lion;
+mod rmsprop;
 mod sgd;
 
+pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use lamb::{Lamb, LambConfig};
+pub use lars::{Lars, LarsConfig};
+pub use lion::{Lion, LionConfig};
+pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
+use wgoptim_schedule::{Schedule, ScheduleValue};
 
 /// What one step cost the host: the figures that must not grow with the model's tensor count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +79,39 @@ pub trait Optimizer {
         Ok(stats)
     }
 
+    /// Replaces the momentum coefficient for the following steps: β1 for Adam-style optimizers, μ for
+    /// SGD-style ones, as PyTorch's one-cycle and cyclic schedulers do. Optimizers without one refuse.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        Err(Error::InvalidHyperparameter {
+            name: "momentum",
+            value: momentum,
+            rule: "this optimizer has no momentum coefficient for a schedule to set",
+        })
+    }
+
+    /// Steps with a schedule's value: its learning rate, and its momentum (β1) when it cycles one. The
+    /// learning rate is checked before the momentum is changed, so a refused value changes nothing.
+    fn step_with(&mut self, arena: &ParamArena, value: ScheduleValue) -> Result<StepStats> {
+        check_lr(value.lr)?;
+        if let Some(m) = value.momentum {
+            self.set_momentum(m)?;
+        }
+        self.step(arena, value.lr)
+    }
+
+    /// Steps with the current value of `schedule`, then advances it; when the step is refused, the schedule
+    /// stays where it was. No allocation.
+    fn step_scheduled(
+        &mut self,
+        arena: &ParamArena,
+        schedule: &mut dyn Schedule,
+    ) -> Result<StepStats> {
+        let value = schedule.peek()?;
+        let stats = self.step_with(arena, value)?;
+        schedule.advance()?;
+        Ok(stats)
+    }
+
     /// Steps taken so far.
     fn step_count(&self) -> u64;
 
@@ -108,6 +152,20 @@ pub(crate) fn check_range(
             } else {
                 "must lie in [0, 1)"
             },
+        });
+    }
+    Ok(())
+}
+
+/// Checks a momentum μ that a schedule wants to set on an optimizer built with `built_with`: the kernel
+/// variant (with or without a momentum buffer) is chosen at construction, so μ can only move if it was on.
+pub(crate) fn check_scheduled_momentum(built_with: f64, momentum: f64) -> Result<()> {
+    check_range("momentum", momentum, 0.0, 1.0)?;
+    if built_with == 0.0 {
+        return Err(Error::InvalidHyperparameter {
+            name: "momentum",
+            value: momentum,
+            rule: "build the optimizer with non-zero momentum to let a schedule change it",
         });
     }
     Ok(())

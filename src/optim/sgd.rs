@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
 use crate::optim::{
     GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_range,
+    check_scheduled_momentum,
 };
 
 /// Hyperparameters of SGD; `Default` gives `torch.optim.SGD`'s.
@@ -135,6 +136,19 @@ impl Optimizer for Sgd {
         let stats = self.kernel.encode(encoder, &self.records);
         self.step += 1;
         Ok(stats)
+    }
+
+    /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
+    /// without momentum refuses, as does Nesterov with μ = 0.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_scheduled_momentum(self.config.momentum, momentum)?;
+        let next = SgdConfig {
+            momentum,
+            ..self.config
+        };
+        next.validate()?;
+        self.config = next;
+        Ok(())
     }
 
     fn step_count(&self) -> u64 {

@@ -2,6 +2,11 @@
 
 mod errors;
 mod harness;
+mod lr_finder;
+mod reductions;
+mod reference_optim;
+mod reliability;
+mod scheduled;
 mod stepping;
 mod torch_optim;
 mod util;
@@ -11,5 +16,10 @@ fn main() {
     tests.extend(stepping::tests());
     tests.extend(errors::tests());
     tests.extend(torch_optim::tests());
+    tests.extend(reference_optim::tests());
+    tests.extend(reductions::tests());
+    tests.extend(reliability::tests());
+    tests.extend(scheduled::tests());
+    tests.extend(lr_finder::tests());
     harness::run(tests)
 }

@@ -126,3 +126,15 @@ pub fn small_model() -> Vec<(String, Vec<usize>, u32)> {
     .map(|(i, &(n, g))| (format!("t{i}"), vec![n], g))
     .collect()
 }
+
+/// The suite's closeness bound against a reference: per tensor, max |got − want| ≤ 1e-6 · max |want|
+/// (norm-wise relative error in the max norm; see `torch_optim.rs` for why). Returns the norm-wise error.
+pub fn close(got: &[f32], want: &[f32]) -> Result<f32, String> {
+    const RTOL: f32 = 1e-6;
+    let scale = want
+        .iter()
+        .fold(0f32, |m, x| m.max(x.abs()))
+        .max(f32::MIN_POSITIVE);
+    wgoptim_reference::check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
+    Ok(wgoptim_reference::max_abs_err(got, want) / scale)
+}

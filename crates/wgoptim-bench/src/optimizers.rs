@@ -1,7 +1,10 @@
 //! The optimizers the bench measures. Adding one is one line in [`OPTIMIZERS`]: its name, the bytes it moves
 //! per parameter per step, and how to build it.
 
-use wgoptim::{Adam, AdamConfig, Optimizer, ParamArena, Sgd, SgdConfig};
+use wgoptim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
+    Optimizer, ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig,
+};
 
 /// Builds an optimizer with zeroed state for an arena.
 pub type MakeOptimizer = fn(&ParamArena) -> wgoptim::Result<Box<dyn Optimizer>>;
@@ -54,8 +57,24 @@ fn momentum(nesterov: bool) -> SgdConfig {
     }
 }
 
+fn lars_momentum() -> LarsConfig {
+    LarsConfig {
+        momentum: 0.9,
+        ..LarsConfig::default()
+    }
+}
+
+fn rmsprop_full() -> RmspropConfig {
+    RmspropConfig {
+        centered: true,
+        momentum: 0.9,
+        ..RmspropConfig::default()
+    }
+}
+
 /// Every optimizer the bench knows, in the order it runs them. Bytes per parameter count 4 per f32 read or
-/// written: p and g are always read and p written; each state buffer is read and written.
+/// written: p and g are always read and p written; each state buffer is read and written; the per-block
+/// partial sums of the reductions (LAMB, LARS) are 1/256 of that or less and left out.
 #[rustfmt::skip]
 pub const OPTIMIZERS: &[OptimizerEntry] = &[
     // reads p, g, m, v; writes p, m, v
@@ -69,6 +88,18 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     // reads p, g, b; writes p, b
     entry("sgd_momentum", 20, |a| boxed(Sgd::new(a, momentum(false)))),
     entry("sgd_nesterov", 20, |a| boxed(Sgd::new(a, momentum(true)))),
+    // reads p, g, m; writes p, m
+    entry("lion", 20, |a| boxed(Lion::new(a, LionConfig::default()))),
+    // reads p, g, v; writes p, v
+    entry("rmsprop", 20, |a| boxed(Rmsprop::new(a, RmspropConfig::default()))),
+    // reads p, g, v, b, g_avg; writes p, v, b, g_avg
+    entry("rmsprop_centered_momentum", 36, |a| boxed(Rmsprop::new(a, rmsprop_full()))),
+    // reads p, g, sum; writes p, sum
+    entry("adagrad", 20, |a| boxed(Adagrad::new(a, AdagradConfig::default()))),
+    // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
+    entry("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
+    // norms read p, g; step reads p, g, b and writes p, b
+    entry("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
 ];
 
 /// Looks optimizers up by name; `all` selects the whole table.

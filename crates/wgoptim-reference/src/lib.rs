@@ -13,15 +13,26 @@
 //!   maximize), as `torch.optim.AdamW` / `torch.optim.Adam`.
 //! - [`sgd`]: SGD with momentum, dampening, Nesterov, weight decay and
 //!   maximize, as `torch.optim.SGD`.
+//! - [`lion`]: Lion, as lion-pytorch's `Lion`.
+//! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
+//!   ratios).
+//! - [`lars`]: LARS, as timm's `Lars`.
+//! - [`rmsprop`]: RMSprop, as `torch.optim.RMSprop`.
+//! - [`adagrad`]: Adagrad, as `torch.optim.Adagrad`.
 //! - [`fixtures`]: loads the committed PyTorch golden fixtures in
 //!   `tests/fixtures/torch_optim`.
 //! - [`compare`]: error measures and a closeness assertion that names the worst
 //!   element.
 
+pub mod adagrad;
 pub mod adamw;
 pub mod compare;
 pub mod fixtures;
+pub mod lamb;
+pub mod lars;
+pub mod lion;
 pub mod ops;
+pub mod rmsprop;
 pub mod sgd;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: sets the machine up, then runs every test of the workspace. GPU tests run once per
+# adapter present and name it; WGPU_BACKEND=vulkan (or gl) and WGPU_ADAPTER_NAME=substring narrow the set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# EGL (the OpenGL adapter) wants a runtime directory; headless machines often have none.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,160 @@
+//! Adagrad (Duchi, Hazan & Singer, 2011), with learning-rate decay and L2 weight decay.
+//!
+//! Update rule at step t, for each element, with g the gradient (negated when `maximize`):
+//!
+//! ```text
+//! g ← g + λ·p                                  (when λ ≠ 0)
+//! s ← s + g²                                   (s starts at `initial_accumulator_value`)
+//! p ← p − (lr / (1 + (t − 1)·δ)) · g / (√s + ε)
+//! ```
+//!
+//! Reference: `torch.optim.Adagrad` (single-tensor path, dense gradients), matched operation by operation in
+//! f32; the decayed learning rate is computed on the host in f64 as PyTorch computes it in Python floats.
+//! Defaults are PyTorch's: δ (`lr_decay`) = 0, λ = 0, initial accumulator 0, ε = 1e-10. The state is named
+//! `sum`, as in PyTorch.
+
+use crate::arena::ParamArena;
+use crate::error::Result;
+use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
+use crate::optim::{
+    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
+};
+
+/// Hyperparameters of Adagrad; `Default` gives `torch.optim.Adagrad`'s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradConfig {
+    /// δ: the learning rate at step t is lr / (1 + (t − 1)·δ); ≥ 0.
+    pub lr_decay: f64,
+    /// λ, the L2 penalty added to the gradient; ≥ 0. Groups may override it.
+    pub weight_decay: f64,
+    /// The value every element of the accumulator starts at; ≥ 0.
+    pub initial_accumulator_value: f64,
+    /// Added to the denominator; > 0.
+    pub eps: f64,
+    /// Ascend the objective instead of descending it.
+    pub maximize: bool,
+}
+
+impl Default for AdagradConfig {
+    fn default() -> Self {
+        Self {
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            maximize: false,
+        }
+    }
+}
+
+impl AdagradConfig {
+    fn validate(&self) -> Result<()> {
+        check_non_negative("lr_decay", self.lr_decay)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        check_non_negative("initial_accumulator_value", self.initial_accumulator_value)?;
+        check_positive("eps", self.eps)
+    }
+}
+
+/// Adagrad over a whole arena; its accumulator (`sum`) is resident on the GPU.
+pub struct Adagrad {
+    config: AdagradConfig,
+    groups: Groups,
+    kernel: ElementwiseStep,
+    step: u64,
+    records: Vec<u8>,
+}
+
+impl Adagrad {
+    /// Creates the optimizer for `arena`, its accumulator filled with `initial_accumulator_value`. Refuses an
+    /// invalid config.
+    pub fn new(arena: &ParamArena, config: AdagradConfig) -> Result<Self> {
+        config.validate()?;
+        let kernel = ElementwiseStep::new(
+            arena,
+            "adagrad",
+            "adagrad_step",
+            vec![("MAXIMIZE", config.maximize as u8 as f64)],
+            1,
+            &["sum"],
+        )?;
+        if config.initial_accumulator_value != 0.0 {
+            kernel.fill_state("sum", config.initial_accumulator_value as f32)?;
+        }
+        Ok(Self {
+            config,
+            groups: Groups::new(arena),
+            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
+            kernel,
+            step: 0,
+        })
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &AdagradConfig {
+        &self.config
+    }
+
+    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.groups.set(group, config)
+    }
+}
+
+impl Optimizer for Adagrad {
+    fn encode_step(
+        &mut self,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        check_lr(lr)?;
+        let t = self.step + 1;
+        for (g, group) in self.groups.iter().enumerate() {
+            let lr = lr * group.lr_scale;
+            let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
+            let clr = lr / (1.0 + (t - 1) as f64 * self.config.lr_decay);
+            let f = |x: f64| (x as f32).to_bits();
+            let words = [
+                f(-clr),
+                f(wd),
+                f(self.config.eps),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            let at = g * GROUP_RECORD_BYTES;
+            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+        }
+        let stats = self.kernel.encode(encoder, &self.records);
+        self.step = t;
+        Ok(stats)
+    }
+
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.kernel.state_bytes()
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.kernel.state_names()
+    }
+
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        self.kernel.read_state(arena, state, tensor)
+    }
+}

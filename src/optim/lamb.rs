@@ -1,0 +1,282 @@
+//! LAMB (You et al., 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"), as
+//! NVIDIA's apex `FusedLAMB` and timm's `Lamb` implement it.
+//!
+//! Update rule at step t, for each tensor, with g its gradient and G the gradient norm over all tensors:
+//!
+//! ```text
+//! g ← g / max(G / max_grad_norm, 1)              (when max_grad_norm is set)
+//! m ← m + (1 − β1)(g − m)                        (grad_averaging; otherwise m ← β1·m + g)
+//! v ← β2·v + (1 − β2)·g²
+//! u ← (m / bc1) / (√v / √bc2 + ε)                (bc = 1 − β^t with bias correction, else 1)
+//! decoupled: p ← p − lr·λ·p      L2: u ← u + λ·p  (when λ ≠ 0)
+//! r ← ‖p‖ / ‖u‖, or 1 when either norm is 0;  r ← min(r, 1) with trust_clip
+//! u ← r·u                                         (when λ ≠ 0 or always_adapt)
+//! p ← p − lr·u
+//! ```
+//!
+//! Reference: timm 1.0.31, `timm.optim.Lamb` with `foreach=False` (its single-tensor path), matched operation
+//! by operation in f32; bias corrections and `−lr·λ` are computed on the host in f64 as timm computes them in
+//! Python floats. Defaults are timm's (which are apex's): β = (0.9, 0.999), ε = 1e-6, λ = 0.01 (L2, added to
+//! the update), bias correction and grad averaging on, `max_grad_norm` = 1.0, no trust clipping, no
+//! adaptation of tensors without weight decay. timm's `caution` and `corrected_weight_decay` options are not
+//! offered.
+//!
+//! The global gradient norm, the per-tensor norms and the trust ratios are all computed on the GPU, in the
+//! step's one submission: a step is [`GradNorms`] (one dispatch per chunk plus two, when clipping), a stage
+//! that updates the moments and reduces ‖p‖² and ‖u‖² per block (one per chunk), the two finalize dispatches of
+//! that reduction, and the stage that applies the update (one per chunk). Norms accumulate in f32 in a fixed
+//! order, not torch's, so they agree with timm's to rounding.
+
+use crate::arena::ParamArena;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::grad::{GradNorms, Lane, Reduction};
+use crate::kernels::Access;
+use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
+use crate::optim::{
+    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
+    check_range,
+};
+use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
+
+/// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LambConfig {
+    /// (β1, β2), each in [0, 1).
+    pub betas: (f64, f64),
+    /// Added to the denominator; > 0.
+    pub eps: f64,
+    /// λ; ≥ 0. Groups may override it. Tensors of a group with λ = 0 are not adapted unless `always_adapt`.
+    pub weight_decay: f64,
+    /// Divide the moments by 1 − β^t.
+    pub bias_correction: bool,
+    /// Average the gradient into m with weight 1 − β1 (otherwise add it whole).
+    pub grad_averaging: bool,
+    /// Divide every gradient by max(G / max_grad_norm, 1), G the 2-norm over all tensors; `None` disables it.
+    pub max_grad_norm: Option<f64>,
+    /// Clamp the trust ratio to at most 1 (LAMBC).
+    pub trust_clip: bool,
+    /// Apply the trust ratio to tensors without weight decay too.
+    pub always_adapt: bool,
+    /// Decay the parameters by lr·λ before the step instead of adding λ·p to the update.
+    pub decoupled_decay: bool,
+}
+
+impl Default for LambConfig {
+    fn default() -> Self {
+        Self {
+            betas: (0.9, 0.999),
+            eps: 1e-6,
+            weight_decay: 0.01,
+            bias_correction: true,
+            grad_averaging: true,
+            max_grad_norm: Some(1.0),
+            trust_clip: false,
+            always_adapt: false,
+            decoupled_decay: false,
+        }
+    }
+}
+
+impl LambConfig {
+    fn validate(&self) -> Result<()> {
+        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
+        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
+        check_positive("eps", self.eps)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        if let Some(norm) = self.max_grad_norm {
+            check_positive("max_grad_norm", norm)?;
+        }
+        Ok(())
+    }
+}
+
+/// LAMB over a whole arena, state (`exp_avg`, `exp_avg_sq`) resident on the GPU, norms and trust ratios
+/// computed on the GPU within the step's submission.
+pub struct Lamb {
+    config: LambConfig,
+    groups: Groups,
+    gpu: Gpu,
+    arena_id: u64,
+    state: StateSet,
+    group_buffer: wgpu::Buffer,
+    grad_norms: Option<GradNorms>,
+    moments: Stage,
+    reduction: Reduction,
+    apply: Stage,
+    step: u64,
+    records: Vec<u8>,
+}
+
+impl Lamb {
+    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: LambConfig) -> Result<Self> {
+        config.validate()?;
+        let gpu = arena.gpu().clone();
+        let state = StateSet::new(arena, &["exp_avg", "exp_avg_sq"])?;
+        let group_buffer = group_buffer(&gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        let grad_norms = match config.max_grad_norm {
+            Some(_) => Some(GradNorms::new(arena)?),
+            None => None,
+        };
+        let reduction = Reduction::new(arena, [Lane::Sum, Lane::Sum])?;
+        let unused = placeholder(&gpu)?;
+        let slots = [
+            (Access::Read, Slot::Layout),
+            (Access::Uniform, Slot::Chunk),
+            (Access::Read, Slot::Buffer(&group_buffer)),
+            (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
+            (Access::Read, Slot::PerChunk(arena.grad_buffers())),
+            (Access::ReadWrite, Slot::PerChunk(state.chunks(0))),
+            (Access::ReadWrite, Slot::PerChunk(state.chunks(1))),
+            (Access::ReadWrite, Slot::Buffer(reduction.buffer())),
+            (
+                Access::Read,
+                Slot::Buffer(grad_norms.as_ref().map_or(&unused, |n| n.buffer())),
+            ),
+        ];
+        let constants = vec![
+            ("DECOUPLED", config.decoupled_decay as u8 as f64),
+            ("GRAD_AVERAGING", config.grad_averaging as u8 as f64),
+            ("TRUST_CLIP", config.trust_clip as u8 as f64),
+            ("CLIP", config.max_grad_norm.is_some() as u8 as f64),
+        ];
+        let moments = Stage::per_chunk(arena, "lamb", "lamb_moments", constants.clone(), &slots)?;
+        let apply = Stage::per_chunk(arena, "lamb", "lamb_apply", constants, &slots)?;
+        Ok(Self {
+            config,
+            groups: Groups::new(arena),
+            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
+            arena_id: arena.id(),
+            gpu,
+            state,
+            group_buffer,
+            grad_norms,
+            moments,
+            reduction,
+            apply,
+            step: 0,
+        })
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &LambConfig {
+        &self.config
+    }
+
+    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.groups.set(group, config)
+    }
+
+    /// The gradient norms computed for clipping in the last step (`None` without `max_grad_norm`): read the
+    /// global norm from it to log it, at the cost of a wait.
+    pub fn grad_norms(&self) -> Option<&GradNorms> {
+        self.grad_norms.as_ref()
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        if arena.id() != self.arena_id {
+            return Err(Error::ArenaMismatch);
+        }
+        self.gpu.check()
+    }
+}
+
+impl Optimizer for Lamb {
+    fn encode_step(
+        &mut self,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.check_arena(arena)?;
+        check_lr(lr)?;
+        let c = &self.config;
+        let t = self.step + 1;
+        let (beta1, beta2) = c.betas;
+        let (bias_correction1, bias_correction2) = if c.bias_correction {
+            (1.0 - beta1.powf(t as f64), 1.0 - beta2.powf(t as f64))
+        } else {
+            (1.0, 1.0)
+        };
+        for (g, group) in self.groups.iter().enumerate() {
+            let lr = lr * group.lr_scale;
+            let wd = group.weight_decay.unwrap_or(c.weight_decay);
+            let adapt = wd != 0.0 || c.always_adapt;
+            let f = |x: f64| (x as f32).to_bits();
+            let words = [
+                f(beta1),
+                f(1.0 - beta1),
+                f(beta2),
+                f(1.0 - beta2),
+                f(bias_correction1),
+                f(bias_correction2.sqrt()),
+                f(c.eps),
+                f(wd),
+                f(-lr * wd),
+                f(-lr),
+                adapt as u32,
+                f(c.max_grad_norm.unwrap_or(1.0)),
+                0,
+                0,
+                0,
+                0,
+            ];
+            let at = g * GROUP_RECORD_BYTES;
+            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+        }
+        self.gpu
+            .queue()
+            .write_buffer(&self.group_buffer, 0, &self.records);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("lamb step"),
+            timestamp_writes: None,
+        });
+        let mut dispatches = 0;
+        if let Some(norms) = &self.grad_norms {
+            dispatches += norms.record(&mut pass);
+        }
+        dispatches += self.moments.record(&mut pass);
+        dispatches += self.reduction.record_finalize(&mut pass);
+        dispatches += self.apply.record(&mut pass);
+        self.step = t;
+        Ok(StepStats {
+            dispatches,
+            submissions: 0,
+            buffer_writes: 1,
+        })
+    }
+
+    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        let next = LambConfig {
+            betas: (momentum, self.config.betas.1),
+            ..self.config
+        };
+        next.validate()?;
+        self.config = next;
+        Ok(())
+    }
+
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The moments, plus the reduction buffers (8 bytes per 256-element block and per tensor, twice with
+    /// clipping), which live as long as the optimizer.
+    fn state_bytes(&self) -> u64 {
+        self.state.bytes()
+            + self.reduction.bytes()
+            + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.state.names()
+    }
+
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        self.check_arena(arena)?;
+        self.state.read(arena, state, tensor)
+    }
+}

@@ -1,0 +1,220 @@
+//! Building blocks for kernels that are more than one elementwise pass: a compiled kernel bound once per chunk
+//! (or once for the whole arena), and per-element state buffers shaped like the arena.
+//!
+//! A multi-stage step (LAMB, LARS, gradient norms) records several of these into one compute pass; wgpu orders
+//! the dispatches of a pass and makes each one's writes visible to the next, so the stages need no extra
+//! synchronisation and the step stays one submission.
+
+use std::sync::Arc;
+
+use crate::arena::ParamArena;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{Access, Kernel, KernelSpec};
+
+/// What one binding of a kernel is bound to.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot<'a> {
+    /// The arena's layout table.
+    Layout,
+    /// The chunk's uniform (`[first block, blocks, grid width, 0]`).
+    Chunk,
+    /// The same buffer for every chunk.
+    Buffer(&'a wgpu::Buffer),
+    /// One buffer per chunk, shaped like the arena's chunks.
+    PerChunk(&'a [wgpu::Buffer]),
+}
+
+/// A kernel with its bind groups: one per chunk for a chunked stage, or a single one for a stage that runs once
+/// over the whole arena.
+pub(crate) struct Stage {
+    kernel: Arc<Kernel>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    grids: Vec<(u32, u32)>,
+}
+
+impl Stage {
+    /// A stage dispatched once per chunk, one workgroup per block of the chunk.
+    pub fn per_chunk(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+    ) -> Result<Self> {
+        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
+        let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
+        Self::build(arena, family, entry, constants, slots, &chunks, grids)
+    }
+
+    /// A stage dispatched once with workgroup grid `grid`; chunked slots bind chunk 0 (such a stage reads the
+    /// arena-wide buffers only).
+    pub fn single(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+        grid: (u32, u32),
+    ) -> Result<Self> {
+        Self::build(arena, family, entry, constants, slots, &[0], vec![grid])
+    }
+
+    fn build(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+        chunks: &[usize],
+        grids: Vec<(u32, u32)>,
+    ) -> Result<Self> {
+        let gpu = arena.gpu();
+        let spec = KernelSpec {
+            family,
+            entry,
+            bindings: slots.iter().map(|(access, _)| *access).collect(),
+            constants,
+        };
+        let kernel = gpu.kernels().get(gpu, &spec)?;
+        let device = gpu.device();
+        let bind_groups = gpu.scoped(|| {
+            chunks
+                .iter()
+                .map(|&c| {
+                    let entries: Vec<wgpu::BindGroupEntry> = slots
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, slot))| {
+                            let buffer = match slot {
+                                Slot::Layout => arena.layout_buffer(),
+                                Slot::Chunk => &arena.chunk_uniforms()[c],
+                                Slot::Buffer(b) => b,
+                                Slot::PerChunk(b) => &b[c],
+                            };
+                            wgpu::BindGroupEntry {
+                                binding: i as u32,
+                                resource: buffer.as_entire_binding(),
+                            }
+                        })
+                        .collect();
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(entry),
+                        layout: &kernel.layout,
+                        entries: &entries,
+                    })
+                })
+                .collect()
+        })?;
+        Ok(Self {
+            kernel,
+            bind_groups,
+            grids,
+        })
+    }
+
+    /// Records the stage's dispatches; returns how many.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) -> u32 {
+        pass.set_pipeline(&self.kernel.pipeline);
+        for (bind_group, &(x, y)) in self.bind_groups.iter().zip(&self.grids) {
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        self.bind_groups.len() as u32
+    }
+}
+
+/// Per-element optimizer state: named buffer sets, one buffer per chunk, zeroed.
+pub(crate) struct StateSet {
+    names: Vec<&'static str>,
+    /// `[state][chunk]`
+    buffers: Vec<Vec<wgpu::Buffer>>,
+}
+
+impl StateSet {
+    pub fn new(arena: &ParamArena, names: &[&'static str]) -> Result<Self> {
+        let gpu = arena.gpu();
+        let device = gpu.device();
+        let buffers = gpu.scoped(|| {
+            names
+                .iter()
+                .map(|name| {
+                    arena
+                        .chunks()
+                        .iter()
+                        .map(|c| {
+                            device.create_buffer(&wgpu::BufferDescriptor {
+                                label: Some(name),
+                                size: c.elements() * 4,
+                                usage: wgpu::BufferUsages::STORAGE
+                                    | wgpu::BufferUsages::COPY_DST
+                                    | wgpu::BufferUsages::COPY_SRC,
+                                mapped_at_creation: false,
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })?;
+        Ok(Self {
+            names: names.to_vec(),
+            buffers,
+        })
+    }
+
+    /// The chunk buffers of state `slot`, in the order the names were given.
+    pub fn chunks(&self, slot: usize) -> &[wgpu::Buffer] {
+        &self.buffers[slot]
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.names.clone()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.buffers.iter().flatten().map(|b| b.size()).sum()
+    }
+
+    /// Downloads state `state` of tensor `tensor` (waits for the GPU).
+    pub fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        let slot =
+            self.names
+                .iter()
+                .position(|n| *n == state)
+                .ok_or_else(|| Error::UnknownState {
+                    state: state.to_string(),
+                    available: self.names.join(", "),
+                })?;
+        let t = arena.tensor(tensor)?;
+        let ranges: Vec<_> = t
+            .segments
+            .iter()
+            .map(|s| (&self.buffers[slot][s.chunk], s.chunk_offset * 4, s.len * 4))
+            .collect();
+        crate::readback::read_f32(arena.gpu(), &ranges)
+    }
+}
+
+/// A small storage buffer bound where a kernel variant declares a buffer it never touches.
+pub(crate) fn placeholder(gpu: &Gpu) -> Result<wgpu::Buffer> {
+    gpu.scoped(|| {
+        gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    })
+}
+
+/// The per-group hyperparameter buffer of a multi-stage optimizer, `groups` records of `record_bytes`.
+pub(crate) fn group_buffer(gpu: &Gpu, groups: u32, record_bytes: usize) -> Result<wgpu::Buffer> {
+    gpu.scoped(|| {
+        gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("group hyperparameters"),
+            size: (groups.max(1) as usize * record_bytes) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
+}

@@ -1,0 +1,407 @@
+//! The per-tensor reduction machinery (`GradNorms`, and the norms inside LAMB and LARS): values against an f64
+//! CPU computation, bit-exact independence from chunking and from run to run, a fixed dispatch count whatever
+//! the tensor count, and the validation of the new optimizers' configs.
+
+use crate::harness::{GpuTest, test};
+use crate::util::{err, model, noise, params, run, same_bits, small_model, state, write_grads};
+use wgoptim::model_shapes::gpt2_small;
+use wgoptim::{
+    Adagrad, AdagradConfig, Error, Gpu, GradNorms, GroupConfig, Lamb, LambConfig, Lars, LarsConfig,
+    Lion, LionConfig, Norms, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+};
+
+pub fn tests() -> Vec<GpuTest> {
+    vec![
+        test("grad_norms_match_f64", grad_norms_match_f64),
+        test(
+            "grad_norms_are_bit_identical_across_chunkings",
+            grad_norms_are_bit_identical_across_chunkings,
+        ),
+        test(
+            "grad_norms_cost_is_independent_of_tensor_count",
+            grad_norms_cost_is_independent_of_tensor_count,
+        ),
+        test(
+            "lamb_cost_is_independent_of_tensor_count",
+            lamb_cost_is_independent_of_tensor_count,
+        ),
+        test("lamb_runs_are_bit_identical", lamb_runs_are_bit_identical),
+        test(
+            "lamb_clipping_reuses_grad_norms",
+            lamb_clipping_reuses_grad_norms,
+        ),
+        test(
+            "new_optimizers_refuse_bad_input",
+            new_optimizers_refuse_bad_input,
+        ),
+    ]
+}
+
+/// Tensors of every awkward size for a reduction: one element, part of a block, exactly a block, and one big
+/// enough (1172 blocks) that each invocation of the per-tensor finalize combines several block partials.
+fn reduction_model() -> Vec<(String, Vec<usize>, u32)> {
+    let mut t = small_model();
+    t.push(("big".to_string(), vec![300, 1000], 0));
+    t.push(("tail".to_string(), vec![3], 1));
+    t
+}
+
+/// Gradients of mixed scales with a few exact zeros and a sign pattern, per tensor.
+fn grads(arena: &ParamArena) -> Result<Vec<Vec<f32>>, String> {
+    let mut all = Vec::new();
+    for (i, t) in arena.tensors().iter().enumerate() {
+        let scale = [1e-3, 1.0, 30.0, 0.2][i % 4];
+        let mut g = noise(500 + i as u64, t.numel as usize, scale);
+        for x in g.iter_mut().step_by(97) {
+            *x = 0.0;
+        }
+        arena.write_grads(&t.name, &g).map_err(err)?;
+        all.push(g);
+    }
+    Ok(all)
+}
+
+fn f64_norms(g: &[f32]) -> (f64, f64) {
+    let l2 = g
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
+    let inf = g.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+    (l2, inf)
+}
+
+/// The 2-norm is a sum of squares accumulated in f32 (a 256-leaf tree per block, then at most a few hundred
+/// partials in sequence per invocation, then another tree), so its relative error is bounded by about
+/// (8 + 5 + 8) · 2⁻²⁴ ≈ 1.3e-6 in the sum and half that in the root; the bound used is 2e-6 relative to the f64
+/// value. The inf-norm is a maximum of exactly representable values and must be exact.
+fn grad_norms_match_f64(gpu: &Gpu) -> Result<(), String> {
+    const L2_RTOL: f64 = 2e-6;
+    let arena = model(gpu, &reduction_model(), None)?;
+    let g = grads(&arena)?;
+    let norms = GradNorms::new(&arena).map_err(err)?;
+    norms.compute(&arena).map_err(err)?;
+    let per_tensor = norms.read_tensors().map_err(err)?;
+    if per_tensor.len() != g.len() {
+        return Err(format!(
+            "{} tensor norms for {} tensors",
+            per_tensor.len(),
+            g.len()
+        ));
+    }
+    let check = |what: &str, got: Norms, want: (f64, f64)| -> Result<f64, String> {
+        let rel = (got.l2 as f64 - want.0).abs() / want.0.max(f64::MIN_POSITIVE);
+        if rel > L2_RTOL {
+            return Err(format!(
+                "{what}: l2 {} vs f64 {} (relative {rel:e})",
+                got.l2, want.0
+            ));
+        }
+        if got.inf as f64 != want.1 {
+            return Err(format!("{what}: inf {} vs {}", got.inf, want.1));
+        }
+        Ok(rel)
+    };
+    let mut worst = 0f64;
+    for (i, (got, g)) in per_tensor.iter().zip(&g).enumerate() {
+        worst = worst.max(check(&format!("tensor {i}"), *got, f64_norms(g))?);
+    }
+    let all: Vec<f32> = g.concat();
+    worst = worst.max(check(
+        "global",
+        norms.read_global().map_err(err)?,
+        f64_norms(&all),
+    )?);
+    println!("grad norms: worst relative error of the 2-norm {worst:e}");
+    Ok(())
+}
+
+/// Chunks of 4 and of 64 blocks split the larger tensors over several buffers; the partials are indexed by
+/// global block and combined in an order fixed by the layout, so every norm must be bit-identical to the
+/// one-chunk arena's.
+fn grad_norms_are_bit_identical_across_chunkings(gpu: &Gpu) -> Result<(), String> {
+    let mut results = Vec::new();
+    for chunk in [None, Some(4 * 256 * 4), Some(64 * 256 * 4)] {
+        let arena = model(gpu, &reduction_model(), chunk)?;
+        grads(&arena)?;
+        let norms = GradNorms::new(&arena).map_err(err)?;
+        norms.compute(&arena).map_err(err)?;
+        let mut all = norms.read_tensors().map_err(err)?;
+        all.push(norms.read_global().map_err(err)?);
+        results.push((all, arena.chunk_count()));
+    }
+    if results[1].1 < 10 || results[2].1 < 3 {
+        return Err(format!(
+            "expected several chunks, got {} and {}",
+            results[1].1, results[2].1
+        ));
+    }
+    for r in &results[1..] {
+        for (i, (a, b)) in results[0].0.iter().zip(&r.0).enumerate() {
+            if a.l2.to_bits() != b.l2.to_bits() || a.inf.to_bits() != b.inf.to_bits() {
+                return Err(format!(
+                    "entry {i}: {a:?} in one chunk, {b:?} in {} chunks",
+                    r.1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn gpt2_and_one_tensor() -> [Vec<(String, Vec<usize>, u32)>; 2] {
+    let many = gpt2_small(8);
+    let total: usize = many
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum();
+    [many, vec![("all".to_string(), vec![total], 0)]]
+}
+
+fn grad_norms_cost_is_independent_of_tensor_count(gpu: &Gpu) -> Result<(), String> {
+    let mut stats = Vec::new();
+    for tensors in &gpt2_and_one_tensor() {
+        let arena = model(gpu, tensors, None)?;
+        write_grads(&arena, 1)?;
+        let norms = GradNorms::new(&arena).map_err(err)?;
+        let s = norms.compute(&arena).map_err(err)?;
+        let want = arena.chunk_count() as u32 + 2;
+        if s.dispatches != want || s.submissions != 1 || s.buffer_writes != 0 {
+            return Err(format!(
+                "{s:?}, expected {want} dispatches and 1 submission"
+            ));
+        }
+        stats.push(s);
+    }
+    println!(
+        "grad norms: 148 tensors {:?}; 1 tensor {:?}",
+        stats[0], stats[1]
+    );
+    if stats[0] != stats[1] {
+        return Err(format!("{:?} differs from {:?}", stats[0], stats[1]));
+    }
+    Ok(())
+}
+
+/// LAMB with GPT-2 small's 148 tensors records exactly the dispatches and the single submission it records for
+/// one tensor of the same size: 3 stages per chunk (gradient partials, moments, apply) and 4 finalize passes
+/// (two per reduction), with clipping; 2 per chunk and 2 without.
+fn lamb_cost_is_independent_of_tensor_count(gpu: &Gpu) -> Result<(), String> {
+    for (clip, per_chunk, fixed) in [(Some(1.0), 3, 4), (None, 2, 2)] {
+        let mut stats = Vec::new();
+        for tensors in &gpt2_and_one_tensor() {
+            let arena = model(gpu, tensors, None)?;
+            let config = LambConfig {
+                max_grad_norm: clip,
+                ..LambConfig::default()
+            };
+            let mut opt = Lamb::new(&arena, config).map_err(err)?;
+            write_grads(&arena, 1)?;
+            let s = opt.step(&arena, 1e-3).map_err(err)?;
+            let want = per_chunk * arena.chunk_count() as u32 + fixed;
+            if s.dispatches != want || s.submissions != 1 || s.buffer_writes != 1 {
+                return Err(format!(
+                    "clip {clip:?}: {s:?}, expected {want} dispatches, 1 submission, 1 write"
+                ));
+            }
+            stats.push(s);
+        }
+        println!(
+            "lamb (clip {clip:?}): 148 tensors {:?}; 1 tensor {:?}",
+            stats[0], stats[1]
+        );
+        if stats[0] != stats[1] {
+            return Err(format!("{:?} differs from {:?}", stats[0], stats[1]));
+        }
+    }
+    Ok(())
+}
+
+/// Two LAMB runs from the same start, with clipping, adaptation of every tensor and trust clipping, give
+/// bit-identical parameters and state.
+fn lamb_runs_are_bit_identical(gpu: &Gpu) -> Result<(), String> {
+    let config = LambConfig {
+        always_adapt: true,
+        trust_clip: true,
+        max_grad_norm: Some(0.5),
+        ..LambConfig::default()
+    };
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let arena = model(gpu, &reduction_model(), Some(16 * 256 * 4))?;
+        let mut opt = Lamb::new(&arena, config).map_err(err)?;
+        run(&arena, &mut opt, 5)?;
+        results.push((params(&arena)?, state(&arena, &opt)?));
+    }
+    same_bits("lamb params", &results[0].0, &results[1].0)?;
+    same_bits("lamb state", &results[0].1, &results[1].1)
+}
+
+/// The global norm LAMB clips by is the one `GradNorms` computes on its own, bit for bit, and a host can read
+/// it after the step.
+fn lamb_clipping_reuses_grad_norms(gpu: &Gpu) -> Result<(), String> {
+    let arena = model(gpu, &reduction_model(), None)?;
+    let g = grads(&arena)?;
+    let mut opt = Lamb::new(&arena, LambConfig::default()).map_err(err)?;
+    opt.step(&arena, 1e-3).map_err(err)?;
+    let from_step = opt
+        .grad_norms()
+        .ok_or("LAMB with max_grad_norm has no gradient norms")?
+        .read_global()
+        .map_err(err)?;
+    let standalone = GradNorms::new(&arena).map_err(err)?;
+    standalone.compute(&arena).map_err(err)?;
+    let direct = standalone.read_global().map_err(err)?;
+    if from_step.l2.to_bits() != direct.l2.to_bits() {
+        return Err(format!(
+            "LAMB saw {from_step:?}, GradNorms gives {direct:?}"
+        ));
+    }
+    let want = f64_norms(&g.concat()).0;
+    if ((from_step.l2 as f64 - want) / want).abs() > 2e-6 {
+        return Err(format!("global norm {} vs f64 {want}", from_step.l2));
+    }
+    Ok(())
+}
+
+fn expect<T>(what: &str, r: wgoptim::Result<T>, name: &str) -> Result<(), String> {
+    match r {
+        Err(Error::InvalidHyperparameter { name: n, .. }) if n == name => Ok(()),
+        Err(e) => Err(format!("{what}: unexpected error {e:?}")),
+        Ok(_) => Err(format!("{what}: accepted")),
+    }
+}
+
+/// Bad configs are refused at construction; a bad step (learning rate, arena) is refused before anything is
+/// recorded, and leaves parameters, state and step count as they were.
+fn new_optimizers_refuse_bad_input(gpu: &Gpu) -> Result<(), String> {
+    let arena = model(gpu, &small_model(), None)?;
+    let other = model(gpu, &small_model(), None)?;
+    let lamb = |c: LambConfig| Lamb::new(&arena, c).map(|_| ());
+    expect(
+        "max_grad_norm 0",
+        lamb(LambConfig {
+            max_grad_norm: Some(0.0),
+            ..Default::default()
+        }),
+        "max_grad_norm",
+    )?;
+    expect(
+        "lamb beta2 1",
+        lamb(LambConfig {
+            betas: (0.9, 1.0),
+            ..Default::default()
+        }),
+        "betas.1",
+    )?;
+    expect(
+        "lamb eps 0",
+        lamb(LambConfig {
+            eps: 0.0,
+            ..Default::default()
+        }),
+        "eps",
+    )?;
+    let lars = |c: LarsConfig| Lars::new(&arena, c).map(|_| ());
+    expect(
+        "lars nesterov without momentum",
+        lars(LarsConfig {
+            nesterov: true,
+            ..Default::default()
+        }),
+        "nesterov",
+    )?;
+    expect(
+        "lars trust_coeff",
+        lars(LarsConfig {
+            trust_coeff: f64::NAN,
+            ..Default::default()
+        }),
+        "trust_coeff",
+    )?;
+    expect(
+        "lion beta above 1",
+        Lion::new(
+            &arena,
+            LionConfig {
+                betas: (0.9, 1.5),
+                ..Default::default()
+            },
+        ),
+        "betas.1",
+    )?;
+    expect(
+        "rmsprop alpha",
+        Rmsprop::new(
+            &arena,
+            RmspropConfig {
+                alpha: -0.1,
+                ..Default::default()
+            },
+        ),
+        "alpha",
+    )?;
+    expect(
+        "adagrad initial accumulator",
+        Adagrad::new(
+            &arena,
+            AdagradConfig {
+                initial_accumulator_value: -1.0,
+                ..Default::default()
+            },
+        ),
+        "initial_accumulator_value",
+    )?;
+
+    let mut opts: Vec<(&str, Box<dyn Optimizer>)> = vec![
+        (
+            "lamb",
+            Box::new(Lamb::new(&arena, LambConfig::default()).map_err(err)?),
+        ),
+        (
+            "lars",
+            Box::new(
+                Lars::new(
+                    &arena,
+                    LarsConfig {
+                        momentum: 0.9,
+                        weight_decay: 1e-4,
+                        ..Default::default()
+                    },
+                )
+                .map_err(err)?,
+            ),
+        ),
+    ];
+    for (name, opt) in &mut opts {
+        run(&arena, opt.as_mut(), 2)?;
+        let (p0, s0, t0) = (
+            params(&arena)?,
+            state(&arena, opt.as_ref())?,
+            opt.step_count(),
+        );
+        expect(&format!("{name} lr"), opt.step(&arena, f64::NAN), "lr")?;
+        match opt.step(&other, 1e-3) {
+            Err(Error::ArenaMismatch) => {}
+            r => return Err(format!("{name} other arena: {r:?}")),
+        }
+        same_bits(&format!("{name} params"), &p0, &params(&arena)?)?;
+        same_bits(&format!("{name} state"), &s0, &state(&arena, opt.as_ref())?)?;
+        if opt.step_count() != t0 {
+            return Err(format!("{name}: step count moved"));
+        }
+    }
+    let mut lamb = Lamb::new(&arena, LambConfig::default()).map_err(err)?;
+    match lamb.set_group(2, GroupConfig::default()) {
+        Err(Error::UnknownGroup {
+            group: 2,
+            groups: 2,
+        }) => {}
+        r => return Err(format!("unknown group: {r:?}")),
+    }
+    let norms = GradNorms::new(&arena).map_err(err)?;
+    match norms.compute(&other) {
+        Err(Error::ArenaMismatch) => Ok(()),
+        r => Err(format!("grad norms on another arena: {r:?}")),
+    }
+}
