@@ -14,7 +14,7 @@ use crate::report::Report;
 const WIDTH: u32 = 1400;
 const HEIGHT: u32 = 620;
 
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 14] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -22,7 +22,13 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 64),
+    RGBColor(0, 110, 90),
+    RGBColor(230, 171, 2),
 ];
 
 fn register_font() -> Result<()> {

@@ -426,7 +426,10 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
             .map(|(_, s, _)| s.iter().map(|&d| d as u64).product::<u64>())
             .sum();
 
-        // Copies first, before the arena exists, so that the two never hold memory at the same time.
+        // Copies first, before the arena exists, so that the two never hold memory at the same time. Each
+        // model measures its own, right before its optimizers, so that a machine whose load changes during
+        // the run (a software adapter shares the host's cores) compares figures taken under the same load.
+        copies.clear();
         for entry in &config.optimizers {
             let bytes = entry.bytes_per_param as u64 * params;
             if copies.contains_key(&bytes) {

@@ -199,7 +199,10 @@ fn binary_refuses_an_adapter_that_is_not_there() -> Result<(), Failed> {
 fn binary_refuses_bad_arguments() -> Result<(), Failed> {
     for (args, message) in [
         (&["--sizes", "12Q"][..], "is not a count"),
-        (&["--optimizers", "adafactor"][..], "unknown optimizer `adafactor`"),
+        (
+            &["--optimizers", "adafactor"][..],
+            "unknown optimizer `adafactor`",
+        ),
         (&["--tensors", "0"][..], "at least one tensor"),
         (&["--backend", "cuda"][..], "unknown backend `cuda`"),
         (&["--plot", "figures.svg"][..], "must end in .png"),
