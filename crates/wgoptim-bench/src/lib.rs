@@ -1,0 +1,16 @@
+//! The headless benchmark of wgoptim's optimizers, as a library so that tests can run its core: optimizer
+//! step time over model sizes and tensor counts, effective bandwidth against a copy kernel on the same
+//! adapter, and the host's cost per step. The `wgoptim-bench` binary wraps it in a CLI.
+
+pub mod adapter;
+pub mod copy;
+pub mod cpu_time;
+pub mod error;
+pub mod model;
+pub mod optimizers;
+pub mod plot;
+pub mod report;
+pub mod suite;
+pub mod timer;
+
+pub use error::{BenchError, Result};
