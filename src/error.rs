@@ -115,6 +115,17 @@ pub enum Error {
     /// A learning-rate schedule refused to give a value (for example, stepped past its end).
     #[error("schedule: {0}")]
     Schedule(#[from] wgoptim_schedule::ScheduleError),
+    /// Optimizer state the optimizer cannot hold or hand out in the form asked for: non-finite values, a
+    /// negative second moment, codes for another block size, or raw codes of a tensor that keeps f32 state.
+    #[error("optimizer state `{state}` of tensor `{tensor}`: {reason}")]
+    InvalidStateData {
+        /// The tensor.
+        tensor: String,
+        /// The state buffer, by its `state_dict` name.
+        state: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

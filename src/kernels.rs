@@ -35,6 +35,14 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")
         ),
+        "adam8bit" => concat!(
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/adam8bit.wgsl")
+        ),
+        "lion8bit" => concat!(
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/lion8bit.wgsl")
+        ),
         _ => return None,
     })
 }

@@ -3,18 +3,24 @@
 
 mod adagrad;
 mod adam;
+mod adam8bit;
+mod blockwise8;
 mod elementwise;
 mod lamb;
 mod lars;
 mod lion;
+mod lion8bit;
 mod rmsprop;
 mod sgd;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
+pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
+pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
 pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
+pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 

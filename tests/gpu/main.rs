@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod eightbit;
 mod errors;
 mod harness;
 mod lr_finder;
@@ -9,6 +10,7 @@ mod reliability;
 mod scheduled;
 mod stepping;
 mod torch_optim;
+mod torchao_8bit;
 mod util;
 
 fn main() {
@@ -21,5 +23,7 @@ fn main() {
     tests.extend(reliability::tests());
     tests.extend(scheduled::tests());
     tests.extend(lr_finder::tests());
+    tests.extend(torchao_8bit::tests());
+    tests.extend(eightbit::tests());
     harness::run(tests)
 }

@@ -28,6 +28,14 @@ fn shared_types_are_send_and_sync() {
     check::<ParamArena>();
     check::<Adam>();
     check::<Sgd>();
+    check::<wgoptim::Lion>();
+    check::<wgoptim::Lamb>();
+    check::<wgoptim::Lars>();
+    check::<wgoptim::Rmsprop>();
+    check::<wgoptim::Adagrad>();
+    check::<wgoptim::GradNorms>();
+    check::<wgoptim::Adam8bit>();
+    check::<wgoptim::Lion8bit>();
     check::<Error>();
 }
 

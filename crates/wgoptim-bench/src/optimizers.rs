@@ -2,8 +2,9 @@
 //! per parameter per step, and how to build it.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
-    Optimizer, ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig,
+    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Lamb, LambConfig, Lars,
+    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, Optimizer, ParamArena, Rmsprop,
+    RmspropConfig, Sgd, SgdConfig,
 };
 
 /// Builds an optimizer with zeroed state for an arena.
@@ -100,6 +101,10 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
     // norms read p, g; step reads p, g, b and writes p, b
     entry("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
+    // reads p, g and one byte each of m and v; writes p and the two codes (absmax adds 16 bytes per block)
+    entry("adamw8bit", 16, |a| boxed(AdamW8bit::new(a, Adam8bitConfig::adamw()))),
+    // reads p, g and one byte of m; writes p and the code
+    entry("lion8bit", 14, |a| boxed(Lion8bit::new(a, Lion8bitConfig::default()))),
 ];
 
 /// Looks optimizers up by name; `all` selects the whole table.

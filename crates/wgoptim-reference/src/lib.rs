@@ -19,6 +19,9 @@
 //! - [`lars`]: LARS, as timm's `Lars`.
 //! - [`rmsprop`]: RMSprop, as `torch.optim.RMSprop`.
 //! - [`adagrad`]: Adagrad, as `torch.optim.Adagrad`.
+//! - [`eightbit`]: AdamW8bit/Adam8bit as torchao runs them and Lion8bit
+//!   (lion-pytorch on torchao's 8-bit state), with the loader of the fixtures
+//!   in `tests/fixtures/torchao_8bit`.
 //! - [`fixtures`]: loads the committed PyTorch golden fixtures in
 //!   `tests/fixtures/torch_optim`.
 //! - [`compare`]: error measures and a closeness assertion that names the worst
@@ -27,6 +30,7 @@
 pub mod adagrad;
 pub mod adamw;
 pub mod compare;
+pub mod eightbit;
 pub mod fixtures;
 pub mod lamb;
 pub mod lars;

@@ -12,6 +12,7 @@
 
 use clap::{Parser, ValueEnum};
 use plotters::prelude::*;
+use plotters::style::register_font;
 use wgoptim_schedule::*;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,13 +138,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         values.push(v);
     }
-    draw(&args.out, &values)?;
+    draw(&args.out, &format!("{:?}", args.kind), &values)?;
     println!("wrote {}", args.out);
     Ok(())
 }
 
-fn draw(path: &str, values: &[ScheduleValue]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+fn draw(
+    path: &str,
+    kind: &str,
+    values: &[ScheduleValue],
+) -> Result<(), Box<dyn std::error::Error>> {
+    // The font ships inside the `dejavu` crate, so labels render on machines without system fonts.
+    register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| "the bundled DejaVu Sans font did not load")?;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let peak = values
         .iter()
@@ -151,32 +159,53 @@ fn draw(path: &str, values: &[ScheduleValue]) -> Result<(), Box<dyn std::error::
         .fold(0.0f64, f64::max)
         .max(f64::MIN_POSITIVE);
     let n = values.len().max(2) as f64 - 1.0;
-    // No axis labels: they would need a font backend, which this example avoids.
+    let momentum = values.iter().all(|v| v.momentum.is_some());
     let mut chart = ChartBuilder::on(&root)
-        .margin(20)
-        .build_cartesian_2d(0.0..n, 0.0..peak)?
+        .caption(
+            format!("{kind}: learning rate per step"),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .right_y_label_area_size(if momentum { 60 } else { 0 })
+        .build_cartesian_2d(0.0..n, 0.0..peak * 1.05)?
         .set_secondary_coord(0.0..n, 0.0..1.0);
-    let grid = RGBColor(225, 225, 225);
-    for i in 0..=10 {
-        let t = f64::from(i) / 10.0;
-        chart.draw_series(LineSeries::new([(0.0, t * peak), (n, t * peak)], grid))?;
-        chart.draw_series(LineSeries::new([(t * n, 0.0), (t * n, peak)], grid))?;
-    }
-    chart.draw_series(LineSeries::new(
-        [(0.0, peak), (0.0, 0.0), (n, 0.0)],
-        BLACK.stroke_width(2),
-    ))?;
-    chart.draw_series(LineSeries::new(
-        values.iter().enumerate().map(|(k, v)| (k as f64, v.lr)),
-        BLUE.stroke_width(2),
-    ))?;
-    if values.iter().all(|v| v.momentum.is_some()) {
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("learning rate")
+        .y_label_formatter(&|y| format!("{y:.2e}"))
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            values.iter().enumerate().map(|(k, v)| (k as f64, v.lr)),
+            BLUE.stroke_width(2),
+        ))?
+        .label("learning rate")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    if momentum {
+        chart
+            .configure_secondary_axes()
+            .y_desc("momentum / beta1")
+            .label_style(("sans-serif", 14))
+            .draw()?;
         let m = values
             .iter()
             .enumerate()
             .map(|(k, v)| (k as f64, v.momentum.unwrap_or(0.0)));
-        chart.draw_secondary_series(LineSeries::new(m, RED.stroke_width(2)))?;
+        chart
+            .draw_secondary_series(LineSeries::new(m, RED.stroke_width(2)))?
+            .label("momentum / beta1")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
     }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
     root.present()?;
     Ok(())
 }

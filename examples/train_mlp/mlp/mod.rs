@@ -17,7 +17,11 @@ pub mod schedule;
 
 use std::time::Instant;
 
-use wgoptim::{AdamConfig, AdamW, ArenaBuilder, Gpu, Optimizer, ParamArena, Sgd, SgdConfig};
+use wgoptim::schedule::Schedule;
+use wgoptim::{
+    Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, ArenaBuilder, Gpu, Lamb, LambConfig, Lion,
+    LionConfig, Optimizer, ParamArena, Sgd, SgdConfig,
+};
 use wgpu::util::DeviceExt;
 
 use data::Dataset;
@@ -38,6 +42,9 @@ pub type MakeOptimizer = fn(&ParamArena) -> wgoptim::Result<Box<dyn Optimizer>>;
 pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("AdamW",        |a| Ok(Box::new(AdamW::new(a, AdamConfig::adamw())?)), 3e-3),
     ("SGD momentum", |a| Ok(Box::new(Sgd::new(a, SGD_MOMENTUM)?)),          5e-2),
+    ("Lion",         |a| Ok(Box::new(Lion::new(a, LionConfig::default())?)),   1e-3),
+    ("LAMB",         |a| Ok(Box::new(Lamb::new(a, LambConfig::default())?)),   1e-2),
+    ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
 ];
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.
@@ -669,12 +676,12 @@ impl Trainer {
 
         let total = self.total_steps();
         let warmup = (self.config.warmup_epochs * self.steps_per_epoch()) as u64;
-        let mut lrs = schedule::schedule(peak_lr, warmup, total);
+        let mut lrs = schedule::schedule(peak_lr, warmup, total)?;
         let mut epochs = Vec::with_capacity(self.plan.steps.len());
         for (e, batches) in self.plan.steps.iter().enumerate() {
             let mut lr = 0.0;
             for (i, &record) in batches.iter().enumerate() {
-                lr = lrs.next_lr();
+                lr = lrs.next()?.lr;
                 let mut encoder = new_encoder();
                 {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

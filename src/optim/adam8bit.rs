@@ -1,0 +1,280 @@
+//! Adam and AdamW with 8-bit blockwise state (Dettmers et al., 2022): about 2 bytes of state per parameter
+//! instead of 8, and a step that moves about 16 bytes per parameter instead of 28 (p and g in, p out, and
+//! one code per moment each way).
+//!
+//! Update rule at step t, for each element, in f32, with m̃ and ṽ the dequantised moments:
+//!
+//! ```text
+//! Adam:   g ← g + λ·p                               (coupled L2)
+//! m ← m̃ + (g − m̃)·(1 − β1)
+//! v ← ṽ + (g² − ṽ)·(1 − β2)
+//! AdamW:  p ← p − (lr·λ)·p                          (decoupled decay, before the update)
+//! p ← p − lr·(m / (1 − β1^t)) / (√v / √(1 − β2^t) + ε)
+//! a_m ← max(max|m| over the block, 1e-12), a_v likewise
+//! m̃ ← signed_map[code(m / a_m)]·a_m,  ṽ ← unsigned_map[code(v / a_v)]·a_v
+//! ```
+//!
+//! The parameter is updated from the f32 moments; only then are they requantised, each to the nearest
+//! entry of its map (ties up) after a binary search. Tensors with fewer than `min_quantized_numel` elements
+//! keep f32 moments and skip the last line. A block with a non-finite gradient (or a gradient whose square
+//! overflows) is left as it was, parameters and state, and counted ([`Adam8bit::skipped_blocks`]); f32-state
+//! tensors are divided into blocks the same way for this.
+//!
+//! Reference: torchao's `AdamW8bit` / `Adam8bit` (`torchao.optim`), which runs the update through
+//! `torch.compile`; the kernel follows that compiled graph operation by operation in f32, including its
+//! f32 scalars (torchao keeps lr and the step count in f32 tensors, so `lr·λ`, `β^t` and the bias
+//! corrections are f32 products, powers and differences, computed here on the host the same way).
+//! Defaults are torchao's: β = (0.9, 0.999), ε = 1e-8, λ = 0.01 for AdamW and 0 for Adam, blocks of 256,
+//! 8-bit state for tensors of 4096 elements or more.
+//!
+//! Two differences from torchao, both outside its domain: torchao keeps f32 state for a tensor whose size
+//! is not a multiple of the block size, where this quantises it with a partial last block; and a tensor
+//! larger than one arena chunk restarts its blocks at each chunk boundary. torchao has no non-finite
+//! gradient handling (a NaN gradient poisons its block's state).
+
+use crate::arena::ParamArena;
+use crate::error::Result;
+use crate::optim::blockwise8::{Blockwise8, Moment, QuantizedState, StateFootprint};
+use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
+use crate::optim::{
+    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
+    check_range,
+};
+
+/// Hyperparameters of 8-bit Adam and AdamW. `Adam8bitConfig::adamw()` (also `Default`) gives torchao's
+/// `AdamW8bit` defaults; `Adam8bitConfig::adam()` gives its `Adam8bit` defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam8bitConfig {
+    /// (β1, β2), each in [0, 1).
+    pub betas: (f64, f64),
+    /// Added to the denominator; > 0.
+    pub eps: f64,
+    /// λ; ≥ 0. Groups may override it.
+    pub weight_decay: f64,
+    /// Decoupled decay (AdamW) instead of L2 added to the gradient (Adam).
+    pub decoupled_weight_decay: bool,
+    /// Elements per quantisation block: a power of two from 64 to 4096. Each block stores one f32 absmax
+    /// per moment, so the state costs `2 + 8 / block_size` bytes per parameter.
+    pub block_size: u32,
+    /// Tensors with fewer elements keep f32 state (their absmax overhead would dominate).
+    pub min_quantized_numel: u64,
+}
+
+impl Adam8bitConfig {
+    /// torchao `AdamW8bit`'s defaults.
+    pub fn adamw() -> Self {
+        Self {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            decoupled_weight_decay: true,
+            block_size: 256,
+            min_quantized_numel: 4096,
+        }
+    }
+
+    /// torchao `Adam8bit`'s defaults.
+    pub fn adam() -> Self {
+        Self {
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            ..Self::adamw()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
+        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
+        check_positive("eps", self.eps)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        crate::optim::blockwise8::check_block_size(self.block_size)
+    }
+}
+
+impl Default for Adam8bitConfig {
+    fn default() -> Self {
+        Self::adamw()
+    }
+}
+
+/// Adam or AdamW with 8-bit blockwise moments (`exp_avg` on the signed map, `exp_avg_sq` on the unsigned
+/// map), resident on the GPU and stepped in one fused pass.
+pub struct Adam8bit {
+    config: Adam8bitConfig,
+    groups: Groups,
+    kernel: Blockwise8,
+    step: u64,
+    records: Vec<u8>,
+}
+
+/// AdamW8bit is Adam8bit with decoupled weight decay: build it with `Adam8bitConfig::adamw()`.
+pub type AdamW8bit = Adam8bit;
+
+impl Adam8bit {
+    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: Adam8bitConfig) -> Result<Self> {
+        config.validate()?;
+        let kernel = Blockwise8::new(
+            arena,
+            "adam8bit",
+            "adam8bit_step",
+            vec![("DECOUPLED", config.decoupled_weight_decay as u8 as f64)],
+            &[
+                Moment {
+                    name: "exp_avg",
+                    signed: true,
+                },
+                Moment {
+                    name: "exp_avg_sq",
+                    signed: false,
+                },
+            ],
+            config.block_size,
+            config.min_quantized_numel,
+        )?;
+        Ok(Self {
+            config,
+            groups: Groups::new(arena),
+            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
+            kernel,
+            step: 0,
+        })
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &Adam8bitConfig {
+        &self.config
+    }
+
+    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.groups.set(group, config)
+    }
+
+    /// Resident state by kind, and the parameter counts it serves.
+    pub fn footprint(&self) -> StateFootprint {
+        self.kernel.footprint()
+    }
+
+    /// Whether `tensor` keeps 8-bit state (else f32).
+    pub fn is_quantized(&self, arena: &ParamArena, tensor: &str) -> Result<bool> {
+        self.kernel.is_quantized(arena, tensor)
+    }
+
+    /// The raw codes and absmax values of a quantised tensor's `exp_avg` or `exp_avg_sq`. Waits for the GPU.
+    pub fn read_quantized(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> Result<QuantizedState> {
+        self.kernel.read_quantized(arena, state, tensor)
+    }
+
+    /// Loads raw codes and absmax values into a quantised tensor's moment (a checkpoint restored bit for
+    /// bit). Validated before anything is written.
+    pub fn write_quantized(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        data: &QuantizedState,
+    ) -> Result<()> {
+        self.kernel.write_quantized(arena, state, tensor, data)
+    }
+
+    /// Loads f32 values into a moment: quantised with the kernel's rule for an 8-bit tensor, stored as is
+    /// for an f32 one (for example from a PyTorch checkpoint). Values must be finite, and ≥ 0 for
+    /// `exp_avg_sq`.
+    pub fn write_state(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        self.kernel.write_state(arena, state, tensor, values)
+    }
+
+    /// Blocks left unstepped because of a non-finite gradient, since creation or the last reset. Waits for
+    /// the GPU; stepping never does.
+    pub fn skipped_blocks(&self) -> Result<u64> {
+        self.kernel.skipped_blocks()
+    }
+
+    /// Zeroes the skipped-block counter.
+    pub fn reset_skipped_blocks(&self) -> Result<()> {
+        self.kernel.reset_skipped_blocks()
+    }
+}
+
+impl Optimizer for Adam8bit {
+    fn encode_step(
+        &mut self,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        check_lr(lr)?;
+        let t = self.step + 1;
+        let (beta1, beta2) = self.config.betas;
+        // torchao holds the step in an f32 tensor and compiles `1 - beta**step` to f32 `pow` on an f32 beta.
+        let bias_correction = |beta: f64| 1.0f32 - ((beta as f32) as f64).powf(t as f64) as f32;
+        let bias_correction1 = bias_correction(beta1);
+        let bias_correction2_sqrt = bias_correction(beta2).sqrt();
+        for (g, group) in self.groups.iter().enumerate() {
+            // torchao's lr is an f32 tensor; `lr * weight_decay` is an f32 product.
+            let lr = (lr * group.lr_scale) as f32;
+            let wd = group.weight_decay.unwrap_or(self.config.weight_decay) as f32;
+            let words = [
+                lr.to_bits(),
+                (lr * wd).to_bits(),
+                ((1.0 - beta1) as f32).to_bits(),
+                ((1.0 - beta2) as f32).to_bits(),
+                bias_correction1.to_bits(),
+                bias_correction2_sqrt.to_bits(),
+                (self.config.eps as f32).to_bits(),
+                wd.to_bits(),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            let at = g * GROUP_RECORD_BYTES;
+            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+        }
+        let stats = self.kernel.encode(encoder, &self.records);
+        self.step = t;
+        Ok(stats)
+    }
+
+    /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; later steps' bias corrections use the
+    /// new value, as torchao's do.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_range("betas.0", momentum, 0.0, 1.0)?;
+        self.config.betas.0 = momentum;
+        Ok(())
+    }
+
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.kernel.footprint().state_bytes()
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.kernel.state_names()
+    }
+
+    /// The moment in f32: dequantised for an 8-bit tensor.
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        self.kernel.read_state(arena, state, tensor)
+    }
+}
