@@ -85,19 +85,36 @@ pub struct ArenaBuilder {
 }
 
 impl ArenaBuilder {
+    /// Parameter groups are numbered `0..MAX_GROUPS`. Every optimizer keeps (and rewrites each step) one
+    /// record per group up to the largest index registered, so the index must stay small.
+    pub const MAX_GROUPS: u32 = 1 << 16;
+
+    /// The most chunk buffers one arena may be packed into (per buffer set). Each chunk costs a dispatch
+    /// per kernel stage and a bind group per optimizer, so a tiny `max_chunk_bytes` on a large model is
+    /// refused instead of creating millions of buffers.
+    pub const MAX_CHUNKS: usize = 1 << 16;
+
     /// An empty registration list.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Registers a tensor with `shape` in parameter `group`. Names are unique and shapes have no zero
-    /// dimension; a bad registration is refused and leaves the builder as it was.
+    /// Registers a tensor with `shape` in parameter `group`. Names are unique and non-empty, shapes have no
+    /// zero dimension and at most 2^32 - 1 elements, and groups lie below [`Self::MAX_GROUPS`]; a bad
+    /// registration is refused and leaves the builder as it was.
     pub fn add(&mut self, name: &str, shape: &[usize], group: u32) -> Result<&mut Self> {
         if name.is_empty() {
             return Err(Error::EmptyName);
         }
         if self.index.contains_key(name) {
             return Err(Error::DuplicateTensor(name.to_string()));
+        }
+        if group >= Self::MAX_GROUPS {
+            return Err(Error::GroupOutOfRange {
+                name: name.to_string(),
+                group,
+                limit: Self::MAX_GROUPS,
+            });
         }
         let numel = shape
             .iter()
@@ -113,8 +130,17 @@ impl ArenaBuilder {
                 return Err(Error::TooLarge {
                     name: name.to_string(),
                     bytes: u64::MAX,
-                    limit: u64::MAX,
+                    limit: MAX_TENSOR_ELEMENTS * 4,
                     what: "element count overflows u64",
+                });
+            }
+            // Kernels index the elements of one tensor with u32.
+            Some(n) if n > MAX_TENSOR_ELEMENTS => {
+                return Err(Error::TooLarge {
+                    name: name.to_string(),
+                    bytes: n.saturating_mul(4),
+                    limit: MAX_TENSOR_ELEMENTS * 4,
+                    what: "2^32 - 1 elements per tensor",
                 });
             }
             Some(_) => {}
@@ -141,16 +167,22 @@ impl ArenaBuilder {
         self.specs.is_empty()
     }
 
-    /// Packs the tensors and creates the parameter and gradient buffers (zeroed) and the layout table.
-    pub fn build(&self, gpu: &Gpu) -> Result<ParamArena> {
+    /// Lays the registered tensors out for a device with `limits`, without touching a GPU: the layout that
+    /// [`build`](Self::build) creates on a device with those limits, or the error it would return before
+    /// allocating anything. Its work and memory are bounded by the registrations and
+    /// [`Self::MAX_CHUNKS`], whatever the shapes and limits.
+    pub fn plan(&self, limits: &wgpu::Limits) -> Result<ArenaPlan> {
         if self.specs.is_empty() {
             return Err(Error::EmptyArena);
         }
-        let limits = gpu.limits();
-        let binding = gpu.max_binding_bytes();
+        let binding = binding_bytes(limits);
         let cap_bytes = self.chunk_bytes.unwrap_or(binding).min(binding);
         let block_bytes = BLOCK as u64 * 4;
-        let chunk_blocks = (cap_bytes / block_bytes).min(u32::MAX as u64) as u32;
+        let max_per_dim = limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        // A chunk's blocks are dispatched as one workgroup each on a 2-D grid.
+        let chunk_blocks = (cap_bytes / block_bytes)
+            .min(max_per_dim * max_per_dim)
+            .min(u32::MAX as u64) as u32;
         if chunk_blocks == 0 {
             return Err(Error::TooLarge {
                 name: "<arena>".into(),
@@ -159,25 +191,24 @@ impl ArenaBuilder {
                 what: "one block must fit in a chunk",
             });
         }
-        let plan = pack(&self.specs, chunk_blocks)?;
-
+        let plan = pack(&self.specs, chunk_blocks, max_per_dim as u32)?;
         // The layout table must itself fit one binding.
-        let layout_words = plan.layout_words();
-        if layout_words.len() as u64 * 4 > binding {
+        let layout_bytes = plan.layout_bytes();
+        if layout_bytes > binding {
             return Err(Error::TooLarge {
                 name: "<layout table>".into(),
-                bytes: layout_words.len() as u64 * 4,
+                bytes: layout_bytes,
                 limit: binding,
                 what: "max_storage_buffer_binding_size",
             });
         }
-        let max_groups = limits.max_compute_workgroups_per_dimension;
+        Ok(plan)
+    }
+
+    /// Packs the tensors and creates the parameter and gradient buffers (zeroed) and the layout table.
+    pub fn build(&self, gpu: &Gpu) -> Result<ParamArena> {
+        let plan = self.plan(&gpu.limits())?;
         let device = gpu.device();
-        let chunk_info: Vec<ChunkInfo> = plan
-            .chunks
-            .iter()
-            .map(|c| ChunkInfo::new(c, max_groups))
-            .collect();
         let (params, grads, layout, chunk_uniforms) = gpu.scoped(|| {
             let make = |label: &str, chunk: &Chunk| {
                 device.create_buffer(&wgpu::BufferDescriptor {
@@ -193,11 +224,12 @@ impl ArenaBuilder {
             let grads: Vec<_> = plan.chunks.iter().map(|c| make("grads", c)).collect();
             let layout = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("layout"),
-                size: layout_words.len() as u64 * 4,
+                size: plan.layout_bytes(),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let chunk_uniforms: Vec<_> = chunk_info
+            let chunk_uniforms: Vec<_> = plan
+                .chunk_info
                 .iter()
                 .map(|_| {
                     device.create_buffer(&wgpu::BufferDescriptor {
@@ -210,9 +242,11 @@ impl ArenaBuilder {
                 .collect();
             (params, grads, layout, chunk_uniforms)
         })?;
+        // The table is built only once the device has accepted buffers of the model's size, so a model too
+        // large for the device fails there rather than in a host allocation of its block table.
         let queue = gpu.queue();
-        queue.write_buffer(&layout, 0, bytemuck::cast_slice(&layout_words));
-        for (buffer, info) in chunk_uniforms.iter().zip(&chunk_info) {
+        queue.write_buffer(&layout, 0, bytemuck::cast_slice(&plan.layout_words()));
+        for (buffer, info) in chunk_uniforms.iter().zip(&plan.chunk_info) {
             queue.write_buffer(buffer, 0, bytemuck::cast_slice(&info.words()));
         }
         let by_name = plan
@@ -228,7 +262,7 @@ impl ArenaBuilder {
             total_blocks: plan.total_blocks,
             tensors: plan.tensors,
             chunks: plan.chunks,
-            chunk_info,
+            chunk_info: plan.chunk_info,
             by_name,
             params,
             grads,
@@ -238,20 +272,66 @@ impl ArenaBuilder {
     }
 }
 
-struct Plan {
+/// Elements one tensor may have: kernels index a tensor's elements with u32.
+const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
+
+/// The largest storage binding, and so the largest chunk, that `limits` allow (as `Gpu::max_binding_bytes`).
+fn binding_bytes(limits: &wgpu::Limits) -> u64 {
+    limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+}
+
+/// How an arena's tensors are packed into chunk buffers: what [`ArenaBuilder::plan`] returns and
+/// [`ArenaBuilder::build`] allocates.
+#[derive(Clone, Debug)]
+pub struct ArenaPlan {
     tensors: Vec<TensorInfo>,
     chunks: Vec<Chunk>,
+    chunk_info: Vec<ChunkInfo>,
     total_blocks: u32,
     groups: u32,
 }
 
-impl Plan {
-    fn layout_words(&self) -> Vec<u32> {
+impl ArenaPlan {
+    /// Every tensor, in registration order, with its segments.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Number of parameter groups (one more than the largest group registered).
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// How many chunk buffers each buffer set gets.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Elements of each chunk buffer (whole blocks), in order.
+    pub fn chunk_elements(&self) -> Vec<u64> {
+        self.chunks.iter().map(Chunk::elements).collect()
+    }
+
+    /// Elements per buffer set, padding to block boundaries included.
+    pub fn padded_elements(&self) -> u64 {
+        self.total_blocks as u64 * BLOCK as u64
+    }
+
+    /// Bytes of the layout table on the GPU: a header, a record per tensor and a word per block.
+    pub fn layout_bytes(&self) -> u64 {
+        (LAYOUT_HEADER_WORDS as u64
+            + TENSOR_RECORD_WORDS as u64 * self.tensors.len() as u64
+            + self.total_blocks as u64)
+            * 4
+    }
+
+    /// The layout table's words: `layout_bytes() / 4` of them.
+    pub(crate) fn layout_words(&self) -> Vec<u32> {
         let n = self.tensors.len() as u32;
         let header = [n, self.total_blocks, 0, 0];
-        let mut words = Vec::with_capacity(
-            (LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * n + self.total_blocks) as usize,
-        );
+        let mut words = Vec::with_capacity((self.layout_bytes() / 4) as usize);
         words.extend_from_slice(&header[..LAYOUT_HEADER_WORDS as usize]);
         for t in &self.tensors {
             let record = [t.first_block, t.numel as u32, t.group, 0];
@@ -265,23 +345,39 @@ impl Plan {
     }
 }
 
-fn pack(specs: &[(String, Vec<usize>, u32)], chunk_blocks: u32) -> Result<Plan> {
+/// Packs `specs` (already checked by `ArenaBuilder::add`) into chunks of at most `chunk_blocks` blocks.
+fn pack(
+    specs: &[(String, Vec<usize>, u32)],
+    chunk_blocks: u32,
+    max_per_dim: u32,
+) -> Result<ArenaPlan> {
     let mut tensors = Vec::with_capacity(specs.len());
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut next_block: u64 = 0;
     let mut groups = 0u32;
+    let block_bytes = BLOCK as u64 * 4;
     for (name, shape, group) in specs {
-        let numel: u64 = shape.iter().map(|&d| d as u64).product();
-        // Kernels index elements of one tensor with u32.
-        if numel > u32::MAX as u64 {
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .unwrap_or(u64::MAX);
+        if numel > MAX_TENSOR_ELEMENTS {
             return Err(Error::TooLarge {
                 name: name.clone(),
-                bytes: numel * 4,
-                limit: u32::MAX as u64 * 4,
+                bytes: numel.saturating_mul(4),
+                limit: MAX_TENSOR_ELEMENTS * 4,
                 what: "2^32 - 1 elements per tensor",
             });
         }
         let blocks = numel.div_ceil(BLOCK as u64);
+        if next_block + blocks > u32::MAX as u64 {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                bytes: (next_block + blocks) * block_bytes,
+                limit: u32::MAX as u64 * block_bytes,
+                what: "2^32 - 1 blocks per arena",
+            });
+        }
         let first_block = next_block;
         let mut segments = Vec::new();
         let mut remaining = blocks;
@@ -300,6 +396,14 @@ fn pack(specs: &[(String, Vec<usize>, u32)], chunk_blocks: u32) -> Result<Plan> 
                 _ => 0,
             };
             if room == 0 {
+                if chunks.len() >= ArenaBuilder::MAX_CHUNKS {
+                    return Err(Error::TooLarge {
+                        name: name.clone(),
+                        bytes: (next_block + remaining) * block_bytes,
+                        limit: ArenaBuilder::MAX_CHUNKS as u64 * chunk_blocks as u64 * block_bytes,
+                        what: "65536 chunk buffers per arena (raise max_chunk_bytes)",
+                    });
+                }
                 chunks.push(Chunk {
                     first_block: next_block as u32,
                     blocks: 0,
@@ -321,15 +425,7 @@ fn pack(specs: &[(String, Vec<usize>, u32)], chunk_blocks: u32) -> Result<Plan> 
             tensor_block += take;
             remaining -= take;
         }
-        if next_block > u32::MAX as u64 {
-            return Err(Error::TooLarge {
-                name: name.clone(),
-                bytes: next_block * BLOCK as u64 * 4,
-                limit: u32::MAX as u64 * BLOCK as u64 * 4,
-                what: "2^32 - 1 blocks per arena",
-            });
-        }
-        groups = groups.max(group + 1);
+        groups = groups.max(group.saturating_add(1));
         tensors.push(TensorInfo {
             name: name.clone(),
             shape: shape.clone(),
@@ -339,9 +435,14 @@ fn pack(specs: &[(String, Vec<usize>, u32)], chunk_blocks: u32) -> Result<Plan> 
             segments,
         });
     }
-    Ok(Plan {
+    let chunk_info = chunks
+        .iter()
+        .map(|c| ChunkInfo::new(c, max_per_dim))
+        .collect();
+    Ok(ArenaPlan {
         tensors,
         chunks,
+        chunk_info,
         total_blocks: next_block as u32,
         groups,
     })
@@ -584,7 +685,7 @@ mod tests {
 
     #[test]
     fn tensors_start_on_block_boundaries_and_never_straddle_when_they_fit() {
-        let plan = pack(&specs(&[1, 7, 256, 1000, 4099, 300]), 20).unwrap();
+        let plan = pack(&specs(&[1, 7, 256, 1000, 4099, 300]), 20, 65535).unwrap();
         for t in &plan.tensors {
             assert_eq!(t.segments.len(), 1, "{} split", t.name);
             assert_eq!(t.segments[0].chunk_offset % BLOCK as u64, 0);
@@ -599,7 +700,7 @@ mod tests {
 
     #[test]
     fn a_tensor_larger_than_a_chunk_is_split_over_contiguous_blocks() {
-        let plan = pack(&specs(&[10, 256 * 9 + 3]), 4).unwrap();
+        let plan = pack(&specs(&[10, 256 * 9 + 3]), 4, 65535).unwrap();
         let big = &plan.tensors[1];
         assert_eq!(big.segments.iter().map(|s| s.len).sum::<u64>(), 256 * 9 + 3);
         assert!(big.segments.len() >= 3);
@@ -634,5 +735,101 @@ mod tests {
             Err(Error::TooLarge { .. })
         ));
         assert_eq!(b.len(), 1);
+    }
+
+    fn limits(binding: u64) -> wgpu::Limits {
+        wgpu::Limits {
+            max_storage_buffer_binding_size: binding,
+            max_buffer_size: binding,
+            ..wgpu::Limits::default()
+        }
+    }
+
+    #[test]
+    fn limits_are_refused_at_registration() {
+        let mut b = ArenaBuilder::new();
+        b.add("w", &[3], ArenaBuilder::MAX_GROUPS - 1).unwrap();
+        for group in [ArenaBuilder::MAX_GROUPS, u32::MAX] {
+            assert!(matches!(
+                b.add("g", &[3], group),
+                Err(Error::GroupOutOfRange { .. })
+            ));
+        }
+        // 2^32 elements: one more than a kernel can index.
+        assert!(matches!(
+            b.add("big", &[1 << 16, 1 << 16], 0),
+            Err(Error::TooLarge { .. })
+        ));
+        b.add("max", &[u32::MAX as usize], 0).unwrap();
+        assert_eq!(b.len(), 2);
+        let plan = b.plan(&limits(u64::MAX)).unwrap();
+        assert_eq!(plan.groups(), ArenaBuilder::MAX_GROUPS);
+    }
+
+    #[test]
+    fn plans_are_bounded_whatever_the_limits() {
+        let mut b = ArenaBuilder::new();
+        b.add("w", &[ArenaBuilder::MAX_CHUNKS + 1, BLOCK as usize], 0)
+            .unwrap();
+        // One block per chunk would need MAX_CHUNKS + 1 chunks.
+        b.max_chunk_bytes(BLOCK as u64 * 4);
+        assert!(matches!(
+            b.plan(&limits(u64::MAX)),
+            Err(Error::TooLarge { .. })
+        ));
+        b.max_chunk_bytes(BLOCK as u64 * 8);
+        assert_eq!(
+            b.plan(&limits(u64::MAX)).unwrap().chunk_count(),
+            (ArenaBuilder::MAX_CHUNKS + 2) / 2
+        );
+        // Below one block, nothing fits.
+        assert!(matches!(b.plan(&limits(1023)), Err(Error::TooLarge { .. })));
+        // The block table of 2^31 blocks would not fit a 2 GiB binding.
+        let mut huge = ArenaBuilder::new();
+        for i in 0..128 {
+            huge.add(&format!("t{i}"), &[u32::MAX as usize], 0).unwrap();
+        }
+        let err = huge.plan(&limits(2 << 30)).unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { ref name, .. } if name == "<layout table>"),
+            "{err:?}"
+        );
+        // Past 2^32 - 1 blocks in all.
+        for i in 128..257 {
+            huge.add(&format!("t{i}"), &[u32::MAX as usize], 0).unwrap();
+        }
+        assert!(matches!(
+            huge.plan(&limits(u64::MAX)),
+            Err(Error::TooLarge {
+                what: "2^32 - 1 blocks per arena",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ArenaBuilder::new().plan(&limits(1 << 30)),
+            Err(Error::EmptyArena)
+        ));
+    }
+
+    #[test]
+    fn chunks_fit_the_dispatch_grid() {
+        let mut b = ArenaBuilder::new();
+        b.add("w", &[300 * BLOCK as usize], 0).unwrap();
+        let l = wgpu::Limits {
+            max_compute_workgroups_per_dimension: 10,
+            ..limits(u64::MAX)
+        };
+        let plan = b.plan(&l).unwrap();
+        assert_eq!(plan.chunk_count(), 3);
+        assert!(
+            plan.chunk_elements()
+                .iter()
+                .all(|&e| e <= 100 * BLOCK as u64)
+        );
+        assert!(
+            plan.chunk_info
+                .iter()
+                .all(|c| c.grid.0 <= 10 && c.grid.1 <= 10)
+        );
     }
 }

@@ -126,6 +126,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A parameter group index at or above `ArenaBuilder::MAX_GROUPS`.
+    #[error(
+        "tensor `{name}`: parameter group {group} is out of range (groups are numbered below {limit})"
+    )]
+    GroupOutOfRange {
+        /// The tensor being registered.
+        name: String,
+        /// The group asked for.
+        group: u32,
+        /// `ArenaBuilder::MAX_GROUPS`.
+        limit: u32,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -31,7 +31,7 @@ pub mod optim;
 mod passes;
 mod readback;
 
-pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use arena::{ArenaBuilder, ArenaPlan, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
