@@ -3,7 +3,10 @@
 
 use crate::harness::{GpuTest, test};
 use crate::util::{err, model, params, run, same_bits, small_model, state};
-use wgoptim::{Adam, AdamConfig, ArenaBuilder, Error, Gpu, GroupConfig, Optimizer, Sgd, SgdConfig};
+use wgoptim::{
+    Adam, AdamConfig, ArenaBuilder, Error, Gpu, GpuOptions, GroupConfig, Optimizer, ParamArena,
+    Sgd, SgdConfig,
+};
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -14,6 +17,23 @@ pub fn tests() -> Vec<GpuTest> {
         test("bad_configs_are_refused", bad_configs_are_refused),
         test("bad_tensor_access_is_refused", bad_tensor_access_is_refused),
         test("oversize_tensor_is_refused", oversize_tensor_is_refused),
+        test(
+            "bad_registrations_change_nothing",
+            bad_registrations_change_nothing,
+        ),
+        test(
+            "engine_validation_error_is_refused_as_gpu_error",
+            engine_validation_error_is_refused_as_gpu_error,
+        ),
+        test(
+            "unsupported_device_is_refused",
+            unsupported_device_is_refused,
+        ),
+        test("missing_adapter_is_an_error", missing_adapter_is_an_error),
+        test(
+            "every_error_variant_has_a_test",
+            every_error_variant_has_a_test,
+        ),
     ]
 }
 
@@ -225,12 +245,335 @@ fn bad_tensor_access_is_refused(gpu: &Gpu) -> Result<(), String> {
     Ok(())
 }
 
-/// A tensor bigger than the largest buffer the adapter can create is refused with the limit named, before
-/// any allocation.
+/// A tensor of more elements than a kernel can index (2^32 - 1) is refused when it is registered, with the
+/// limit named; a builder whose chunks cannot hold one block, or that would need more than
+/// `ArenaBuilder::MAX_CHUNKS` chunks, is refused by `build` before any allocation.
 fn oversize_tensor_is_refused(gpu: &Gpu) -> Result<(), String> {
     let mut b = ArenaBuilder::new();
-    b.add("huge", &[u32::MAX as usize, 2], 0).map_err(err)?;
-    expect("huge tensor", b.build(gpu), |e| {
+    expect(
+        "huge tensor",
+        b.add("huge", &[u32::MAX as usize, 2], 0),
+        |e| {
+            matches!(
+                e,
+                Error::TooLarge {
+                    what: "2^32 - 1 elements per tensor",
+                    ..
+                }
+            )
+        },
+    )?;
+    b.add("w", &[300], 0).map_err(err)?;
+    b.max_chunk_bytes(1000);
+    expect("chunk smaller than a block", b.build(gpu), |e| {
+        matches!(
+            e,
+            Error::TooLarge {
+                what: "one block must fit in a chunk",
+                ..
+            }
+        )
+    })?;
+    let blocks = ArenaBuilder::MAX_CHUNKS + 1;
+    let mut many = ArenaBuilder::new();
+    many.add("w", &[blocks, wgoptim::BLOCK as usize], 0)
+        .map_err(err)?
+        .max_chunk_bytes(wgoptim::BLOCK as u64 * 4);
+    expect("too many chunks", many.build(gpu), |e| {
         matches!(e, Error::TooLarge { .. })
+    })?;
+    // The refusals left the device usable.
+    let arena = model(gpu, &small_model(), None)?;
+    arena.read_params("t0").map(|_| ()).map_err(err)
+}
+
+/// Everything `ParamArena` and `Adam` hold that a refused call must not change.
+type Snapshot = (Vec<Vec<f32>>, Vec<Vec<f32>>, u64);
+
+fn snapshot(arena: &ParamArena, opt: &Adam) -> Result<Snapshot, String> {
+    Ok((params(arena)?, state(arena, opt)?, opt.step_count()))
+}
+
+fn unchanged(what: &str, before: &Snapshot, arena: &ParamArena, opt: &Adam) -> Result<(), String> {
+    let after = snapshot(arena, opt)?;
+    same_bits(&format!("{what}: params"), &before.0, &after.0)?;
+    same_bits(&format!("{what}: state"), &before.1, &after.1)?;
+    if before.2 != after.2 {
+        return Err(format!(
+            "{what}: step count moved from {} to {}",
+            before.2, after.2
+        ));
+    }
+    Ok(())
+}
+
+/// Each refused registration (empty name, duplicate, zero dimension, element count overflowing u64 or past
+/// 2^32 - 1, group out of range) and each refused build leaves the builder exactly as it was (it then builds
+/// the same layout as a builder that never saw the bad calls), and a live arena and optimizer on the same
+/// device untouched.
+fn bad_registrations_change_nothing(gpu: &Gpu) -> Result<(), String> {
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
+
+    let mut clean = ArenaBuilder::new();
+    clean
+        .add("a", &[300], 0)
+        .map_err(err)?
+        .add("é/b", &[2, 3], 1)
+        .map_err(err)?;
+    let mut b = clean.clone();
+    expect("empty name", b.add("", &[3], 0), |e| {
+        matches!(e, Error::EmptyName)
+    })?;
+    expect(
+        "duplicate",
+        b.add("a", &[3], 0),
+        |e| matches!(e, Error::DuplicateTensor(n) if n == "a"),
+    )?;
+    expect("duplicate unicode", b.add("é/b", &[1], 0), |e| {
+        matches!(e, Error::DuplicateTensor(_))
+    })?;
+    expect("zero dimension", b.add("z", &[4, 0, 2], 0), |e| {
+        matches!(e, Error::EmptyTensor { .. })
+    })?;
+    expect("overflowing shape", b.add("o", &[usize::MAX, 3], 0), |e| {
+        matches!(e, Error::TooLarge { .. })
+    })?;
+    expect(
+        "past 2^32 - 1 elements",
+        b.add("p", &[1 << 16, 1 << 16], 0),
+        |e| matches!(e, Error::TooLarge { .. }),
+    )?;
+    let limit = ArenaBuilder::MAX_GROUPS;
+    expect(
+        "group out of range",
+        b.add("g", &[3], limit),
+        |e| matches!(e, Error::GroupOutOfRange { group, .. } if *group == ArenaBuilder::MAX_GROUPS),
+    )?;
+    expect("group u32::MAX", b.add("g", &[3], u32::MAX), |e| {
+        matches!(e, Error::GroupOutOfRange { .. })
+    })?;
+    expect("empty arena", ArenaBuilder::new().build(gpu), |e| {
+        matches!(e, Error::EmptyArena)
+    })?;
+    if b.len() != clean.len() {
+        return Err(format!(
+            "{} tensors registered, want {}",
+            b.len(),
+            clean.len()
+        ));
+    }
+    let limits = gpu.limits();
+    let (got, want) = (
+        b.plan(&limits).map_err(err)?,
+        clean.plan(&limits).map_err(err)?,
+    );
+    if format!("{got:?}") != format!("{want:?}") {
+        return Err(format!("layout after refusals {got:?}, want {want:?}"));
+    }
+    // The plan is what build allocates.
+    let built = b.build(gpu).map_err(err)?;
+    let same = built.tensors().len() == got.tensors().len()
+        && built
+            .tensors()
+            .iter()
+            .zip(got.tensors())
+            .all(|(x, y)| x.name == y.name && x.segments == y.segments && x.group == y.group)
+        && built.chunk_count() == got.chunk_count()
+        && built.padded_elements() == got.padded_elements()
+        && built.groups() == got.groups();
+    if !same {
+        return Err(format!("built {built:?} differs from its plan {got:?}"));
+    }
+    unchanged("after refused registrations", &before, &arena, &opt)
+}
+
+/// An engine's own invalid call on the shared device (here a buffer whose size breaks the
+/// `mapped_at_creation` rule) reaches wgpu's uncaptured-error handler. The next call into the crate returns
+/// it as `Error::Gpu` and dispatches nothing; the call after that works, with parameters and state as before.
+///
+/// On a device of its own: the suite's tests share one device per adapter and run in parallel, and the fault
+/// would reach whichever of them calls in first.
+fn engine_validation_error_is_refused_as_gpu_error(gpu: &Gpu) -> Result<(), String> {
+    let gpu = &crate::reliability::private_device(gpu)?;
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
+    let _bad = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("engine's invalid buffer"),
+        size: 3,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    expect(
+        "step after an engine's error",
+        opt.step(&arena, 1e-3),
+        |e| matches!(e, Error::Gpu(_)),
+    )?;
+    unchanged("after the refused step", &before, &arena, &opt)?;
+    // Reported once: the device is still good, and stepping resumes.
+    opt.step(&arena, 1e-3).map_err(err)?;
+    if opt.step_count() != before.2 + 1 {
+        return Err(format!(
+            "step count {} after one more step",
+            opt.step_count()
+        ));
+    }
+    Ok(())
+}
+
+/// A device opened (by an engine) with fewer than 8 storage buffers per shader stage is refused by
+/// `Gpu::from_device` with the limit named.
+fn unsupported_device_is_refused(gpu: &Gpu) -> Result<(), String> {
+    let options = GpuOptions {
+        backends: Some(gpu.info().backend.into()),
+        adapter_name: Some(gpu.info().name.clone()),
+    };
+    let adapter = Gpu::adapters(&options)
+        .into_iter()
+        .next()
+        .ok_or("the adapter is no longer listed")?;
+    let limits = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 4,
+        ..wgpu::Limits::downlevel_defaults()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("engine device with few storage buffers"),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .map_err(err)?;
+    expect("4 storage buffers", Gpu::from_device(device, queue), |e| {
+        matches!(e, Error::UnsupportedAdapter { .. })
     })
+}
+
+/// Asking for an adapter that does not exist is `Error::NoAdapter`, naming what was asked for.
+fn missing_adapter_is_an_error(gpu: &Gpu) -> Result<(), String> {
+    let options = GpuOptions {
+        backends: Some(gpu.info().backend.into()),
+        adapter_name: Some("no adapter is called this".into()),
+    };
+    match Gpu::new(&options) {
+        Err(Error::NoAdapter { detail }) if detail.contains("no adapter is called this") => Ok(()),
+        Err(e) => Err(format!("unexpected {e:?}")),
+        Ok(g) => Err(format!("opened {}", g.describe())),
+    }
+}
+
+/// The test that drives each variant of `Error` through the public API and checks that nothing changed,
+/// or why none can. The match has no wildcard, so a new variant does not compile until it is listed here.
+fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
+    Ok(match e {
+        Error::NoAdapter { .. } => "missing_adapter_is_an_error",
+        Error::UnsupportedAdapter { .. } => "unsupported_device_is_refused",
+        Error::RequestDevice { .. } => {
+            return Err("`Gpu::open` asks for the adapter's own limits, which it always grants");
+        }
+        Error::UnknownTensor(_) => "bad_step_input_changes_nothing",
+        Error::DuplicateTensor(_)
+        | Error::EmptyName
+        | Error::EmptyTensor { .. }
+        | Error::EmptyArena
+        | Error::GroupOutOfRange { .. } => "bad_registrations_change_nothing",
+        Error::TooLarge { .. } => "oversize_tensor_is_refused",
+        Error::LengthMismatch { .. }
+        | Error::UnknownGroup { .. }
+        | Error::UnknownState { .. }
+        | Error::ArenaMismatch => "bad_step_input_changes_nothing",
+        Error::InvalidHyperparameter { .. } => "bad_configs_are_refused",
+        Error::DeviceLost(_) => "lost_device_is_an_error_not_a_panic",
+        Error::Gpu(_) => "engine_validation_error_is_refused_as_gpu_error",
+        Error::OutOfMemory(_) => {
+            return Err("no adapter here can be made to fail an allocation on demand");
+        }
+        Error::Schedule(_) => "refused_scheduled_step_changes_nothing",
+        Error::InvalidStateData { .. } => "eightbit_bad_input_is_refused",
+    })
+}
+
+/// Every variant names a registered test of this suite, or a reason it cannot be driven.
+fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
+    let variants = [
+        Error::NoAdapter {
+            detail: String::new(),
+        },
+        Error::RequestDevice {
+            adapter: String::new(),
+            reason: String::new(),
+        },
+        Error::UnsupportedAdapter {
+            adapter: String::new(),
+            requirement: String::new(),
+        },
+        Error::UnknownTensor(String::new()),
+        Error::DuplicateTensor(String::new()),
+        Error::EmptyName,
+        Error::EmptyTensor {
+            name: String::new(),
+            shape: Vec::new(),
+        },
+        Error::TooLarge {
+            name: String::new(),
+            bytes: 0,
+            limit: 0,
+            what: "",
+        },
+        Error::EmptyArena,
+        Error::LengthMismatch {
+            name: String::new(),
+            expected: 0,
+            got: 0,
+        },
+        Error::InvalidHyperparameter {
+            name: "",
+            value: 0.0,
+            rule: "",
+        },
+        Error::UnknownGroup {
+            group: 0,
+            groups: 0,
+        },
+        Error::UnknownState {
+            state: String::new(),
+            available: String::new(),
+        },
+        Error::ArenaMismatch,
+        Error::DeviceLost(String::new()),
+        Error::OutOfMemory(String::new()),
+        Error::Gpu(String::new()),
+        Error::Schedule(wgoptim::schedule::ScheduleError::StepOverflow),
+        Error::InvalidStateData {
+            tensor: String::new(),
+            state: String::new(),
+            reason: String::new(),
+        },
+        Error::GroupOutOfRange {
+            name: String::new(),
+            group: 0,
+            limit: 0,
+        },
+    ];
+    let registered: Vec<&str> = crate::errors::tests()
+        .into_iter()
+        .chain(crate::reliability::tests())
+        .chain(crate::scheduled::tests())
+        .chain(crate::eightbit::tests())
+        .map(|t| t.name)
+        .collect();
+    for v in &variants {
+        match covering_test(v) {
+            Ok(name) if registered.contains(&name) => {}
+            Ok(name) => return Err(format!("{v:?}: test `{name}` is not registered")),
+            Err(reason) => {
+                if reason.is_empty() {
+                    return Err(format!("{v:?}: no test and no reason"));
+                }
+            }
+        }
+    }
+    Ok(())
 }

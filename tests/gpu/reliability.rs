@@ -40,7 +40,7 @@ fn shared_types_are_send_and_sync() {
 }
 
 /// Opens a second device on the same adapter, so destroying it leaves the suite's device alone.
-fn private_device(gpu: &Gpu) -> Result<Gpu, String> {
+pub(crate) fn private_device(gpu: &Gpu) -> Result<Gpu, String> {
     let options = GpuOptions {
         backends: Some(gpu.info().backend.into()),
         adapter_name: Some(gpu.info().name.clone()),
