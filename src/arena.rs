@@ -116,9 +116,14 @@ impl ArenaBuilder {
                 limit: Self::MAX_GROUPS,
             });
         }
-        let numel = shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        // A zero dimension makes the count 0 even where the other dimensions' product overflows.
+        let numel = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        };
         match numel {
             Some(0) => {
                 return Err(Error::EmptyTensor {
