@@ -17,6 +17,10 @@ pub fn tests() -> Vec<GpuTest> {
             "tensor_larger_than_a_binding_is_split",
             tensor_larger_than_a_binding_is_split,
         ),
+        test(
+            "threads_sharing_an_arena_match_one_thread",
+            threads_sharing_an_arena_match_one_thread,
+        ),
     ]
 }
 
@@ -37,6 +41,71 @@ fn shared_types_are_send_and_sync() {
     check::<wgoptim::Adam8bit>();
     check::<wgoptim::Lion8bit>();
     check::<Error>();
+    check::<ArenaBuilder>();
+    check::<wgoptim::ArenaPlan>();
+    check::<wgoptim::TensorInfo>();
+}
+
+/// `ParamArena` is `Sync`, and engines upload gradients and read parameters from several threads at once.
+/// Gradients written and parameters read concurrently, one thread per tensor, with an optimizer stepping
+/// under a mutex from another thread between rounds, give bit-identical results to one thread doing the same
+/// in order.
+fn threads_sharing_an_arena_match_one_thread(gpu: &Gpu) -> Result<(), String> {
+    use crate::util::{model, params, same_bits, small_model, state};
+    use std::sync::Mutex;
+    let spec = small_model();
+    let grads = |step: u64| -> Vec<Vec<f32>> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, (_, shape, _))| noise(100 * step + i as u64, shape.iter().product(), 0.5))
+            .collect()
+    };
+    let serial = model(gpu, &spec, None)?;
+    let mut serial_opt = Adam::new(&serial, AdamConfig::adamw()).map_err(err)?;
+    let shared = model(gpu, &spec, None)?;
+    let shared_opt = Mutex::new(Adam::new(&shared, AdamConfig::adamw()).map_err(err)?);
+    for step in 1..=4u64 {
+        let g = grads(step);
+        for ((name, _, _), g) in spec.iter().zip(&g) {
+            serial.write_grads(name, g).map_err(err)?;
+        }
+        serial_opt.step(&serial, 1e-2).map_err(err)?;
+        std::thread::scope(|scope| -> Result<(), String> {
+            let handles: Vec<_> = spec
+                .iter()
+                .zip(&g)
+                .map(|((name, _, _), g)| {
+                    let arena = &shared;
+                    scope.spawn(move || {
+                        arena.read_params(name)?;
+                        arena.write_grads(name, g)
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| "an uploading thread panicked")?
+                    .map_err(err)?;
+            }
+            Ok(())
+        })?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| match shared_opt.lock() {
+                    Ok(mut opt) => opt.step(&shared, 1e-2).map(|_| ()).map_err(err),
+                    Err(_) => Err("poisoned".to_string()),
+                })
+                .join()
+                .map_err(|_| "the stepping thread panicked".to_string())?
+        })?;
+    }
+    let opt = shared_opt.into_inner().map_err(|_| "poisoned")?;
+    same_bits("params", &params(&serial)?, &params(&shared)?)?;
+    same_bits(
+        "state",
+        &state(&serial, &serial_opt)?,
+        &state(&shared, &opt)?,
+    )
 }
 
 /// Opens a second device on the same adapter, so destroying it leaves the suite's device alone.
