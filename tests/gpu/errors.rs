@@ -3,6 +3,7 @@
 
 use crate::harness::{GpuTest, test};
 use crate::util::{err, model, params, run, same_bits, small_model, state};
+use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Adam, AdamConfig, ArenaBuilder, Error, Gpu, GpuOptions, GroupConfig, Optimizer, ParamArena,
     Sgd, SgdConfig,
@@ -103,6 +104,34 @@ fn bad_step_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
         opt.read_state(&arena, "momentum_buffer", "t0"),
         |e| matches!(e, Error::UnknownState { .. }),
     )?;
+    // A scheduled momentum is Adam's β1.
+    expect("momentum 1.5", opt.set_momentum(1.5), |e| {
+        matches!(
+            e,
+            Error::InvalidHyperparameter {
+                name: "betas.0",
+                ..
+            }
+        )
+    })?;
+    // A schedule stepped past its end refuses the step, and stays where it was.
+    let mut ended = OneCycle::new(&OneCycleConfig {
+        max_lr: 1e-2,
+        total_steps: 10,
+        ..Default::default()
+    })
+    .map_err(err)?;
+    for _ in 0..10 {
+        ended.advance().map_err(err)?;
+    }
+    expect(
+        "schedule past its end",
+        opt.step_scheduled(&arena, &mut ended),
+        |e| matches!(e, Error::Schedule(_)),
+    )?;
+    if ended.step() != 10 {
+        return Err(format!("the schedule moved to {}", ended.step()));
+    }
     same_bits("params", &p0, &params(&arena)?)?;
     same_bits("state", &s0, &state(&arena, &opt)?)?;
     if opt.step_count() != t0 {
@@ -249,6 +278,10 @@ fn bad_tensor_access_is_refused(gpu: &Gpu) -> Result<(), String> {
 /// limit named; a builder whose chunks cannot hold one block, or that would need more than
 /// `ArenaBuilder::MAX_CHUNKS` chunks, is refused by `build` before any allocation.
 fn oversize_tensor_is_refused(gpu: &Gpu) -> Result<(), String> {
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
     let mut b = ArenaBuilder::new();
     expect(
         "huge tensor",
@@ -282,9 +315,7 @@ fn oversize_tensor_is_refused(gpu: &Gpu) -> Result<(), String> {
     expect("too many chunks", many.build(gpu), |e| {
         matches!(e, Error::TooLarge { .. })
     })?;
-    // The refusals left the device usable.
-    let arena = model(gpu, &small_model(), None)?;
-    arena.read_params("t0").map(|_| ()).map_err(err)
+    unchanged("after refused builds", &before, &arena, &opt)
 }
 
 /// Everything `ParamArena` and `Adam` hold that a refused call must not change.
@@ -446,9 +477,14 @@ fn unsupported_device_is_refused(gpu: &Gpu) -> Result<(), String> {
         ..Default::default()
     }))
     .map_err(err)?;
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
     expect("4 storage buffers", Gpu::from_device(device, queue), |e| {
         matches!(e, Error::UnsupportedAdapter { .. })
-    })
+    })?;
+    unchanged("after a refused device", &before, &arena, &opt)
 }
 
 /// Asking for an adapter that does not exist is `Error::NoAdapter`, naming what was asked for.
@@ -457,11 +493,16 @@ fn missing_adapter_is_an_error(gpu: &Gpu) -> Result<(), String> {
         backends: Some(gpu.info().backend.into()),
         adapter_name: Some("no adapter is called this".into()),
     };
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
     match Gpu::new(&options) {
-        Err(Error::NoAdapter { detail }) if detail.contains("no adapter is called this") => Ok(()),
-        Err(e) => Err(format!("unexpected {e:?}")),
-        Ok(g) => Err(format!("opened {}", g.describe())),
+        Err(Error::NoAdapter { detail }) if detail.contains("no adapter is called this") => {}
+        Err(e) => return Err(format!("unexpected {e:?}")),
+        Ok(g) => return Err(format!("opened {}", g.describe())),
     }
+    unchanged("after a missing adapter", &before, &arena, &opt)
 }
 
 /// The test that drives each variant of `Error` through the public API and checks that nothing changed,
@@ -484,13 +525,14 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         | Error::UnknownGroup { .. }
         | Error::UnknownState { .. }
         | Error::ArenaMismatch => "bad_step_input_changes_nothing",
-        Error::InvalidHyperparameter { .. } => "bad_configs_are_refused",
+        Error::InvalidHyperparameter { .. } => "bad_step_input_changes_nothing",
+        // The only one after which state cannot be compared: the device and its buffers are gone.
         Error::DeviceLost(_) => "lost_device_is_an_error_not_a_panic",
         Error::Gpu(_) => "engine_validation_error_is_refused_as_gpu_error",
         Error::OutOfMemory(_) => {
             return Err("no adapter here can be made to fail an allocation on demand");
         }
-        Error::Schedule(_) => "refused_scheduled_step_changes_nothing",
+        Error::Schedule(_) => "bad_step_input_changes_nothing",
         Error::InvalidStateData { .. } => "eightbit_bad_input_is_refused",
     })
 }
