@@ -126,6 +126,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A step guard used with an optimizer other than the one it first stepped: its step counter on the GPU
+    /// belongs to that one.
+    #[error("this step guard belongs to another optimizer; build one guard per optimizer")]
+    GuardOptimizerMismatch,
 }
 
 /// Shorthand for results of this crate.

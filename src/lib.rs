@@ -25,6 +25,7 @@ mod arena;
 mod error;
 mod gpu;
 mod grad;
+mod guard;
 mod kernels;
 pub mod model_shapes;
 pub mod optim;
@@ -35,6 +36,7 @@ pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
+pub use guard::{GuardConfig, GuardReport, GuardState, LossScaleConfig, NormType, StepGuard};
 pub use kernels::BLOCK;
 pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,

@@ -2,6 +2,7 @@
 
 mod eightbit;
 mod errors;
+mod guard;
 mod harness;
 mod lr_finder;
 mod reductions;
@@ -25,5 +26,6 @@ fn main() {
     tests.extend(lr_finder::tests());
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
+    tests.extend(guard::tests());
     harness::run(tests)
 }
