@@ -43,6 +43,7 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/blockwise8.wgsl"),
             include_str!("../shaders/lion8bit.wgsl")
         ),
+        "averaging" => include_str!("../shaders/averaging.wgsl"),
         _ => return None,
     })
 }

@@ -22,6 +22,7 @@
 //! ```
 
 mod arena;
+mod averaging;
 mod error;
 mod gpu;
 mod grad;
@@ -32,6 +33,7 @@ mod passes;
 mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use averaging::{AveragedParams, AveragingMode};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
