@@ -44,6 +44,7 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/lion8bit.wgsl")
         ),
         "averaging" => include_str!("../shaders/averaging.wgsl"),
+        "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,
     })
 }

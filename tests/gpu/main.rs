@@ -5,6 +5,7 @@ mod eightbit;
 mod errors;
 mod harness;
 mod lr_finder;
+mod precision;
 mod reductions;
 mod reference_optim;
 mod reliability;
@@ -27,5 +28,6 @@ fn main() {
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
     tests.extend(averaging::tests());
+    tests.extend(precision::tests());
     harness::run(tests)
 }

@@ -26,6 +26,8 @@
 //!   `tests/fixtures/torch_optim`.
 //! - [`averaging`]: EMA and SWA weight averaging as torch's `AveragedModel`,
 //!   with the loader of the fixtures in `tests/fixtures/averaging`.
+//! - [`precision`]: the loader of the mixed-precision fixtures in
+//!   `tests/fixtures/mixed_precision`.
 //! - [`compare`]: error measures and a closeness assertion that names the worst
 //!   element.
 
@@ -39,6 +41,7 @@ pub mod lamb;
 pub mod lars;
 pub mod lion;
 pub mod ops;
+pub mod precision;
 pub mod rmsprop;
 pub mod sgd;
 mod st_file;

@@ -1,6 +1,6 @@
 //! A safetensors file read whole into memory, for the fixture loaders of
-//! [`crate::averaging`]: metadata and f32 tensors, with the file's path in
-//! every error message.
+//! [`crate::averaging`] and [`crate::precision`]: metadata, f32 tensors and raw
+//! 16-bit tensors, with the file's path in every error message.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,20 @@ impl StFile {
             .raw(name, Dtype::F32, shape)?
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// The bit patterns of a `BF16` or `F16` tensor.
+    pub(crate) fn u16(
+        &self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[usize],
+    ) -> Result<Vec<u16>, String> {
+        Ok(self
+            .raw(name, dtype, shape)?
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .collect())
     }
 }
