@@ -113,7 +113,8 @@ fn torch_case<T: HostHalf>(gpu: &Gpu, dtype: &str) -> Result<(), String> {
             half.write_grads(&t.name, &bits::<T>(g)).map_err(err)?;
         }
         let stats = half.step(&arena, &mut opt, *lr).map_err(err)?;
-        if stats.submissions != 1 {
+        // Upcast and downcast are one dispatch per chunk each, around AdamW's one per chunk.
+        if stats.submissions != 1 || stats.dispatches != 3 * arena.chunk_count() as u32 {
             return Err(format!("step {}: {stats:?}", s + 1));
         }
         for (i, t) in case.tensors.iter().enumerate() {
@@ -381,4 +382,12 @@ fn bad_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Both types can be shared with the threads of an engine.
+#[allow(dead_code)]
+fn shared_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<HalfParams>();
+    check::<wgoptim::AveragedParams>();
 }
