@@ -130,6 +130,16 @@ pub enum Error {
     /// belongs to that one.
     #[error("this step guard belongs to another optimizer; build one guard per optimizer")]
     GuardOptimizerMismatch,
+    /// 16-bit host data of one format handed to buffers that hold the other (f16 for bf16 or back).
+    #[error("tensor `{name}`: these 16-bit buffers hold {expected}, but {got} data was given")]
+    DtypeMismatch {
+        /// The tensor.
+        name: String,
+        /// The format the buffers hold.
+        expected: &'static str,
+        /// The format passed in.
+        got: &'static str,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -22,6 +22,7 @@
 //! ```
 
 mod arena;
+mod averaging;
 mod error;
 mod gpu;
 mod grad;
@@ -30,13 +31,17 @@ mod kernels;
 pub mod model_shapes;
 pub mod optim;
 mod passes;
+mod precision;
 mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use averaging::{AveragedParams, AveragingMode};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
 pub use guard::{GuardConfig, GuardReport, GuardState, LossScaleConfig, NormType, StepGuard};
+/// The `half` crate, whose `f16` and `bf16` types [`HalfParams`] uploads and downloads.
+pub use half;
 pub use kernels::BLOCK;
 pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,
@@ -46,5 +51,6 @@ pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig,
 pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizedState, StateFootprint,
 };
+pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

@@ -1,10 +1,12 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod averaging;
 mod eightbit;
 mod errors;
 mod guard;
 mod harness;
 mod lr_finder;
+mod precision;
 mod reductions;
 mod reference_optim;
 mod reliability;
@@ -27,5 +29,7 @@ fn main() {
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
     tests.extend(guard::tests());
+    tests.extend(averaging::tests());
+    tests.extend(precision::tests());
     harness::run(tests)
 }
