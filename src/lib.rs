@@ -22,6 +22,7 @@
 //! ```
 
 mod arena;
+mod decay_rule;
 mod averaging;
 mod error;
 mod gpu;
@@ -36,6 +37,7 @@ mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use averaging::{AveragedParams, AveragingMode};
+pub use decay_rule::NoDecayRule;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
