@@ -140,6 +140,11 @@ pub enum Error {
         /// The format passed in.
         got: &'static str,
     },
+    /// A step guard asked to encode a step while the previous encoded one was not reported submitted.
+    #[error(
+        "call StepGuard::submitted after submitting an encoded guarded step, before encoding the next"
+    )]
+    GuardNotSubmitted,
 }
 
 /// Shorthand for results of this crate.

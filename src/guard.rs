@@ -205,6 +205,8 @@ struct Gate {
 struct Pending {
     buffer: wgpu::Buffer,
     ready: Arc<AtomicBool>,
+    /// Whether its readback was started (after its submission).
+    mapped: bool,
 }
 
 /// Unscaling, overflow skipping and clipping, run on the GPU before an optimizer's step in the same
@@ -364,8 +366,35 @@ impl StepGuard {
         arena: &ParamArena,
         lr: f64,
     ) -> Result<StepStats> {
+        let mut encoder =
+            self.gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("guarded step"),
+                });
+        let mut stats = self.encode_step(optimizer, arena, lr, &mut encoder)?;
+        self.gpu.queue().submit([encoder.finish()]);
+        stats.submissions = 1;
+        self.submitted();
+        Ok(stats)
+    }
+
+    /// Records the guarded step into `encoder`, after the caller's own work (an engine's backward pass, a
+    /// [`crate::HalfParams`] upcast) and before whatever the caller records next. Submit the encoder, then
+    /// call [`StepGuard::submitted`], before encoding the next step.
+    pub fn encode_step(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
         self.check_arena(arena)?;
+        optimizer.check_arena(arena)?;
         check_lr(lr)?;
+        if self.pending.iter().any(|p| !p.mapped) {
+            return Err(Error::GuardNotSubmitted);
+        }
         self.collect(false)?;
         while self.submitted - self.known_submitted() >= MAX_IN_FLIGHT {
             self.collect(true)?;
@@ -381,10 +410,7 @@ impl StepGuard {
         if gated {
             self.prepare_gate(arena, optimizer)?;
         }
-        let device = self.gpu.device();
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("guarded step"),
-        });
+        let readback = self.readback_buffer()?;
         let mut stats = StepStats::default();
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -406,7 +432,7 @@ impl StepGuard {
                 stats.dispatches += apply.record(&mut pass);
             }
         }
-        let optimizer_stats = optimizer.encode_dispatches(arena, &mut encoder)?;
+        let optimizer_stats = optimizer.encode_dispatches(arena, encoder)?;
         stats.dispatches += optimizer_stats.dispatches;
 
         // Everything is validated and recorded: from here on the host only stages writes and submits.
@@ -445,11 +471,10 @@ impl StepGuard {
             for (i, out) in table.chunks_exact_mut(per_entry).enumerate() {
                 optimizer.write_records(lr, base + i as u64, out);
             }
-            let gate = self
-                .gate
-                .as_ref()
-                .ok_or(Error::Gpu("the step guard's gate was not built".into()))?;
-            queue.write_buffer(&gate.table, 0, &table);
+            // `prepare_gate` built the gate before anything was recorded.
+            if let Some(gate) = &self.gate {
+                queue.write_buffer(&gate.table, 0, &table);
+            }
             (base, entries)
         } else {
             let t = optimizer.step_count() + 1;
@@ -468,19 +493,12 @@ impl StepGuard {
             bytemuck::cast_slice(&self.params_words(arena, base, entries, record_offset)),
         );
 
-        let readback = self.readback_buffer()?;
         encoder.copy_buffer_to_buffer(&self.control, 0, &readback, 0, CONTROL_BYTES);
-        queue.submit([encoder.finish()]);
-        stats.submissions = 1;
         self.submitted += 1;
-        let ready = Arc::new(AtomicBool::new(false));
-        let flag = ready.clone();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            flag.store(r.is_ok(), Ordering::Release)
-        });
         self.pending.push_back(Pending {
             buffer: readback,
-            ready,
+            ready: Arc::new(AtomicBool::new(false)),
+            mapped: false,
         });
         if gated {
             // Until the reports arrive, assume the steps in flight were taken; `sync` makes it exact.
@@ -488,6 +506,18 @@ impl StepGuard {
             optimizer.set_step_count(known.taken + (self.submitted - known.submitted));
         }
         Ok(stats)
+    }
+
+    /// Starts the readback of the reports of the steps encoded since the last call; call it once the
+    /// encoder holding them is submitted ([`StepGuard::step`] does).
+    pub fn submitted(&mut self) {
+        for p in self.pending.iter_mut().filter(|p| !p.mapped) {
+            let flag = p.ready.clone();
+            p.buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                flag.store(r.is_ok(), Ordering::Release)
+            });
+            p.mapped = true;
+        }
     }
 
     /// Steps with a schedule's value (its learning rate, and its momentum when it cycles one).

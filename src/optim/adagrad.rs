@@ -145,6 +145,10 @@ impl Optimizer for Adagrad {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     fn step_count(&self) -> u64 {
         self.step
     }

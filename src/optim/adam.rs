@@ -177,6 +177,10 @@ impl Optimizer for Adam {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
     /// the new value, as in PyTorch.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {

@@ -255,6 +255,10 @@ impl Optimizer for Adam8bit {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; later steps' bias corrections use the
     /// new value, as torchao's do.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {

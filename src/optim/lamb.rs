@@ -249,6 +249,10 @@ impl Optimizer for Lamb {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        Self::check_arena(self, arena)
+    }
+
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         let next = LambConfig {

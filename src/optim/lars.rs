@@ -233,6 +233,10 @@ impl Optimizer for Lars {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        Self::check_arena(self, arena)
+    }
+
     /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
     /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {

@@ -134,6 +134,10 @@ impl Optimizer for Lion {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         let next = LionConfig {

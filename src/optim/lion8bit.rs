@@ -207,6 +207,10 @@ impl Optimizer for Lion8bit {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     /// Sets β1, the mix of momentum and gradient that gives the update's sign, as PyTorch's one-cycle
     /// scheduler sets `betas[0]` of an optimizer with betas.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {

@@ -182,6 +182,10 @@ pub trait Optimizer {
     /// Sets the number of steps taken (checkpoints and the step guard, which counts steps on the GPU).
     #[doc(hidden)]
     fn set_step_count(&mut self, step: u64);
+
+    /// Refuses an arena other than the one the optimizer was built for, and a lost device.
+    #[doc(hidden)]
+    fn check_arena(&self, arena: &ParamArena) -> Result<()>;
 }
 
 /// Bytes of one parameter group's record in the hyperparameter buffer (16 words, WGSL side included).

@@ -150,6 +150,10 @@ impl Optimizer for Sgd {
         self.step = step;
     }
 
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
+    }
+
     /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
     /// without momentum refuses, as does Nesterov with μ = 0.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {

@@ -39,6 +39,7 @@ pub fn tests() -> Vec<GpuTest> {
         test("guard_accumulation_scale", accumulation_scale),
         test("guard_skip_changes_nothing", skip_changes_nothing),
         test("guard_refuses_bad_input", refuses_bad_input),
+        test("guard_encode_with_half_params", encode_with_half_params),
     ]
 }
 
@@ -442,6 +443,86 @@ fn refuses_bad_input(gpu: &Gpu) -> Result<(), String> {
     match scaler.step(&mut sgd, &arena, 1e-3) {
         Err(wgoptim::Error::GuardOptimizerMismatch) => {}
         other => return Err(format!("a second optimizer gave {other:?}")),
+    }
+    Ok(())
+}
+
+/// A guarded step recorded between a `HalfParams` upcast and downcast in the caller's encoder equals the
+/// unguarded mixed-precision step on gradients halved on the host (exact in bf16): bit for bit, masters and
+/// 16-bit copies. Encoding a second step before reporting the first submitted is refused.
+fn encode_with_half_params(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim::half::bf16;
+    use wgoptim::{HalfDtype, HalfParams};
+    let a = small_arena(gpu)?;
+    let b = small_arena(gpu)?;
+    let half_a = HalfParams::new(&a, HalfDtype::Bf16).map_err(err)?;
+    let half_b = HalfParams::new(&b, HalfDtype::Bf16).map_err(err)?;
+    half_a.downcast_params(&a).map_err(err)?;
+    half_b.downcast_params(&b).map_err(err)?;
+    let mut opt_a = AdamW::new(&a, AdamConfig::adamw()).map_err(err)?;
+    let mut opt_b = AdamW::new(&b, AdamConfig::adamw()).map_err(err)?;
+    let mut guard = StepGuard::new(
+        &a,
+        GuardConfig {
+            grad_scale: 0.5,
+            ..GuardConfig::default()
+        },
+    )
+    .map_err(err)?;
+    for step in 0..4u64 {
+        for (name, n) in [("w", 900), ("b", 5)] {
+            let g: Vec<bf16> = crate::util::noise(40 + step, n, 2.0)
+                .iter()
+                .map(|&x| bf16::from_f32(x))
+                .collect();
+            let halved: Vec<bf16> = g.iter().map(|x| bf16::from_f32(x.to_f32() * 0.5)).collect();
+            half_a.write_grads(name, &g).map_err(err)?;
+            half_b.write_grads(name, &halved).map_err(err)?;
+        }
+        let mut encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        half_a.encode_upcast_grads(&a, &mut encoder).map_err(err)?;
+        guard
+            .encode_step(&mut opt_a, &a, 1e-2, &mut encoder)
+            .map_err(err)?;
+        half_a
+            .encode_downcast_params(&a, &mut encoder)
+            .map_err(err)?;
+        if step == 0 {
+            let mut other = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            match guard.encode_step(&mut opt_a, &a, 1e-2, &mut other) {
+                Err(wgoptim::Error::GuardNotSubmitted) => {}
+                other => return Err(format!("a second encode before submitted() gave {other:?}")),
+            }
+        }
+        gpu.queue().submit([encoder.finish()]);
+        guard.submitted();
+        half_b.step(&b, &mut opt_b, 1e-2).map_err(err)?;
+    }
+    same_bits("master params", &params(&a)?, &params(&b)?)?;
+    for name in ["w", "b"] {
+        let pa: Vec<u16> = half_a
+            .read_params::<bf16>(name)
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let pb: Vec<u16> = half_b
+            .read_params::<bf16>(name)
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        if pa != pb {
+            return Err(format!("bf16 params of {name} differ"));
+        }
+    }
+    let report = guard.wait().map_err(err)?.ok_or("no report")?;
+    if report.submitted != 4 || opt_a.step_count() != 4 {
+        return Err(format!("{report:?}, step count {}", opt_a.step_count()));
     }
     Ok(())
 }
