@@ -126,6 +126,30 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A checkpoint that cannot be read or restored: a truncated or corrupted file, another format, another
+    /// optimizer, or a config this optimizer cannot take. Nothing live was changed.
+    #[error("checkpoint: {reason}")]
+    Checkpoint {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint whose tensor list or state does not match the arena, named by tensor. Nothing live was
+    /// changed.
+    #[error("checkpoint does not match the arena at tensor `{tensor}`: {reason}")]
+    CheckpointMismatch {
+        /// The tensor.
+        tensor: String,
+        /// The difference.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -22,6 +22,7 @@
 //! ```
 
 mod arena;
+mod checkpoint;
 mod error;
 mod gpu;
 mod grad;
@@ -32,6 +33,9 @@ mod passes;
 mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use checkpoint::{Checkpoint, FORMAT, FORMAT_VERSION, TensorEntry};
+#[doc(hidden)]
+pub use checkpoint::{OptimizerState, StateStore};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};

@@ -118,6 +118,19 @@ pub trait Optimizer {
         Ok(stats)
     }
 
+    /// The optimizer's checkpoint interface (kind, config, groups, state), for
+    /// [`Checkpoint`](crate::Checkpoint); `None` for an optimizer that cannot be checkpointed.
+    #[doc(hidden)]
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
+    /// The same interface, for restoring.
+    #[doc(hidden)]
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
     /// Steps taken so far.
     fn step_count(&self) -> u64;
 
@@ -129,6 +142,9 @@ pub trait Optimizer {
 
     /// Downloads one state buffer of one tensor (for inspection and checkpoints; waits for the GPU).
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>>;
+
+    #[doc(hidden)]
+    fn set_step_count(&mut self, step: u64);
 }
 
 /// The learning rate for a step: finite and not negative.
@@ -221,4 +237,37 @@ impl Groups {
     pub fn iter(&self) -> impl Iterator<Item = &GroupConfig> {
         self.configs.iter()
     }
+
+    /// Every group's settings, in group order.
+    pub fn configs(&self) -> Vec<GroupConfig> {
+        self.configs.clone()
+    }
+
+    /// Checks a whole group table (as a checkpoint holds it) against the rules of [`Groups::set`], without
+    /// changing anything.
+    pub fn check_all(&self, configs: &[GroupConfig]) -> Result<()> {
+        if configs.len() != self.configs.len() {
+            return Err(Error::UnknownGroup {
+                group: configs.len().max(self.configs.len()) as u32 - 1,
+                groups: self.configs.len() as u32,
+            });
+        }
+        for config in configs {
+            check_non_negative("lr_scale", config.lr_scale)?;
+            if let Some(wd) = config.weight_decay {
+                check_non_negative("weight_decay", wd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole table after [`Groups::check_all`] accepted it.
+    pub fn replace_all(&mut self, configs: &[GroupConfig]) -> Result<()> {
+        self.check_all(configs)?;
+        self.configs = configs.to_vec();
+        Ok(())
+    }
 }
+
+pub(crate) use blockwise8::Blockwise8;
+pub(crate) use elementwise::ElementwiseStep;

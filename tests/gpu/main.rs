@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod checkpoint;
 mod eightbit;
 mod errors;
 mod harness;
@@ -25,5 +26,6 @@ fn main() {
     tests.extend(lr_finder::tests());
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
+    tests.extend(checkpoint::tests());
     harness::run(tests)
 }
