@@ -526,6 +526,7 @@ impl Checkpoint {
     /// the format and version, the metadata's and every entry's CRC-32, the dtypes, and that the parameters of
     /// every listed tensor are present with its shape.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+        check_framing(bytes)?;
         let file = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| corrupt(format!("not a readable safetensors file: {e}")))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
@@ -825,6 +826,37 @@ impl Checkpoint {
     }
 }
 
+/// Checks the safetensors framing before the safetensors parser sees it: the header fits in the input, is a
+/// JSON object, and no entry claims bytes past the end of the input. The parser adds the claimed offsets
+/// without overflow checks, so a crafted header with huge offsets must be refused here.
+fn check_framing(bytes: &[u8]) -> Result<()> {
+    let short = || corrupt("the file is shorter than its header says: truncated");
+    let len: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(short)?;
+    let header_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| short())?;
+    let header_end = header_len.checked_add(8).ok_or_else(short)?;
+    let header = bytes.get(8..header_end).ok_or_else(short)?;
+    let data_len = (bytes.len() - header_end) as u64;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(header)
+        .map_err(|e| corrupt(format!("not a readable safetensors header: {e}")))?;
+    for (key, entry) in &header {
+        if key == "__metadata__" {
+            continue;
+        }
+        let offsets = entry.get("data_offsets").and_then(Value::as_array);
+        for end in offsets.into_iter().flatten() {
+            if end.as_u64().is_none_or(|e| e > data_len) {
+                return Err(corrupt(format!(
+                    "entry `{key}` claims bytes past the end of the file: truncated or corrupted"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses a config of type `T` from a checkpoint's JSON.
 pub(crate) fn parse_config<T: DeserializeOwned>(kind: &str, config: &Value) -> Result<T> {
     T::deserialize(config).map_err(|e| corrupt(format!("unreadable `{kind}` config: {e}")))
@@ -847,4 +879,163 @@ pub(crate) fn same<T: PartialEq + std::fmt::Debug>(field: &str, saved: T, live: 
 /// The live config as JSON.
 pub(crate) fn to_config<T: Serialize>(config: &T) -> Result<Value> {
     serde_json::to_value(config).map_err(|e| corrupt(format!("cannot encode the config: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small checkpoint built without a GPU: two tensors, f32 and 8-bit state.
+    fn sample() -> Checkpoint {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            param_key("a"),
+            (vec![2, 2], Data::F32(vec![1.0, -2.0, 3.5, 0.0])),
+        );
+        entries.insert(param_key("b/c"), (vec![3], Data::F32(vec![0.5; 3])));
+        entries.insert(
+            state_key("exp_avg", "a"),
+            (vec![2, 2], Data::F32(vec![0.1; 4])),
+        );
+        entries.insert(
+            codes_key("exp_avg", "b/c"),
+            (vec![3], Data::U8(vec![1, 200, 255])),
+        );
+        entries.insert(
+            absmax_key("exp_avg", "b/c"),
+            (vec![1], Data::F32(vec![0.25])),
+        );
+        let meta = Meta {
+            optimizer: "test".into(),
+            config: serde_json::json!({"betas": [0.9, 0.999], "eps": 1e-8}),
+            step: 5,
+            groups: vec![GroupEntry {
+                lr_scale: 1.0,
+                weight_decay: Some(0.1),
+            }],
+            tensors: vec![
+                TensorEntry {
+                    name: "a".into(),
+                    shape: vec![2, 2],
+                    group: 0,
+                },
+                TensorEntry {
+                    name: "b/c".into(),
+                    shape: vec![3],
+                    group: 0,
+                },
+            ],
+            states: vec!["exp_avg".into()],
+            skipped_blocks: Some(2),
+            schedule: Some(ScheduleState::at_step("constant", 5)),
+            extra: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+        };
+        Checkpoint { meta, entries }
+    }
+
+    #[test]
+    fn bytes_round_trip_exactly() {
+        let ckpt = sample();
+        let back = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.entries, ckpt.entries);
+        assert_eq!(back.step_count(), 5);
+        assert_eq!(back.config(), ckpt.config());
+        assert_eq!(back.tensors(), ckpt.tensors());
+        assert_eq!(back.meta.skipped_blocks, Some(2));
+        assert_eq!(back.schedule_state(), ckpt.schedule_state());
+        assert_eq!(
+            back.quantized_state("exp_avg", "b/c").unwrap().0,
+            &[1, 200, 255]
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_refused() {
+        let bytes = sample().to_bytes().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                Checkpoint::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for at in 0..bytes.len() {
+            for bit in [0x01, 0x20, 0x80] {
+                let mut bad = bytes.clone();
+                bad[at] ^= bit;
+                assert!(
+                    Checkpoint::from_bytes(&bad).is_err(),
+                    "flip {bit:#x} at {at}"
+                );
+            }
+        }
+    }
+
+    /// Offsets that sum past `usize::MAX` would overflow inside the safetensors parser.
+    #[test]
+    fn huge_offsets_are_refused_without_overflow() {
+        let part = (1u64 << 61) - 1;
+        let mut header = String::from("{");
+        for i in 0..8u64 {
+            header += &format!(
+                "\"t{i}\":{{\"dtype\":\"U8\",\"shape\":[{part}],\"data_offsets\":[{},{}]}},",
+                i * part,
+                (i + 1) * part
+            );
+        }
+        header.pop();
+        header.push('}');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        let e = Checkpoint::from_bytes(&bytes).unwrap_err();
+        assert!(e.to_string().contains("past the end"), "{e}");
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_an_error_not_a_panic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..400usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(Checkpoint::from_bytes(&bytes).is_err());
+        }
+        let mut framed = 2u64.to_le_bytes().to_vec();
+        framed.extend(b"[]");
+        assert!(Checkpoint::from_bytes(&framed).is_err());
+    }
+
+    #[test]
+    fn a_listed_tensor_without_parameters_is_refused() {
+        let mut ckpt = sample();
+        ckpt.entries.remove(&param_key("a"));
+        let e = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("`a`"), "{e}");
+    }
+
+    #[test]
+    fn save_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("wgoptim_ckpt_unit_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.safetensors");
+        std::fs::write(&path, b"old").unwrap();
+        sample().save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.step_count(), 5);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("run.safetensors")]);
+        assert!(matches!(
+            Checkpoint::load(dir.join("missing.safetensors")),
+            Err(Error::Io { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
