@@ -11,13 +11,14 @@
 //! | `state8/<state>/codes/<tensor>` | U8 | `[numel]` (an 8-bit tensor's codes, one per element) |
 //! | `state8/<state>/absmax/<tensor>` | F32 | `[blocks]` (its per-block scales) |
 //!
-//! The header's `__metadata__` holds `format` (`wgoptim-checkpoint`), `format_version`, `meta` (the JSON
-//! below) and `meta_crc32`. The JSON names the optimizer kind and its config, the step count, the group
+//! The header's `__metadata__` holds `format` (`wgoptim-checkpoint`), `format_version`, `meta` (a JSON
+//! document) and `meta_crc32` (its CRC-32). The JSON names the optimizer kind and its config, the step count, the group
 //! table, the tensor list (name, shape, group), the state names, the schedule's state, the `extra` map, and a
 //! CRC-32 of every entry's bytes, so that a flipped bit anywhere in the file is refused rather than resumed.
 //!
 //! Restoring validates everything against the live arena and optimizer before it writes anything, so a
-//! refused checkpoint leaves the live run exactly as it was.
+//! refused checkpoint leaves the live run exactly as it was. (Only a device lost in the middle of the writes
+//! can leave them half done, and then the device's buffers are gone anyway.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -34,9 +35,9 @@ use crate::optim::{Blockwise8, ElementwiseStep, GroupConfig, Optimizer, Quantize
 use crate::passes::StateSet;
 
 /// The value of the `format` metadata key.
-pub const FORMAT: &str = "wgoptim-checkpoint";
+pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
 /// The layout version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
 
 /// What the optimizers expose to checkpoints. Implemented by every optimizer of this crate; reached through
 /// the hidden [`Optimizer::checkpoint_ref`] / [`Optimizer::checkpoint_mut`].
@@ -250,10 +251,26 @@ impl Data {
 /// Checkpoint::load("run.safetensors")?.restore(&arena, &mut opt)?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Checkpoint {
     meta: Meta,
     entries: BTreeMap<String, (Vec<usize>, Data)>,
+}
+
+/// A summary: the tensor data of a real model would flood a log.
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("optimizer", &self.meta.optimizer)
+            .field("config", &self.meta.config)
+            .field("step", &self.meta.step)
+            .field("tensors", &self.meta.tensors.len())
+            .field("states", &self.meta.states)
+            .field("entries", &self.entries.len())
+            .field("schedule", &self.meta.schedule)
+            .field("extra", &self.meta.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 fn param_key(tensor: &str) -> String {
@@ -448,8 +465,11 @@ impl Checkpoint {
         let json = serde_json::to_string(&meta)
             .map_err(|e| corrupt(format!("cannot encode the metadata: {e}")))?;
         let header = HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            (
+                "format_version".to_string(),
+                CHECKPOINT_FORMAT_VERSION.to_string(),
+            ),
             (
                 "meta_crc32".to_string(),
                 crc32fast::hash(json.as_bytes()).to_string(),
@@ -542,13 +562,13 @@ impl Checkpoint {
                 ))
             })
         };
-        if field("format")? != FORMAT {
+        if field("format")? != CHECKPOINT_FORMAT {
             return Err(corrupt("the header's format is not `wgoptim-checkpoint`"));
         }
         let version = field("format_version")?;
-        if version != &FORMAT_VERSION.to_string() {
+        if version != &CHECKPOINT_FORMAT_VERSION.to_string() {
             return Err(corrupt(format!(
-                "format version {version}; this build reads version {FORMAT_VERSION}"
+                "format version {version}; this build reads version {CHECKPOINT_FORMAT_VERSION}"
             )));
         }
         let json = field("meta")?;

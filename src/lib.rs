@@ -33,7 +33,7 @@ mod passes;
 mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
-pub use checkpoint::{Checkpoint, FORMAT, FORMAT_VERSION, TensorEntry};
+pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint, TensorEntry};
 #[doc(hidden)]
 pub use checkpoint::{OptimizerState, StateStore};
 pub use error::{Error, Result};
