@@ -477,7 +477,13 @@ fn other_tensor_list_is_refused(gpu: &Gpu) -> Result<(), String> {
         refused(what, r, &format!("`{name}`"))?;
         untouched(&arena, opt.as_ref(), &before)?;
     }
-    Ok(())
+    // The right checkpoint, but an optimizer built for another arena.
+    let other_arena = arena_for(gpu)?;
+    match before.restore(&other_arena, opt.as_mut()) {
+        Err(Error::ArenaMismatch) => {}
+        other => return Err(format!("restore into another arena: {other:?}")),
+    }
+    untouched(&arena, opt.as_ref(), &before)
 }
 
 /// A config that differs in a field fixed at construction (AMSGrad on, another 8-bit block size) is
@@ -562,6 +568,16 @@ fn extra_round_trip(gpu: &Gpu) -> Result<(), String> {
         return Err("kind or step lost".into());
     }
     same_checkpoint("in-memory round trip", &back, &before)?;
+    // A schedule of another kind refuses the state.
+    let mut constant = wgoptim::schedule::Constant::new(1e-3).map_err(err)?;
+    match back.restore_schedule(&mut constant) {
+        Err(Error::Schedule(_)) => {}
+        other => {
+            return Err(format!(
+                "one-cycle state into a constant schedule: {other:?}"
+            ));
+        }
+    }
     // No schedule: restoring one is refused and leaves it alone.
     let mut fresh_schedule = one_cycle(20)?;
     refused(
