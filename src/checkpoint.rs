@@ -68,9 +68,6 @@ pub trait OptimizerState {
     /// The state buffers, bound to `arena` (refused for an arena the optimizer was not built for).
     fn state_store(&self, arena: &ParamArena) -> Result<StateStore<'_>>;
 
-    /// Sets the step counter.
-    fn load_step(&mut self, step: u64);
-
     /// The 8-bit optimizers' count of blocks skipped for a non-finite gradient (`None` elsewhere).
     fn skipped_blocks(&self) -> Result<Option<u64>> {
         Ok(None)
@@ -188,6 +185,10 @@ pub struct TensorEntry {
 struct GroupEntry {
     lr_scale: f64,
     weight_decay: Option<f64>,
+    #[serde(default)]
+    betas: Option<(f64, f64)>,
+    #[serde(default)]
+    momentum: Option<f64>,
 }
 
 /// The JSON metadata of a checkpoint.
@@ -355,6 +356,8 @@ impl Checkpoint {
                 .map(|g| GroupEntry {
                     lr_scale: g.lr_scale,
                     weight_decay: g.weight_decay,
+                    betas: g.betas,
+                    momentum: g.momentum,
                 })
                 .collect(),
             tensors,
@@ -663,10 +666,10 @@ impl Checkpoint {
         }
         live.load_config(&self.meta.config)?;
         live.load_group_configs(&self.group_table())?;
-        live.load_step(self.meta.step);
         if let Some(blocks) = self.meta.skipped_blocks {
             live.load_skipped_blocks(blocks)?;
         }
+        optimizer.set_step_count(self.meta.step);
         Ok(())
     }
 
@@ -677,6 +680,8 @@ impl Checkpoint {
             .map(|g| GroupConfig {
                 lr_scale: g.lr_scale,
                 weight_decay: g.weight_decay,
+                betas: g.betas,
+                momentum: g.momentum,
             })
             .collect()
     }
@@ -932,6 +937,8 @@ mod tests {
             groups: vec![GroupEntry {
                 lr_scale: 1.0,
                 weight_decay: Some(0.1),
+                betas: Some((0.8, 0.9)),
+                momentum: None,
             }],
             tensors: vec![
                 TensorEntry {

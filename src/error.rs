@@ -126,6 +126,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A step guard used with an optimizer other than the one it first stepped: its step counter on the GPU
+    /// belongs to that one.
+    #[error("this step guard belongs to another optimizer; build one guard per optimizer")]
+    GuardOptimizerMismatch,
     /// A checkpoint that cannot be read or restored: a truncated or corrupted file, another format, another
     /// optimizer, or a config this optimizer cannot take. Nothing live was changed.
     #[error("checkpoint: {reason}")]

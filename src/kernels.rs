@@ -31,6 +31,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lamb.wgsl")
         ),
+        "guard" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/guard.wgsl")
+        ),
         "lars" => concat!(
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")

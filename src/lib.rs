@@ -26,6 +26,7 @@ mod checkpoint;
 mod error;
 mod gpu;
 mod grad;
+mod guard;
 mod kernels;
 pub mod model_shapes;
 pub mod optim;
@@ -39,6 +40,7 @@ pub use checkpoint::{OptimizerState, StateStore};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
+pub use guard::{GuardConfig, GuardReport, GuardState, LossScaleConfig, NormType, StepGuard};
 pub use kernels::BLOCK;
 pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,

@@ -246,9 +246,14 @@ pub(crate) fn write_segments(
 
 /// A small storage buffer bound where a kernel variant declares a buffer it never touches.
 pub(crate) fn placeholder(gpu: &Gpu) -> Result<wgpu::Buffer> {
+    placeholder_named(gpu, "unused binding")
+}
+
+/// A placeholder with its own label, for kernels that need several.
+pub(crate) fn placeholder_named(gpu: &Gpu, label: &'static str) -> Result<wgpu::Buffer> {
     gpu.scoped(|| {
         gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
+            label: Some(label),
             size: 256,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,

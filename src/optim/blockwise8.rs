@@ -22,8 +22,8 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::optim::GROUP_RECORD_BYTES;
 use crate::optim::StepStats;
-use crate::optim::elementwise::GROUP_RECORD_BYTES;
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
@@ -442,10 +442,13 @@ impl Blockwise8 {
     }
 
     /// Stages the group records and records one dispatch per chunk.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, records: &[u8]) -> StepStats {
-        self.gpu
-            .queue()
-            .write_buffer(&self.tables, self.group_offset, records);
+    /// The buffer the kernel reads the group records from, and their byte offset in it.
+    pub fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.tables, self.group_offset)
+    }
+
+    /// Records one dispatch per chunk; the group records are staged by the caller.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("8-bit optimizer step"),
             timestamp_writes: None,
@@ -458,7 +461,7 @@ impl Blockwise8 {
         StepStats {
             dispatches: self.bind_groups.len() as u32,
             submissions: 0,
-            buffer_writes: 1,
+            buffer_writes: 0,
         }
     }
 

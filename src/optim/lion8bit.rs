@@ -24,9 +24,9 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::optim::blockwise8::{Blockwise8, Moment, QuantizedState, StateFootprint};
-use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_range,
+    GroupConfig, GroupKnob, Groups, Optimizer, StepStats, check_non_negative, check_range,
+    put_record,
 };
 
 /// Hyperparameters of 8-bit Lion; `Default` gives lion-pytorch's defaults, blocks of 256 and 8-bit state
@@ -70,7 +70,6 @@ pub struct Lion8bit {
     groups: Groups,
     kernel: Blockwise8,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Lion8bit {
@@ -92,7 +91,6 @@ impl Lion8bit {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -103,9 +101,9 @@ impl Lion8bit {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Betas)
     }
 
     /// Resident state by kind, and the parameter counts it serves.
@@ -164,16 +162,9 @@ impl Lion8bit {
 }
 
 impl Optimizer for Lion8bit {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let (beta1, beta2) = self.config.betas;
+    fn write_records(&self, lr: f64, _step: u64, out: &mut [u8]) {
         for (g, group) in self.groups.iter().enumerate() {
+            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
             let f = |x: f64| (x as f32).to_bits();
@@ -195,12 +186,25 @@ impl Optimizer for Lion8bit {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step += 1;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
     }
 
     /// Sets β1, the mix of momentum and gradient that gives the update's sign, as PyTorch's one-cycle
@@ -234,10 +238,6 @@ impl Optimizer for Lion8bit {
     /// The momentum in f32: dequantised for an 8-bit tensor.
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
     }
 }
 
@@ -276,21 +276,18 @@ impl crate::checkpoint::OptimizerState for Lion8bit {
     }
 
     fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(groups)
+        self.groups.check_all(groups, GroupKnob::Betas)
     }
 
     fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.replace_all(groups)
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
     }
 
     fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
         use crate::checkpoint::{StateStore, Store};
         self.kernel.check_arena(arena)?;
         Ok(StateStore(Store::Blockwise(&self.kernel)))
-    }
-
-    fn load_step(&mut self, step: u64) {
-        self.step = step;
     }
 
     fn skipped_blocks(&self) -> Result<Option<u64>> {

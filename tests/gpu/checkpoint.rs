@@ -62,9 +62,22 @@ pub fn tests() -> Vec<GpuTest> {
 /// Builds optimizer `name` for `arena`, with per-group overrides on group 1 when `groups` is set (a fresh
 /// optimizer for a restore is built without them: the checkpoint brings them).
 pub fn build(arena: &ParamArena, name: &str, groups: bool) -> Result<Box<dyn Optimizer>, String> {
+    // Every override the optimizer takes: β for the Adam and Lion families and LAMB, μ for the SGD family.
+    let takes_betas = [
+        "adam",
+        "adamw",
+        "amsgrad",
+        "lion",
+        "lamb",
+        "adamw8bit",
+        "lion8bit",
+    ];
+    let takes_momentum = ["sgd_nesterov", "sgd_dampening", "lars", "rmsprop"];
     let group = GroupConfig {
         lr_scale: 0.5,
         weight_decay: Some(0.05),
+        betas: takes_betas.contains(&name).then_some((0.8, 0.95)),
+        momentum: takes_momentum.contains(&name).then_some(0.7),
     };
     macro_rules! with_groups {
         ($opt:expr) => {{
@@ -515,6 +528,7 @@ fn other_config_is_refused(gpu: &Gpu) -> Result<(), String> {
             GroupConfig {
                 lr_scale: 0.5,
                 weight_decay: Some(0.05),
+                ..GroupConfig::default()
             },
         )
         .map_err(err)?;

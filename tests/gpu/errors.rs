@@ -55,6 +55,7 @@ fn bad_step_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
     let negative = GroupConfig {
         lr_scale: -1.0,
         weight_decay: None,
+        ..GroupConfig::default()
     };
     expect("negative lr scale", opt.set_group(0, negative), |e| {
         matches!(

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod eightbit;
 mod errors;
+mod guard;
 mod harness;
 mod lr_finder;
 mod reductions;
@@ -26,6 +27,7 @@ fn main() {
     tests.extend(lr_finder::tests());
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
+    tests.extend(guard::tests());
     tests.extend(checkpoint::tests());
     harness::run(tests)
 }
