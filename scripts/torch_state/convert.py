@@ -12,7 +12,8 @@ PyTorch side: the model's parameters as a name -> tensor mapping, in the order t
 the state_dict of a `torch.optim.AdamW` (or `Adam(decoupled_weight_decay=True)`). Carried over: every
 parameter, `exp_avg`, `exp_avg_sq` (and `max_exp_avg_sq` with amsgrad), the step count, betas, eps, weight
 decay, amsgrad and maximize. Parameter groups become wgoptim groups: group g's learning rate becomes
-`lr_scale = lr_g / lr_0`, its weight decay an override when it differs from group 0's; the learning rate
+`lr_scale = lr_g / lr_0`, its weight decay and betas overrides where they differ from group 0's (eps,
+amsgrad and maximize must be the same in every group, as wgoptim shares them); the learning rate
 itself is not part of a wgoptim optimizer (it is passed to every step), so it is kept in the checkpoint's
 `extra["torch"]` for the way back.
 
@@ -128,7 +129,7 @@ def torch_to_checkpoint(named_params, state_dict, path, extra=None):
     if len(order) != len(named):
         raise ConversionError(f"{len(named)} named parameters for {len(order)} optimizer parameters")
     first = groups[0]
-    for key in ("betas", "eps", "amsgrad", "maximize"):
+    for key in ("eps", "amsgrad", "maximize"):
         for g in groups[1:]:
             if tuple(np.atleast_1d(g[key])) != tuple(np.atleast_1d(first[key])):
                 raise ConversionError(f"parameter groups differ in `{key}`; wgoptim shares it across groups")
@@ -138,11 +139,20 @@ def torch_to_checkpoint(named_params, state_dict, path, extra=None):
     if not base_lr > 0:
         raise ConversionError("group 0's learning rate must be > 0 (it is the base of the others' scales)")
     wd0 = float(first["weight_decay"])
+    betas0 = [float(first["betas"][0]), float(first["betas"][1])]
     table = []
     group_of = {}
     for g_index, g in enumerate(groups):
         wd = float(g["weight_decay"])
-        table.append({"lr_scale": float(g["lr"]) / base_lr, "weight_decay": None if wd == wd0 else wd})
+        betas = [float(g["betas"][0]), float(g["betas"][1])]
+        table.append(
+            {
+                "lr_scale": float(g["lr"]) / base_lr,
+                "weight_decay": None if wd == wd0 else wd,
+                "betas": None if betas == betas0 else betas,
+                "momentum": None,
+            }
+        )
         for i in g["params"]:
             group_of[i] = g_index
     states = list(ADAM_STATES) + (["max_exp_avg_sq"] if first["amsgrad"] else [])
@@ -169,7 +179,7 @@ def torch_to_checkpoint(named_params, state_dict, path, extra=None):
     meta = {
         "optimizer": "adam",
         "config": {
-            "betas": [float(first["betas"][0]), float(first["betas"][1])],
+            "betas": betas0,
             "eps": float(first["eps"]),
             "weight_decay": wd0,
             "decoupled_weight_decay": True,
@@ -218,10 +228,11 @@ def checkpoint_to_torch(path, lr=None):
             ids.append(index)
             index += 1
         wd = g["weight_decay"] if g["weight_decay"] is not None else config["weight_decay"]
+        betas = g.get("betas") or config["betas"]
         param_groups.append(
             {
                 "lr": base_lr * g["lr_scale"],
-                "betas": tuple(config["betas"]),
+                "betas": tuple(betas),
                 "eps": config["eps"],
                 "weight_decay": wd,
                 "amsgrad": config["amsgrad"],

@@ -8,7 +8,8 @@ checkpoint, and PyTorch's continuation, so that a Rust test can resume the run o
                               exp_avg.<name> / exp_avg_sq.<name>; metadata: `k`, `m`, `lrs` (JSON: the
                               base learning rate of steps K+1..K+M; group g steps with lrs[i] * scale_g)
 
-Two parameter groups: weights with weight decay 0.05 at the base rate, biases without decay at half of it.
+Two parameter groups: weights with weight decay 0.05 at the base rate, biases without decay at half of it
+and with betas of their own.
 Torch runs on the CPU in float32 with `foreach=False, fused=False` (its single-tensor path, the one the
 kernels follow). Regenerate only when the fixture changes, then commit the files:
 
@@ -54,7 +55,7 @@ def main():
     opt = torch.optim.AdamW(
         [
             {"params": weights, "weight_decay": 0.05},
-            {"params": biases, "weight_decay": 0.0},
+            {"params": biases, "weight_decay": 0.0, "betas": (0.8, 0.95)},
         ],
         lr=lr_at(1),
         betas=(0.9, 0.99),

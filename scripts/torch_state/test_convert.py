@@ -38,7 +38,7 @@ def small_run(steps, amsgrad=False):
     opt = torch.optim.AdamW(
         [
             {"params": [params["w1"], params["w2"]]},
-            {"params": [params["b1"]], "weight_decay": 0.0, "lr": 5e-4},
+            {"params": [params["b1"]], "weight_decay": 0.0, "lr": 5e-4, "betas": (0.8, 0.95)},
         ],
         lr=1e-3,
         amsgrad=amsgrad,
@@ -101,7 +101,9 @@ class RoundTrip(unittest.TestCase):
         for amsgrad in (False, True):
             named, opt, meta, back_params, back_state = self.convert_both_ways(amsgrad)
             self.assertEqual(meta["step"], 3)
-            self.assertEqual(meta["groups"][1], {"lr_scale": 0.5, "weight_decay": 0.0})
+            self.assertEqual(
+                meta["groups"][1], {"lr_scale": 0.5, "weight_decay": 0.0, "betas": [0.8, 0.95], "momentum": None}
+            )
             self.assertEqual(meta["groups"][0]["weight_decay"], None)
             self.assertEqual([t["group"] for t in meta["tensors"]], [0, 0, 1])
             self.assertEqual(list(back_params), [n for n, _ in named])
