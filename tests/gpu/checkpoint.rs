@@ -9,8 +9,9 @@ use crate::util::{close, err, model, run, small_model, write_grads};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, Gpu,
-    GroupConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig,
-    Optimizer, ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig,
+    GroupConfig, GuardConfig, GuardState, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit,
+    Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+    Sgd, SgdConfig, StepGuard,
 };
 
 pub fn tests() -> Vec<GpuTest> {
@@ -56,6 +57,7 @@ pub fn tests() -> Vec<GpuTest> {
             "checkpoint_continues_a_pytorch_adamw_run",
             continues_pytorch_run,
         ),
+        test("checkpoint_resume_with_step_guard", resume_with_step_guard),
     ]
 }
 
@@ -667,5 +669,116 @@ fn continues_pytorch_run(gpu: &Gpu) -> Result<(), String> {
         }
     }
     eprintln!("resumed PyTorch AdamW run: worst parameter error {worst:e} of max |p|");
+    Ok(())
+}
+
+/// Step `s`'s gradients for the guarded run: `write_grads`'s, times 1024 as if the loss were scaled, with an
+/// infinity in `t2` at steps 3 and 8 so that the guard skips them.
+fn guarded_grads(arena: &ParamArena, s: u64) -> Result<(), String> {
+    for (i, t) in arena.tensors().iter().enumerate() {
+        let mut g = crate::util::noise(1000 * s + i as u64, t.numel as usize, 1024.0);
+        if (s == 3 || s == 8) && t.name == "t2" {
+            g[17] = f32::INFINITY;
+        }
+        arena.write_grads(&t.name, &g).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn guard_config() -> GuardConfig {
+    GuardConfig {
+        max_grad_norm: Some(1.0),
+        loss_scale: Some(LossScaleConfig {
+            init_scale: 1024.0,
+            growth_interval: 3,
+            ..LossScaleConfig::default()
+        }),
+        ..GuardConfig::default()
+    }
+}
+
+/// AdamW under a step guard (loss scaling with two overflowed steps skipped, norm clipping): the checkpoint
+/// carries the guard's state in `extra`, and the resumed run matches the uninterrupted one, guard included.
+fn resume_with_step_guard(gpu: &Gpu) -> Result<(), String> {
+    const K: u64 = 5;
+    const N: u64 = 12;
+    let lr = |s: u64| 1e-3 * (1.0 + s as f64 * 0.1);
+    let straight_arena = arena(gpu)?;
+    let mut straight = build(&straight_arena, "adamw", true)?;
+    let mut guard = StepGuard::new(&straight_arena, guard_config()).map_err(err)?;
+    for s in 1..=N {
+        guarded_grads(&straight_arena, s)?;
+        guard
+            .step(straight.as_mut(), &straight_arena, lr(s))
+            .map_err(err)?;
+    }
+    guard.sync(straight.as_mut()).map_err(err)?;
+    let want = Checkpoint::capture(&straight_arena, straight.as_ref()).map_err(err)?;
+    let want_guard = guard.state().map_err(err)?;
+    if straight.step_count() != N - 2 || want_guard.skipped != 2 {
+        return Err(format!(
+            "the uninterrupted run took {} steps and skipped {}",
+            straight.step_count(),
+            want_guard.skipped
+        ));
+    }
+
+    let first_arena = arena(gpu)?;
+    let mut first = build(&first_arena, "adamw", true)?;
+    let mut guard = StepGuard::new(&first_arena, guard_config()).map_err(err)?;
+    for s in 1..=K {
+        guarded_grads(&first_arena, s)?;
+        guard
+            .step(first.as_mut(), &first_arena, lr(s))
+            .map_err(err)?;
+    }
+    guard.sync(first.as_mut()).map_err(err)?;
+    let state = guard.state().map_err(err)?;
+    let mut ckpt = Checkpoint::capture(&first_arena, first.as_ref()).map_err(err)?;
+    ckpt.set_extra(
+        "step_guard",
+        serde_json::json!({
+            "loss_scale": state.loss_scale,
+            "growth_tracker": state.growth_tracker,
+            "skipped": state.skipped,
+        }),
+    );
+    let path = temp_path(gpu, "guard");
+    ckpt.save(&path).map_err(err)?;
+
+    let fresh_arena = arena(gpu)?;
+    let mut fresh = build(&fresh_arena, "adamw", false)?;
+    let mut guard = StepGuard::new(&fresh_arena, guard_config()).map_err(err)?;
+    let loaded = Checkpoint::load(&path).map_err(err);
+    let _ = std::fs::remove_file(&path);
+    let loaded = loaded?;
+    loaded.restore(&fresh_arena, fresh.as_mut()).map_err(err)?;
+    let saved = loaded.extra("step_guard").ok_or("no guard state")?;
+    let field = |k: &str| {
+        saved
+            .get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or(format!("no `{k}`"))
+    };
+    guard
+        .load_state(GuardState {
+            loss_scale: field("loss_scale")? as f32,
+            growth_tracker: field("growth_tracker")? as u32,
+            skipped: field("skipped")? as u64,
+        })
+        .map_err(err)?;
+    for s in K + 1..=N {
+        guarded_grads(&fresh_arena, s)?;
+        guard
+            .step(fresh.as_mut(), &fresh_arena, lr(s))
+            .map_err(err)?;
+    }
+    guard.sync(fresh.as_mut()).map_err(err)?;
+    let got = Checkpoint::capture(&fresh_arena, fresh.as_ref()).map_err(err)?;
+    same_checkpoint("guarded AdamW", &got, &want)?;
+    let got_guard = guard.state().map_err(err)?;
+    if got_guard != want_guard {
+        return Err(format!("guard state {got_guard:?}, want {want_guard:?}"));
+    }
     Ok(())
 }
