@@ -145,6 +145,30 @@ pub enum Error {
         "call StepGuard::submitted after submitting an encoded guarded step, before encoding the next"
     )]
     GuardNotSubmitted,
+    /// A checkpoint that cannot be read or restored: a truncated or corrupted file, another format, another
+    /// optimizer, or a config this optimizer cannot take. Nothing live was changed.
+    #[error("checkpoint: {reason}")]
+    Checkpoint {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint whose tensor list or state does not match the arena, named by tensor. Nothing live was
+    /// changed.
+    #[error("checkpoint does not match the arena at tensor `{tensor}`: {reason}")]
+    CheckpointMismatch {
+        /// The tensor.
+        tensor: String,
+        /// The difference.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -174,7 +174,8 @@ pub struct GuardReport {
 }
 
 /// The guard's resumable state (for checkpoints): the loss scale, its growth tracker and the skip count.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Serialises with serde, e.g. into a [`crate::Checkpoint`]'s `extra`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GuardState {
     /// Current loss scale.
     pub loss_scale: f32,

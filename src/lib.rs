@@ -23,6 +23,7 @@
 
 mod arena;
 mod averaging;
+mod checkpoint;
 mod decay_rule;
 mod error;
 mod gpu;
@@ -37,6 +38,9 @@ mod readback;
 
 pub use arena::{ArenaBuilder, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use averaging::{AveragedParams, AveragingMode};
+pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint, TensorEntry};
+#[doc(hidden)]
+pub use checkpoint::{OptimizerState, StateStore};
 pub use decay_rule::NoDecayRule;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

@@ -219,4 +219,25 @@ impl ElementwiseStep {
         }
         Ok(())
     }
+
+    /// Uploads state buffer `state` of tensor `tensor` bit for bit (a checkpoint being restored). The
+    /// writes are staged on the queue and land before the next submission.
+    pub fn write_state(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        self.check_arena(arena)?;
+        let slot = self
+            .state_names
+            .iter()
+            .position(|n| *n == state)
+            .ok_or_else(|| Error::UnknownState {
+                state: state.to_string(),
+                available: self.state_names.join(", "),
+            })?;
+        crate::passes::write_segments(arena, &self.state[slot], tensor, values)
+    }
 }

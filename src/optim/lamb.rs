@@ -40,7 +40,7 @@ use crate::optim::{GroupKnob, put_record};
 use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
 
 /// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LambConfig {
     /// (β1, β2), each in [0, 1).
     pub betas: (f64, f64),
@@ -276,6 +276,14 @@ impl Optimizer for Lamb {
             + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.state.names()
     }
@@ -283,5 +291,65 @@ impl Optimizer for Lamb {
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.check_arena(arena)?;
         self.state.read(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Lamb {
+    fn kind(&self) -> &'static str {
+        "lamb"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: LambConfig = crate::checkpoint::parse_config("lamb", config)?;
+        c.validate()?;
+        same(
+            "decoupled_decay",
+            c.decoupled_decay,
+            self.config.decoupled_decay,
+        )?;
+        same(
+            "grad_averaging",
+            c.grad_averaging,
+            self.config.grad_averaging,
+        )?;
+        same("trust_clip", c.trust_clip, self.config.trust_clip)?;
+        same(
+            "max_grad_norm (set or not)",
+            c.max_grad_norm.is_some(),
+            self.config.max_grad_norm.is_some(),
+        )?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("lamb", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.check_arena(arena)?;
+        Ok(StateStore(Store::Set(&self.state)))
     }
 }

@@ -31,7 +31,7 @@ use crate::optim::{
 
 /// Hyperparameters of 8-bit Lion; `Default` gives lion-pytorch's defaults, blocks of 256 and 8-bit state
 /// for tensors of 4096 elements or more.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lion8bitConfig {
     /// (β1, β2), each in [0, 1): β1 mixes the update direction, β2 the stored momentum.
     pub betas: (f64, f64),
@@ -227,6 +227,14 @@ impl Optimizer for Lion8bit {
         self.kernel.footprint().state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
@@ -234,5 +242,63 @@ impl Optimizer for Lion8bit {
     /// The momentum in f32: dequantised for an 8-bit tensor.
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Lion8bit {
+    fn kind(&self) -> &'static str {
+        "lion8bit"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: Lion8bitConfig = crate::checkpoint::parse_config("lion8bit", config)?;
+        c.validate()?;
+        same("block_size", c.block_size, self.config.block_size)?;
+        same(
+            "min_quantized_numel",
+            c.min_quantized_numel,
+            self.config.min_quantized_numel,
+        )?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("lion8bit", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Blockwise(&self.kernel)))
+    }
+
+    fn skipped_blocks(&self) -> Result<Option<u64>> {
+        self.kernel.skipped_blocks().map(Some)
+    }
+
+    fn load_skipped_blocks(&self, blocks: u64) -> Result<()> {
+        self.kernel.set_skipped_blocks(blocks)
     }
 }

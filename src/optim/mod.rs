@@ -148,6 +148,19 @@ pub trait Optimizer {
         Ok(stats)
     }
 
+    /// The optimizer's checkpoint interface (kind, config, groups, state), for
+    /// [`Checkpoint`](crate::Checkpoint); `None` for an optimizer that cannot be checkpointed.
+    #[doc(hidden)]
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
+    /// The same interface, for restoring.
+    #[doc(hidden)]
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
     /// Steps taken so far.
     fn step_count(&self) -> u64;
 
@@ -340,4 +353,35 @@ impl Groups {
     pub fn iter(&self) -> impl Iterator<Item = &GroupConfig> {
         self.configs.iter()
     }
+
+    /// Every group's settings, in group order.
+    pub fn configs(&self) -> Vec<GroupConfig> {
+        self.configs.clone()
+    }
+
+    /// Checks a whole group table (as a checkpoint holds it) with the rules of [`Groups::set`], without
+    /// changing anything.
+    pub fn check_all(&self, configs: &[GroupConfig], knob: GroupKnob) -> Result<()> {
+        if configs.len() != self.configs.len() {
+            return Err(Error::UnknownGroup {
+                group: configs.len().max(self.configs.len()) as u32 - 1,
+                groups: self.configs.len() as u32,
+            });
+        }
+        let mut trial = self.clone();
+        for (g, config) in configs.iter().enumerate() {
+            trial.set(g as u32, *config, knob)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole table after [`Groups::check_all`] accepted it.
+    pub fn replace_all(&mut self, configs: &[GroupConfig], knob: GroupKnob) -> Result<()> {
+        self.check_all(configs, knob)?;
+        self.configs = configs.to_vec();
+        Ok(())
+    }
 }
+
+pub(crate) use blockwise8::Blockwise8;
+pub(crate) use elementwise::ElementwiseStep;

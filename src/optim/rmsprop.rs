@@ -27,7 +27,7 @@ use crate::optim::{GroupKnob, put_record};
 use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
 
 /// Hyperparameters of RMSprop; `Default` gives `torch.optim.RMSprop`'s.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RmspropConfig {
     /// α, the decay of the squared-gradient average, in [0, 1).
     pub alpha: f64,
@@ -234,6 +234,14 @@ impl Optimizer for Rmsprop {
         self.state.bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.state.names()
     }
@@ -241,5 +249,63 @@ impl Optimizer for Rmsprop {
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.check_arena(arena)?;
         self.state.read(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Rmsprop {
+    fn kind(&self) -> &'static str {
+        "rmsprop"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: RmspropConfig = crate::checkpoint::parse_config("rmsprop", config)?;
+        c.validate()?;
+        same(
+            "momentum (zero or not)",
+            c.momentum != 0.0,
+            self.config.momentum != 0.0,
+        )?;
+        same("centered", c.centered, self.config.centered)?;
+        same("maximize", c.maximize, self.config.maximize)?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("rmsprop", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(
+            groups,
+            GroupKnob::Momentum {
+                built_with: self.config.momentum,
+            },
+        )
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Momentum {
+            built_with: self.config.momentum,
+        };
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.check_arena(arena)?;
+        Ok(StateStore(Store::Set(&self.state)))
     }
 }

@@ -1,6 +1,7 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
 mod averaging;
+mod checkpoint;
 mod eightbit;
 mod errors;
 mod guard;
@@ -31,5 +32,6 @@ fn main() {
     tests.extend(guard::tests());
     tests.extend(averaging::tests());
     tests.extend(precision::tests());
+    tests.extend(checkpoint::tests());
     harness::run(tests)
 }
