@@ -10,7 +10,9 @@ struct AdagradGroup {
     weight_decay: f32,
     eps: f32,
     pad0: f32,
-    pad: array<vec4<f32>, 3>,
+    pad: array<f32, 11>,
+    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
+    skip: u32,
 }
 
 @group(0) @binding(2) var<storage, read> groups: array<AdagradGroup>;
@@ -20,6 +22,9 @@ struct AdagradGroup {
 
 @compute @workgroup_size(256)
 fn adagrad_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let e = locate(wg, lid);
     if (!e.valid) {
         return;

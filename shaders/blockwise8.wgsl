@@ -97,6 +97,11 @@ fn group_word(group: u32, k: u32) -> f32 {
     return bitcast<f32>(tables[MAP_WORDS + TENSOR_WORDS * arena_layout[0] + GROUP_WORDS * group + k]);
 }
 
+// Word 15 of the records, set in every group by a step guard that leaves this step out.
+fn step_skipped() -> bool {
+    return bitcast<u32>(group_word(0u, 15u)) != 0u;
+}
+
 fn load_maps(lid: u32) {
     for (var i = lid; i < MAP_WORDS; i += WG) {
         maps[i] = bitcast<f32>(tables[i]);

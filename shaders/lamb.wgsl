@@ -35,7 +35,9 @@ struct LambGroup {
     // 1 where the trust ratio applies: weight decay != 0, or always_adapt
     adapt: u32,
     max_grad_norm: f32,
-    pad: vec4<f32>,
+    pad: array<f32, 3>,
+    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
+    skip: u32,
 }
 
 @group(0) @binding(2) var<storage, read> groups: array<LambGroup>;
@@ -71,6 +73,9 @@ fn lamb_direction(m: f32, v: f32, p: f32, h: LambGroup) -> Direction {
 
 @compute @workgroup_size(256)
 fn lamb_moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let block = reduce_block_of(wg);
     if (block == BLOCK_NONE) {
         return;
@@ -105,6 +110,9 @@ fn lamb_moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 
 @compute @workgroup_size(256)
 fn lamb_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let e = locate(wg, lid);
     if (!e.valid) {
         return;

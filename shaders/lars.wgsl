@@ -26,7 +26,9 @@ struct LarsGroup {
     pad0: u32,
     pad1: u32,
     pad2: u32,
-    pad: vec4<f32>,
+    pad: array<f32, 3>,
+    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
+    skip: u32,
 }
 
 @group(0) @binding(2) var<storage, read> groups: array<LarsGroup>;
@@ -39,6 +41,9 @@ struct LarsGroup {
 
 @compute @workgroup_size(256)
 fn lars_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let block = reduce_block_of(wg);
     if (block == BLOCK_NONE) {
         return;
@@ -58,6 +63,9 @@ fn lars_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 
 @compute @workgroup_size(256)
 fn lars_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let e = locate(wg, lid);
     if (!e.valid) {
         return;

@@ -25,6 +25,9 @@ fn lion_hyper(group: u32) -> LionHyper {
 
 @compute @workgroup_size(64)
 fn lion8bit_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (step_skipped()) {
+        return;
+    }
     let u = find_unit(wg);
     if (lid == 0u) {
         unit_active = select(0u, 1u, u.live);

@@ -15,7 +15,9 @@ struct RmspropGroup {
     momentum: f32,
     pad0: f32,
     pad1: f32,
-    pad: array<vec4<f32>, 2>,
+    pad: array<f32, 7>,
+    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
+    skip: u32,
 }
 
 @group(0) @binding(2) var<storage, read> groups: array<RmspropGroup>;
@@ -28,6 +30,9 @@ struct RmspropGroup {
 
 @compute @workgroup_size(256)
 fn rmsprop_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (groups[0].skip != 0u) {
+        return;
+    }
     let e = locate(wg, lid);
     if (!e.valid) {
         return;

@@ -126,6 +126,49 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A step guard used with an optimizer other than the one it first stepped: its step counter on the GPU
+    /// belongs to that one.
+    #[error("this step guard belongs to another optimizer; build one guard per optimizer")]
+    GuardOptimizerMismatch,
+    /// 16-bit host data of one format handed to buffers that hold the other (f16 for bf16 or back).
+    #[error("tensor `{name}`: these 16-bit buffers hold {expected}, but {got} data was given")]
+    DtypeMismatch {
+        /// The tensor.
+        name: String,
+        /// The format the buffers hold.
+        expected: &'static str,
+        /// The format passed in.
+        got: &'static str,
+    },
+    /// A step guard asked to encode a step while the previous encoded one was not reported submitted.
+    #[error(
+        "call StepGuard::submitted after submitting an encoded guarded step, before encoding the next"
+    )]
+    GuardNotSubmitted,
+    /// A checkpoint that cannot be read or restored: a truncated or corrupted file, another format, another
+    /// optimizer, or a config this optimizer cannot take. Nothing live was changed.
+    #[error("checkpoint: {reason}")]
+    Checkpoint {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint whose tensor list or state does not match the arena, named by tensor. Nothing live was
+    /// changed.
+    #[error("checkpoint does not match the arena at tensor `{tensor}`: {reason}")]
+    CheckpointMismatch {
+        /// The tensor.
+        tensor: String,
+        /// The difference.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// A parameter group index at or above `ArenaBuilder::MAX_GROUPS`.
     #[error(
         "tensor `{name}`: parameter group {group} is out of range (groups are numbered below {limit})"

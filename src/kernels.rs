@@ -31,6 +31,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lamb.wgsl")
         ),
+        "guard" => concat!(
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/guard.wgsl")
+        ),
         "lars" => concat!(
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")
@@ -43,6 +47,8 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/blockwise8.wgsl"),
             include_str!("../shaders/lion8bit.wgsl")
         ),
+        "averaging" => include_str!("../shaders/averaging.wgsl"),
+        "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,
     })
 }

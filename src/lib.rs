@@ -22,19 +22,32 @@
 //! ```
 
 mod arena;
+mod averaging;
+mod checkpoint;
+mod decay_rule;
 mod error;
 mod gpu;
 mod grad;
+mod guard;
 mod kernels;
 pub mod model_shapes;
 pub mod optim;
 mod passes;
+mod precision;
 mod readback;
 
 pub use arena::{ArenaBuilder, ArenaPlan, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use averaging::{AveragedParams, AveragingMode};
+pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint, TensorEntry};
+#[doc(hidden)]
+pub use checkpoint::{OptimizerState, StateStore};
+pub use decay_rule::NoDecayRule;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use grad::{GradNorms, Norms};
+pub use guard::{GuardConfig, GuardReport, GuardState, LossScaleConfig, NormType, StepGuard};
+/// The `half` crate, whose `f16` and `bf16` types [`HalfParams`] uploads and downloads.
+pub use half;
 pub use kernels::BLOCK;
 pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,
@@ -44,5 +57,6 @@ pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig,
 pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizedState, StateFootprint,
 };
+pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

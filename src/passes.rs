@@ -193,13 +193,67 @@ impl StateSet {
             .collect();
         crate::readback::read_f32(arena.gpu(), &ranges)
     }
+
+    /// Uploads state `state` of tensor `tensor` bit for bit (a checkpoint being restored); staged on the
+    /// queue, so it lands before the next submission.
+    pub fn write(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        let slot =
+            self.names
+                .iter()
+                .position(|n| *n == state)
+                .ok_or_else(|| Error::UnknownState {
+                    state: state.to_string(),
+                    available: self.names.join(", "),
+                })?;
+        write_segments(arena, &self.buffers[slot], tensor, values)
+    }
+}
+
+/// Uploads one tensor's values into per-chunk buffers shaped like the arena (each segment at its chunk
+/// offset). Checks the length before anything is staged.
+pub(crate) fn write_segments(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    tensor: &str,
+    values: &[f32],
+) -> Result<()> {
+    arena.gpu().check()?;
+    let t = arena.tensor(tensor)?;
+    if values.len() as u64 != t.numel {
+        return Err(Error::LengthMismatch {
+            name: tensor.to_string(),
+            expected: t.numel as usize,
+            got: values.len(),
+        });
+    }
+    for s in &t.segments {
+        let start = s.tensor_offset as usize;
+        let end = start + s.len as usize;
+        arena.gpu().queue().write_buffer(
+            &buffers[s.chunk],
+            s.chunk_offset * 4,
+            bytemuck::cast_slice(&values[start..end]),
+        );
+    }
+    Ok(())
 }
 
 /// A small storage buffer bound where a kernel variant declares a buffer it never touches.
 pub(crate) fn placeholder(gpu: &Gpu) -> Result<wgpu::Buffer> {
+    placeholder_named(gpu, "unused binding")
+}
+
+/// A placeholder with its own label, for kernels that need several.
+pub(crate) fn placeholder_named(gpu: &Gpu, label: &'static str) -> Result<wgpu::Buffer> {
     gpu.scoped(|| {
         gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
+            label: Some(label),
             size: 256,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,

@@ -135,6 +135,7 @@ fn adamw_soak_against_the_reference() {
     let biases = GroupConfig {
         lr_scale: 0.5,
         weight_decay: Some(0.0),
+        ..GroupConfig::default()
     };
     opt.set_group(1, biases).expect("group");
     let reference = AdamWConfig::adamw();

@@ -98,7 +98,7 @@ def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str
     if sorted(back) != sorted(tensors):
         raise RuntimeError(f"{path}: tensors did not read back")
     for name, arr in tensors.items():
-        if not np.array_equal(back[name], arr.astype(np.float32)) or back[name].shape != arr.shape:
+        if not np.array_equal(back[name], arr.astype(np.float32), equal_nan=True) or back[name].shape != arr.shape:
             raise RuntimeError(f"{path}: {name} did not read back")
 
 

@@ -15,13 +15,12 @@
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
-use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
-};
+use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::{GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive};
+use crate::optim::{GroupKnob, put_record};
 
 /// Hyperparameters of Adagrad; `Default` gives `torch.optim.Adagrad`'s.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdagradConfig {
     /// δ: the learning rate at step t is lr / (1 + (t − 1)·δ); ≥ 0.
     pub lr_decay: f64,
@@ -62,7 +61,6 @@ pub struct Adagrad {
     groups: Groups,
     kernel: ElementwiseStep,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Adagrad {
@@ -84,7 +82,6 @@ impl Adagrad {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -97,20 +94,13 @@ impl Adagrad {
 
     /// Overrides the learning-rate scale and weight decay of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Plain)
     }
 }
 
 impl Optimizer for Adagrad {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let t = self.step + 1;
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
+        let t = step;
         for (g, group) in self.groups.iter().enumerate() {
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
@@ -134,12 +124,29 @@ impl Optimizer for Adagrad {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step = t;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
     }
 
     fn step_count(&self) -> u64 {
@@ -150,11 +157,64 @@ impl Optimizer for Adagrad {
         self.kernel.state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
 
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Adagrad {
+    fn kind(&self) -> &'static str {
+        "adagrad"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: AdagradConfig = crate::checkpoint::parse_config("adagrad", config)?;
+        c.validate()?;
+        same("maximize", c.maximize, self.config.maximize)?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("adagrad", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Plain)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Plain;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Elementwise(&self.kernel)))
     }
 }

@@ -18,15 +18,15 @@
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
+use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, GroupKnob, Groups, Optimizer, StepStats, check_non_negative, check_positive,
+    check_range, put_record,
 };
 
 /// Hyperparameters of Adam and AdamW. `AdamConfig::adamw()` (also `Default`) gives `torch.optim.AdamW`'s
 /// defaults; `AdamConfig::adam()` gives `torch.optim.Adam`'s.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
     /// (β1, β2), each in [0, 1).
     pub betas: (f64, f64),
@@ -85,7 +85,6 @@ pub struct Adam {
     groups: Groups,
     kernel: ElementwiseStep,
     step: u64,
-    records: Vec<u8>,
 }
 
 /// AdamW is Adam with decoupled weight decay: build it with `AdamConfig::adamw()`.
@@ -114,7 +113,6 @@ impl Adam {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -125,26 +123,18 @@ impl Adam {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Betas)
     }
 }
 
 impl Optimizer for Adam {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let t = self.step + 1;
-        let (beta1, beta2) = self.config.betas;
-        let bias_correction1 = 1.0 - beta1.powf(t as f64);
-        let bias_correction2 = 1.0 - beta2.powf(t as f64);
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
         for (g, group) in self.groups.iter().enumerate() {
+            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
+            let bias_correction1 = 1.0 - beta1.powf(step as f64);
+            let bias_correction2 = 1.0 - beta2.powf(step as f64);
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
             let f = |x: f64| (x as f32).to_bits();
@@ -166,12 +156,29 @@ impl Optimizer for Adam {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step = t;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
     }
 
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
@@ -190,11 +197,70 @@ impl Optimizer for Adam {
         self.kernel.state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
 
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Adam {
+    fn kind(&self) -> &'static str {
+        "adam"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: AdamConfig = crate::checkpoint::parse_config("adam", config)?;
+        c.validate()?;
+        same("amsgrad", c.amsgrad, self.config.amsgrad)?;
+        same(
+            "decoupled_weight_decay",
+            c.decoupled_weight_decay,
+            self.config.decoupled_weight_decay,
+        )?;
+        same("maximize", c.maximize, self.config.maximize)?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("adam", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Elementwise(&self.kernel)))
     }
 }

@@ -35,15 +35,14 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::optim::blockwise8::{Blockwise8, Moment, QuantizedState, StateFootprint};
-use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, GroupKnob, Groups, Optimizer, StepStats, check_non_negative, check_positive,
+    check_range, put_record,
 };
 
 /// Hyperparameters of 8-bit Adam and AdamW. `Adam8bitConfig::adamw()` (also `Default`) gives torchao's
 /// `AdamW8bit` defaults; `Adam8bitConfig::adam()` gives its `Adam8bit` defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Adam8bitConfig {
     /// (β1, β2), each in [0, 1).
     pub betas: (f64, f64),
@@ -104,7 +103,6 @@ pub struct Adam8bit {
     groups: Groups,
     kernel: Blockwise8,
     step: u64,
-    records: Vec<u8>,
 }
 
 /// AdamW8bit is Adam8bit with decoupled weight decay: build it with `Adam8bitConfig::adamw()`.
@@ -135,7 +133,6 @@ impl Adam8bit {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -146,9 +143,9 @@ impl Adam8bit {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Betas)
     }
 
     /// Resident state by kind, and the parameter counts it serves.
@@ -209,21 +206,13 @@ impl Adam8bit {
 }
 
 impl Optimizer for Adam8bit {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let t = self.step + 1;
-        let (beta1, beta2) = self.config.betas;
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
         // torchao holds the step in an f32 tensor and compiles `1 - beta**step` to f32 `pow` on an f32 beta.
-        let bias_correction = |beta: f64| 1.0f32 - ((beta as f32) as f64).powf(t as f64) as f32;
-        let bias_correction1 = bias_correction(beta1);
-        let bias_correction2_sqrt = bias_correction(beta2).sqrt();
+        let bias_correction = |beta: f64| 1.0f32 - ((beta as f32) as f64).powf(step as f64) as f32;
         for (g, group) in self.groups.iter().enumerate() {
+            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
+            let bias_correction1 = bias_correction(beta1);
+            let bias_correction2_sqrt = bias_correction(beta2).sqrt();
             // torchao's lr is an f32 tensor; `lr * weight_decay` is an f32 product.
             let lr = (lr * group.lr_scale) as f32;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay) as f32;
@@ -245,12 +234,29 @@ impl Optimizer for Adam8bit {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step = t;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
     }
 
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; later steps' bias corrections use the
@@ -269,6 +275,14 @@ impl Optimizer for Adam8bit {
         self.kernel.footprint().state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
@@ -276,5 +290,68 @@ impl Optimizer for Adam8bit {
     /// The moment in f32: dequantised for an 8-bit tensor.
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Adam8bit {
+    fn kind(&self) -> &'static str {
+        "adam8bit"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: Adam8bitConfig = crate::checkpoint::parse_config("adam8bit", config)?;
+        c.validate()?;
+        same(
+            "decoupled_weight_decay",
+            c.decoupled_weight_decay,
+            self.config.decoupled_weight_decay,
+        )?;
+        same("block_size", c.block_size, self.config.block_size)?;
+        same(
+            "min_quantized_numel",
+            c.min_quantized_numel,
+            self.config.min_quantized_numel,
+        )?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("adam8bit", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Blockwise(&self.kernel)))
+    }
+
+    fn skipped_blocks(&self) -> Result<Option<u64>> {
+        self.kernel.skipped_blocks().map(Some)
+    }
+
+    fn load_skipped_blocks(&self, blocks: u64) -> Result<()> {
+        self.kernel.set_skipped_blocks(blocks)
     }
 }

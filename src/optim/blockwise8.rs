@@ -22,8 +22,8 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::optim::GROUP_RECORD_BYTES;
 use crate::optim::StepStats;
-use crate::optim::elementwise::GROUP_RECORD_BYTES;
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
@@ -442,10 +442,13 @@ impl Blockwise8 {
     }
 
     /// Stages the group records and records one dispatch per chunk.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, records: &[u8]) -> StepStats {
-        self.gpu
-            .queue()
-            .write_buffer(&self.tables, self.group_offset, records);
+    /// The buffer the kernel reads the group records from, and their byte offset in it.
+    pub fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.tables, self.group_offset)
+    }
+
+    /// Records one dispatch per chunk; the group records are staged by the caller.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("8-bit optimizer step"),
             timestamp_writes: None,
@@ -458,7 +461,7 @@ impl Blockwise8 {
         StepStats {
             dispatches: self.bind_groups.len() as u32,
             submissions: 0,
-            buffer_writes: 1,
+            buffer_writes: 0,
         }
     }
 
@@ -735,6 +738,69 @@ impl Blockwise8 {
         self.gpu
             .queue()
             .write_buffer(&self.counter, 0, bytemuck::cast_slice(&[0u32; 2]));
+        Ok(())
+    }
+
+    /// The absmax count of a quantised tensor (blocks restart at chunk boundaries), `None` for a tensor that
+    /// keeps f32 state: what a checkpoint must hold for it.
+    pub fn quantized_blocks(&self, arena: &ParamArena, tensor: &str) -> Result<Option<u64>> {
+        let t = self.tensor(arena, tensor)?;
+        let bs = self.block_size as u64;
+        Ok(t.quantized
+            .then(|| t.segments.iter().map(|s| s.blocks(bs)).sum()))
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Loads the f32 state of a tensor below the quantisation threshold bit for bit (a checkpoint being
+    /// restored), without the value checks of [`Self::write_state`]: what was saved is what comes back.
+    pub fn write_f32_exact(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        let moment = self.moment(state)?;
+        let t = self.tensor(arena, tensor)?;
+        if t.quantized {
+            return Err(Error::InvalidStateData {
+                tensor: tensor.to_string(),
+                state: state.to_string(),
+                reason: "the tensor keeps 8-bit state; give its codes and absmax".into(),
+            });
+        }
+        let numel: u64 = t.segments.iter().map(|s| s.len).sum();
+        if values.len() as u64 != numel {
+            return Err(Error::LengthMismatch {
+                name: tensor.to_string(),
+                expected: numel as usize,
+                got: values.len(),
+            });
+        }
+        let mut writes = Vec::with_capacity(t.segments.len());
+        let mut at = 0usize;
+        for s in &t.segments {
+            let words = values[at..at + s.len as usize]
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            at += s.len as usize;
+            writes.push((s, words));
+        }
+        self.upload(moment, writes);
+        Ok(())
+    }
+
+    /// The skipped-block counter's new value (a checkpoint being restored).
+    pub fn set_skipped_blocks(&self, blocks: u64) -> Result<()> {
+        self.gpu.check()?;
+        let words = [blocks as u32, (blocks >> 32) as u32];
+        self.gpu
+            .queue()
+            .write_buffer(&self.counter, 0, bytemuck::cast_slice(&words));
         Ok(())
     }
 }

@@ -7,10 +7,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
-use crate::optim::StepStats;
-
-/// Bytes of one parameter group's record in the hyperparameter buffer (16 words, WGSL side included).
-pub(crate) const GROUP_RECORD_BYTES: usize = 64;
+use crate::optim::{StepStats, record_bytes};
 
 /// A compiled elementwise kernel bound to one arena, with the state it owns.
 pub(crate) struct ElementwiseStep {
@@ -55,7 +52,7 @@ impl ElementwiseStep {
             constants,
         };
         let kernel = gpu.kernels().get(&gpu, &spec)?;
-        let group_bytes = (arena.groups().max(1) as usize * GROUP_RECORD_BYTES) as u64;
+        let group_bytes = record_bytes(arena) as u64;
         let device = gpu.device();
         let (groups, state, placeholder) = gpu.scoped(|| {
             let groups = device.create_buffer(&wgpu::BufferDescriptor {
@@ -140,9 +137,13 @@ impl ElementwiseStep {
         self.gpu.check()
     }
 
-    /// Stages the group records and records one dispatch per chunk.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, records: &[u8]) -> StepStats {
-        self.gpu.queue().write_buffer(&self.groups, 0, records);
+    /// The buffer the kernel reads the group records from (at offset 0).
+    pub fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.groups, 0)
+    }
+
+    /// Records one dispatch per chunk; the group records are staged by the caller.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("optimizer step"),
             timestamp_writes: None,
@@ -155,7 +156,7 @@ impl ElementwiseStep {
         StepStats {
             dispatches: self.bind_groups.len() as u32,
             submissions: 0,
-            buffer_writes: 1,
+            buffer_writes: 0,
         }
     }
 
@@ -218,9 +219,25 @@ impl ElementwiseStep {
         }
         Ok(())
     }
-}
 
-/// Writes `words` into the 16-word record of one group.
-pub(crate) fn record(words: [u32; 16]) -> [u8; GROUP_RECORD_BYTES] {
-    bytemuck::cast(words)
+    /// Uploads state buffer `state` of tensor `tensor` bit for bit (a checkpoint being restored). The
+    /// writes are staged on the queue and land before the next submission.
+    pub fn write_state(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        self.check_arena(arena)?;
+        let slot = self
+            .state_names
+            .iter()
+            .position(|n| *n == state)
+            .ok_or_else(|| Error::UnknownState {
+                state: state.to_string(),
+                available: self.state_names.join(", "),
+            })?;
+        crate::passes::write_segments(arena, &self.state[slot], tensor, values)
+    }
 }

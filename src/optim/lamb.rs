@@ -32,15 +32,15 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::grad::{GradNorms, Lane, Reduction};
 use crate::kernels::Access;
-use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
+use crate::optim::GROUP_RECORD_BYTES;
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive, check_range,
 };
+use crate::optim::{GroupKnob, put_record};
 use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
 
 /// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LambConfig {
     /// (β1, β2), each in [0, 1).
     pub betas: (f64, f64),
@@ -105,7 +105,6 @@ pub struct Lamb {
     reduction: Reduction,
     apply: Stage,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Lamb {
@@ -146,7 +145,6 @@ impl Lamb {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             arena_id: arena.id(),
             gpu,
             state,
@@ -164,9 +162,9 @@ impl Lamb {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Betas)
     }
 
     /// The gradient norms computed for clipping in the last step (`None` without `max_grad_norm`): read the
@@ -184,23 +182,15 @@ impl Lamb {
 }
 
 impl Optimizer for Lamb {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.check_arena(arena)?;
-        check_lr(lr)?;
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
         let c = &self.config;
-        let t = self.step + 1;
-        let (beta1, beta2) = c.betas;
-        let (bias_correction1, bias_correction2) = if c.bias_correction {
-            (1.0 - beta1.powf(t as f64), 1.0 - beta2.powf(t as f64))
-        } else {
-            (1.0, 1.0)
-        };
         for (g, group) in self.groups.iter().enumerate() {
+            let (beta1, beta2) = group.betas.unwrap_or(c.betas);
+            let (bias_correction1, bias_correction2) = if c.bias_correction {
+                (1.0 - beta1.powf(step as f64), 1.0 - beta2.powf(step as f64))
+            } else {
+                (1.0, 1.0)
+            };
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(c.weight_decay);
             let adapt = wd != 0.0 || c.always_adapt;
@@ -223,12 +213,20 @@ impl Optimizer for Lamb {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        self.gpu
-            .queue()
-            .write_buffer(&self.group_buffer, 0, &self.records);
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.group_buffer, 0)
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.check_arena(arena)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("lamb step"),
             timestamp_writes: None,
@@ -240,12 +238,19 @@ impl Optimizer for Lamb {
         dispatches += self.moments.record(&mut pass);
         dispatches += self.reduction.record_finalize(&mut pass);
         dispatches += self.apply.record(&mut pass);
-        self.step = t;
         Ok(StepStats {
             dispatches,
             submissions: 0,
-            buffer_writes: 1,
+            buffer_writes: 0,
         })
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        Self::check_arena(self, arena)
     }
 
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
@@ -271,6 +276,14 @@ impl Optimizer for Lamb {
             + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.state.names()
     }
@@ -278,5 +291,65 @@ impl Optimizer for Lamb {
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.check_arena(arena)?;
         self.state.read(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Lamb {
+    fn kind(&self) -> &'static str {
+        "lamb"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: LambConfig = crate::checkpoint::parse_config("lamb", config)?;
+        c.validate()?;
+        same(
+            "decoupled_decay",
+            c.decoupled_decay,
+            self.config.decoupled_decay,
+        )?;
+        same(
+            "grad_averaging",
+            c.grad_averaging,
+            self.config.grad_averaging,
+        )?;
+        same("trust_clip", c.trust_clip, self.config.trust_clip)?;
+        same(
+            "max_grad_norm (set or not)",
+            c.max_grad_norm.is_some(),
+            self.config.max_grad_norm.is_some(),
+        )?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("lamb", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.check_arena(arena)?;
+        Ok(StateStore(Store::Set(&self.state)))
     }
 }

@@ -15,11 +15,12 @@
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
-use crate::optim::{GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative};
+use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::{GroupConfig, Groups, Optimizer, StepStats, check_non_negative};
+use crate::optim::{GroupKnob, put_record};
 
 /// Hyperparameters of Lion; `Default` gives lion-pytorch's.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LionConfig {
     /// (β1, β2), each in [0, 1]: β1 interpolates the update's direction, β2 the momentum.
     pub betas: (f64, f64),
@@ -61,7 +62,6 @@ pub struct Lion {
     groups: Groups,
     kernel: ElementwiseStep,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Lion {
@@ -72,7 +72,6 @@ impl Lion {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -83,23 +82,16 @@ impl Lion {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(group, config, GroupKnob::Betas)
     }
 }
 
 impl Optimizer for Lion {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let (beta1, beta2) = self.config.betas;
+    fn write_records(&self, lr: f64, _step: u64, out: &mut [u8]) {
         for (g, group) in self.groups.iter().enumerate() {
+            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
             let f = |x: f64| (x as f32).to_bits();
@@ -121,12 +113,29 @@ impl Optimizer for Lion {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step += 1;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
     }
 
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
@@ -148,11 +157,62 @@ impl Optimizer for Lion {
         self.kernel.state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
 
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Lion {
+    fn kind(&self) -> &'static str {
+        "lion"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        let _c: LionConfig = crate::checkpoint::parse_config("lion", config)?;
+        _c.validate()?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("lion", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(groups, GroupKnob::Betas)
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Betas;
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Elementwise(&self.kernel)))
     }
 }

@@ -39,13 +39,18 @@ pub struct StepStats {
     pub buffer_writes: u32,
 }
 
-/// Per-group settings that override the optimizer's config for the tensors registered in that group.
+/// Per-group settings that override the optimizer's config for the tensors registered in that group, as
+/// PyTorch's parameter groups do. An override the optimizer has no use for is refused, never ignored.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupConfig {
     /// Multiplies the learning rate passed to `step` (default 1).
     pub lr_scale: f64,
     /// Replaces the config's weight decay when set.
     pub weight_decay: Option<f64>,
+    /// Replaces the config's (β1, β2) when set: Adam, AdamW, Lion, LAMB and their 8-bit forms.
+    pub betas: Option<(f64, f64)>,
+    /// Replaces the config's momentum μ when set: SGD, LARS and RMSprop built with non-zero momentum.
+    pub momentum: Option<f64>,
 }
 
 impl Default for GroupConfig {
@@ -53,8 +58,31 @@ impl Default for GroupConfig {
         Self {
             lr_scale: 1.0,
             weight_decay: None,
+            betas: None,
+            momentum: None,
         }
     }
+}
+
+impl GroupConfig {
+    /// A group without weight decay (for biases and normalisation weights).
+    pub fn no_decay() -> Self {
+        Self {
+            weight_decay: Some(0.0),
+            ..Self::default()
+        }
+    }
+}
+
+/// Which per-group overrides an optimizer has a use for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GroupKnob {
+    /// β1 and β2.
+    Betas,
+    /// μ, for an optimizer built with this momentum (0 means its kernel keeps no momentum buffer).
+    Momentum { built_with: f64 },
+    /// Neither.
+    Plain,
 }
 
 /// The interface every optimizer of this crate offers.
@@ -67,7 +95,9 @@ pub trait Optimizer {
         arena: &ParamArena,
         lr: f64,
         encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats>;
+    ) -> Result<StepStats> {
+        encode_plain_step(self, arena, lr, encoder)
+    }
 
     /// Steps every tensor of `arena` with learning rate `lr`: one buffer write and one submission, whatever
     /// the number of tensors. Nothing is read back.
@@ -118,6 +148,19 @@ pub trait Optimizer {
         Ok(stats)
     }
 
+    /// The optimizer's checkpoint interface (kind, config, groups, state), for
+    /// [`Checkpoint`](crate::Checkpoint); `None` for an optimizer that cannot be checkpointed.
+    #[doc(hidden)]
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
+    /// The same interface, for restoring.
+    #[doc(hidden)]
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        None
+    }
+
     /// Steps taken so far.
     fn step_count(&self) -> u64;
 
@@ -129,6 +172,66 @@ pub trait Optimizer {
 
     /// Downloads one state buffer of one tensor (for inspection and checkpoints; waits for the GPU).
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>>;
+
+    /// Writes the group records of step `step` (1 for the first) with learning rate `lr` into `out`, one
+    /// [`GROUP_RECORD_BYTES`] record per parameter group. Word 15 of every record stays 0: it is the skip flag
+    /// a [`crate::StepGuard`] sets to drop a step on the GPU.
+    #[doc(hidden)]
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]);
+
+    /// The GPU buffer the kernels read the group records from, and the byte offset of the first record.
+    #[doc(hidden)]
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64);
+
+    /// Records the step's dispatches into `encoder` (records and step count untouched), after checking that
+    /// `arena` is the one the optimizer was built for.
+    #[doc(hidden)]
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats>;
+
+    /// Sets the number of steps taken (checkpoints and the step guard, which counts steps on the GPU).
+    #[doc(hidden)]
+    fn set_step_count(&mut self, step: u64);
+
+    /// Refuses an arena other than the one the optimizer was built for, and a lost device.
+    #[doc(hidden)]
+    fn check_arena(&self, arena: &ParamArena) -> Result<()>;
+}
+
+/// Bytes of one parameter group's record in the hyperparameter buffer (16 words, WGSL side included).
+pub const GROUP_RECORD_BYTES: usize = 64;
+
+/// Bytes of the group records of `arena`: one record per group, and one for an arena without groups.
+pub(crate) fn record_bytes(arena: &ParamArena) -> usize {
+    arena.groups().max(1) as usize * GROUP_RECORD_BYTES
+}
+
+/// Writes `words` into the record of group `group` in `out`.
+pub(crate) fn put_record(out: &mut [u8], group: usize, words: [u32; 16]) {
+    let at = group * GROUP_RECORD_BYTES;
+    out[at..at + GROUP_RECORD_BYTES].copy_from_slice(bytemuck::bytes_of(&words));
+}
+
+/// Stages the group records of step `step` and records the dispatches: the whole of a plain step.
+pub(crate) fn encode_plain_step<O: Optimizer + ?Sized>(
+    optimizer: &mut O,
+    arena: &ParamArena,
+    lr: f64,
+    encoder: &mut wgpu::CommandEncoder,
+) -> Result<StepStats> {
+    check_lr(lr)?;
+    let mut stats = optimizer.encode_dispatches(arena, encoder)?;
+    let t = optimizer.step_count() + 1;
+    let mut records = vec![0u8; record_bytes(arena)];
+    optimizer.write_records(lr, t, &mut records);
+    let (buffer, offset) = optimizer.record_buffer();
+    arena.gpu().queue().write_buffer(buffer, offset, &records);
+    stats.buffer_writes += 1;
+    optimizer.set_step_count(t);
+    Ok(stats)
 }
 
 /// The learning rate for a step: finite and not negative.
@@ -205,7 +308,9 @@ impl Groups {
         }
     }
 
-    pub fn set(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+    /// Accepts `config` for `group` after checking every value and that the optimizer (described by `knob`)
+    /// has a use for each override.
+    pub fn set(&mut self, group: u32, config: GroupConfig, knob: GroupKnob) -> Result<()> {
         let groups = self.configs.len() as u32;
         if group >= groups {
             return Err(Error::UnknownGroup { group, groups });
@@ -214,6 +319,33 @@ impl Groups {
         if let Some(wd) = config.weight_decay {
             check_non_negative("weight_decay", wd)?;
         }
+        match (config.betas, knob) {
+            (Some((b1, b2)), GroupKnob::Betas) => {
+                check_range("betas.0", b1, 0.0, 1.0)?;
+                check_range("betas.1", b2, 0.0, 1.0)?;
+            }
+            (Some((b1, _)), _) => {
+                return Err(Error::InvalidHyperparameter {
+                    name: "betas",
+                    value: b1,
+                    rule: "this optimizer has no betas for a group to override",
+                });
+            }
+            (None, _) => {}
+        }
+        match (config.momentum, knob) {
+            (Some(m), GroupKnob::Momentum { built_with }) => {
+                check_scheduled_momentum(built_with, m)?
+            }
+            (Some(m), _) => {
+                return Err(Error::InvalidHyperparameter {
+                    name: "momentum",
+                    value: m,
+                    rule: "this optimizer has no momentum for a group to override",
+                });
+            }
+            (None, _) => {}
+        }
         self.configs[group as usize] = config;
         Ok(())
     }
@@ -221,4 +353,35 @@ impl Groups {
     pub fn iter(&self) -> impl Iterator<Item = &GroupConfig> {
         self.configs.iter()
     }
+
+    /// Every group's settings, in group order.
+    pub fn configs(&self) -> Vec<GroupConfig> {
+        self.configs.clone()
+    }
+
+    /// Checks a whole group table (as a checkpoint holds it) with the rules of [`Groups::set`], without
+    /// changing anything.
+    pub fn check_all(&self, configs: &[GroupConfig], knob: GroupKnob) -> Result<()> {
+        if configs.len() != self.configs.len() {
+            return Err(Error::UnknownGroup {
+                group: configs.len().max(self.configs.len()) as u32 - 1,
+                groups: self.configs.len() as u32,
+            });
+        }
+        let mut trial = self.clone();
+        for (g, config) in configs.iter().enumerate() {
+            trial.set(g as u32, *config, knob)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole table after [`Groups::check_all`] accepted it.
+    pub fn replace_all(&mut self, configs: &[GroupConfig], knob: GroupKnob) -> Result<()> {
+        self.check_all(configs, knob)?;
+        self.configs = configs.to_vec();
+        Ok(())
+    }
 }
+
+pub(crate) use blockwise8::Blockwise8;
+pub(crate) use elementwise::ElementwiseStep;

@@ -19,15 +19,15 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::Access;
-use crate::optim::elementwise::{GROUP_RECORD_BYTES, record};
+use crate::optim::GROUP_RECORD_BYTES;
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive, check_range,
 };
+use crate::optim::{GroupKnob, put_record};
 use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
 
 /// Hyperparameters of RMSprop; `Default` gives `torch.optim.RMSprop`'s.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RmspropConfig {
     /// α, the decay of the squared-gradient average, in [0, 1).
     pub alpha: f64,
@@ -75,7 +75,6 @@ pub struct Rmsprop {
     group_buffer: wgpu::Buffer,
     stage: Stage,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Rmsprop {
@@ -121,7 +120,6 @@ impl Rmsprop {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             arena_id: arena.id(),
             gpu,
             state,
@@ -136,9 +134,16 @@ impl Rmsprop {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
+    /// when built with non-zero momentum).
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(
+            group,
+            config,
+            GroupKnob::Momentum {
+                built_with: self.config.momentum,
+            },
+        )
     }
 
     fn check_arena(&self, arena: &ParamArena) -> Result<()> {
@@ -150,14 +155,7 @@ impl Rmsprop {
 }
 
 impl Optimizer for Rmsprop {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.check_arena(arena)?;
-        check_lr(lr)?;
+    fn write_records(&self, lr: f64, _step: u64, out: &mut [u8]) {
         let c = &self.config;
         for (g, group) in self.groups.iter().enumerate() {
             let lr = lr * group.lr_scale;
@@ -169,7 +167,7 @@ impl Optimizer for Rmsprop {
                 f(1.0 - c.alpha),
                 f(c.eps),
                 f(wd),
-                f(c.momentum),
+                f(group.momentum.unwrap_or(c.momentum)),
                 0,
                 0,
                 0,
@@ -181,23 +179,38 @@ impl Optimizer for Rmsprop {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        self.gpu
-            .queue()
-            .write_buffer(&self.group_buffer, 0, &self.records);
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.group_buffer, 0)
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.check_arena(arena)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("rmsprop step"),
             timestamp_writes: None,
         });
         let dispatches = self.stage.record(&mut pass);
-        self.step += 1;
         Ok(StepStats {
             dispatches,
             submissions: 0,
-            buffer_writes: 1,
+            buffer_writes: 0,
         })
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        Self::check_arena(self, arena)
     }
 
     /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
@@ -221,6 +234,14 @@ impl Optimizer for Rmsprop {
         self.state.bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.state.names()
     }
@@ -228,5 +249,63 @@ impl Optimizer for Rmsprop {
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.check_arena(arena)?;
         self.state.read(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Rmsprop {
+    fn kind(&self) -> &'static str {
+        "rmsprop"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: RmspropConfig = crate::checkpoint::parse_config("rmsprop", config)?;
+        c.validate()?;
+        same(
+            "momentum (zero or not)",
+            c.momentum != 0.0,
+            self.config.momentum != 0.0,
+        )?;
+        same("centered", c.centered, self.config.centered)?;
+        same("maximize", c.maximize, self.config.maximize)?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("rmsprop", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(
+            groups,
+            GroupKnob::Momentum {
+                built_with: self.config.momentum,
+            },
+        )
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Momentum {
+            built_with: self.config.momentum,
+        };
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.check_arena(arena)?;
+        Ok(StateStore(Store::Set(&self.state)))
     }
 }

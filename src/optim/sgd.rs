@@ -14,14 +14,15 @@
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::optim::elementwise::{ElementwiseStep, GROUP_RECORD_BYTES, record};
+use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_lr, check_non_negative, check_range,
+    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_range,
     check_scheduled_momentum,
 };
+use crate::optim::{GroupKnob, put_record};
 
 /// Hyperparameters of SGD; `Default` gives `torch.optim.SGD`'s.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
     /// μ, in [0, 1).
     pub momentum: f64,
@@ -57,7 +58,6 @@ pub struct Sgd {
     groups: Groups,
     kernel: ElementwiseStep,
     step: u64,
-    records: Vec<u8>,
 }
 
 impl Sgd {
@@ -81,7 +81,6 @@ impl Sgd {
         Ok(Self {
             config,
             groups: Groups::new(arena),
-            records: vec![0; arena.groups().max(1) as usize * GROUP_RECORD_BYTES],
             kernel,
             step: 0,
         })
@@ -92,22 +91,22 @@ impl Sgd {
         &self.config
     }
 
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
+    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
+    /// when built with non-zero momentum).
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config)
+        self.groups.set(
+            group,
+            config,
+            GroupKnob::Momentum {
+                built_with: self.config.momentum,
+            },
+        )
     }
 }
 
 impl Optimizer for Sgd {
-    fn encode_step(
-        &mut self,
-        arena: &ParamArena,
-        lr: f64,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        check_lr(lr)?;
-        let first = self.step == 0;
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
+        let first = step == 1;
         for (g, group) in self.groups.iter().enumerate() {
             let lr = lr * group.lr_scale;
             let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
@@ -115,7 +114,7 @@ impl Optimizer for Sgd {
             let words = [
                 f(-lr),
                 f(wd),
-                f(self.config.momentum),
+                f(group.momentum.unwrap_or(self.config.momentum)),
                 f(1.0 - self.config.dampening),
                 first as u32,
                 0,
@@ -130,12 +129,29 @@ impl Optimizer for Sgd {
                 0,
                 0,
             ];
-            let at = g * GROUP_RECORD_BYTES;
-            self.records[at..at + GROUP_RECORD_BYTES].copy_from_slice(&record(words));
+            put_record(out, g, words);
         }
-        let stats = self.kernel.encode(encoder, &self.records);
-        self.step += 1;
-        Ok(stats)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.kernel.record_buffer()
+    }
+
+    fn encode_dispatches(
+        &self,
+        arena: &ParamArena,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.kernel.check_arena(arena)?;
+        Ok(self.kernel.encode(encoder))
+    }
+
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.kernel.check_arena(arena)
     }
 
     /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
@@ -159,11 +175,77 @@ impl Optimizer for Sgd {
         self.kernel.state_bytes()
     }
 
+    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
+    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
+        Some(self)
+    }
+
     fn state_names(&self) -> Vec<&'static str> {
         self.kernel.state_names()
     }
 
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
         self.kernel.read_state(arena, state, tensor)
+    }
+}
+
+/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
+/// state layout must match the live optimizer's, the others are taken from the checkpoint.
+impl crate::checkpoint::OptimizerState for Sgd {
+    fn kind(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn config_value(&self) -> Result<serde_json::Value> {
+        crate::checkpoint::to_config(&self.config)
+    }
+
+    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
+        use crate::checkpoint::same;
+        let c: SgdConfig = crate::checkpoint::parse_config("sgd", config)?;
+        c.validate()?;
+        same(
+            "momentum (zero or not)",
+            c.momentum != 0.0,
+            self.config.momentum != 0.0,
+        )?;
+        same("nesterov", c.nesterov, self.config.nesterov)?;
+        same("maximize", c.maximize, self.config.maximize)?;
+        Ok(())
+    }
+
+    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
+        self.check_config(config)?;
+        self.config = crate::checkpoint::parse_config("sgd", config)?;
+        Ok(())
+    }
+
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.groups.configs()
+    }
+
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
+        self.groups.check_all(
+            groups,
+            GroupKnob::Momentum {
+                built_with: self.config.momentum,
+            },
+        )
+    }
+
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
+        let knob = GroupKnob::Momentum {
+            built_with: self.config.momentum,
+        };
+        self.groups.replace_all(groups, knob)
+    }
+
+    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
+        use crate::checkpoint::{StateStore, Store};
+        self.kernel.check_arena(arena)?;
+        Ok(StateStore(Store::Elementwise(&self.kernel)))
     }
 }

@@ -50,6 +50,7 @@ fn group_override() -> GroupConfig {
     GroupConfig {
         lr_scale: 0.5,
         weight_decay: Some(0.05),
+        ..GroupConfig::default()
     }
 }
 

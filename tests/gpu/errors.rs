@@ -32,6 +32,14 @@ pub fn tests() -> Vec<GpuTest> {
         ),
         test("missing_adapter_is_an_error", missing_adapter_is_an_error),
         test(
+            "guard_with_another_optimizer_changes_nothing",
+            guard_with_another_optimizer_changes_nothing,
+        ),
+        test(
+            "checkpoint_file_errors_change_nothing",
+            checkpoint_file_errors_change_nothing,
+        ),
+        test(
             "every_error_variant_has_a_test",
             every_error_variant_has_a_test,
         ),
@@ -76,6 +84,7 @@ fn bad_step_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
     let negative = GroupConfig {
         lr_scale: -1.0,
         weight_decay: None,
+        ..GroupConfig::default()
     };
     expect("negative lr scale", opt.set_group(0, negative), |e| {
         matches!(
@@ -505,6 +514,96 @@ fn missing_adapter_is_an_error(gpu: &Gpu) -> Result<(), String> {
     unchanged("after a missing adapter", &before, &arena, &opt)
 }
 
+/// A loss-scaling guard that stepped one optimizer refuses another (its step counter on the GPU is the
+/// first one's): both optimizers, the arena and the guard's own state are as before, and the guard goes on
+/// stepping its optimizer.
+fn guard_with_another_optimizer_changes_nothing(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim::{GuardConfig, LossScaleConfig, StepGuard};
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    let mut guard = StepGuard::new(
+        &arena,
+        GuardConfig {
+            loss_scale: Some(LossScaleConfig::default()),
+            ..GuardConfig::default()
+        },
+    )
+    .map_err(err)?;
+    for step in 1..=2 {
+        crate::util::write_grads(&arena, step)?;
+        guard.step(&mut opt, &arena, 1e-3).map_err(err)?;
+    }
+    gpu.wait().map_err(err)?;
+    let mut sgd = Sgd::new(
+        &arena,
+        SgdConfig {
+            momentum: 0.9,
+            ..Default::default()
+        },
+    )
+    .map_err(err)?;
+    let before = snapshot(&arena, &opt)?;
+    let sgd_before = state(&arena, &sgd)?;
+    let guard_before = format!("{:?}", guard.state().map_err(err)?);
+    expect(
+        "second optimizer",
+        guard.step(&mut sgd, &arena, 1e-3),
+        |e| matches!(e, Error::GuardOptimizerMismatch),
+    )?;
+    unchanged("after the refused guarded step", &before, &arena, &opt)?;
+    same_bits(
+        "other optimizer's state",
+        &sgd_before,
+        &state(&arena, &sgd)?,
+    )?;
+    if sgd.step_count() != 0 {
+        return Err(format!("the other optimizer moved to {}", sgd.step_count()));
+    }
+    let guard_after = format!("{:?}", guard.state().map_err(err)?);
+    if guard_after != guard_before {
+        return Err(format!("guard state {guard_before} became {guard_after}"));
+    }
+    guard.step(&mut opt, &arena, 1e-3).map_err(err)?;
+    gpu.wait().map_err(err)?;
+    if opt.step_count() != before.2 + 1 {
+        return Err(format!(
+            "step count {} after one more step",
+            opt.step_count()
+        ));
+    }
+    Ok(())
+}
+
+/// Saving into a directory that does not exist and loading a file that does not exist are `Error::Io`,
+/// naming the path; the live run is untouched and nothing is left behind.
+fn checkpoint_file_errors_change_nothing(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim::Checkpoint;
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    run(&arena, &mut opt, 2)?;
+    let before = snapshot(&arena, &opt)?;
+    let dir = std::env::temp_dir().join(format!(
+        "wgoptim-no-such-dir-{}-{}",
+        std::process::id(),
+        gpu.info().backend
+    ));
+    let path = dir.join("run.ckpt");
+    let ckpt = Checkpoint::capture(&arena, &opt).map_err(err)?;
+    match ckpt.save(&path) {
+        Err(Error::Io { path: p, .. }) if p.starts_with(&dir) => {}
+        other => return Err(format!("save into a missing directory: {other:?}")),
+    }
+    match Checkpoint::load(&path) {
+        Err(Error::Io { path: p, .. }) if p == path => {}
+        Err(e) => return Err(format!("load of a missing file: unexpected {e:?}")),
+        Ok(_) => return Err("loaded a file that does not exist".into()),
+    }
+    if dir.exists() {
+        return Err(format!("{} was created", dir.display()));
+    }
+    unchanged("after refused checkpoint files", &before, &arena, &opt)
+}
+
 /// The test that drives each variant of `Error` through the public API and checks that nothing changed,
 /// or why none can. The match has no wildcard, so a new variant does not compile until it is listed here.
 fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
@@ -534,6 +633,14 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         }
         Error::Schedule(_) => "bad_step_input_changes_nothing",
         Error::InvalidStateData { .. } => "eightbit_bad_input_is_refused",
+        Error::GuardOptimizerMismatch => "guard_with_another_optimizer_changes_nothing",
+        // The refused encode is followed by steps bit-identical to a run that never made it.
+        Error::GuardNotSubmitted => "guard_encode_with_half_params",
+        Error::DtypeMismatch { .. } => "mixed_precision_bad_input_changes_nothing",
+        // Checkpoint contents are the checkpoint tests' (each compares the live run before and after).
+        Error::Checkpoint { .. } => "checkpoint_truncated_or_corrupted_is_refused",
+        Error::CheckpointMismatch { .. } => "checkpoint_of_another_tensor_list_names_the_tensor",
+        Error::Io { .. } => "checkpoint_file_errors_change_nothing",
     })
 }
 
@@ -598,12 +705,33 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
             group: 0,
             limit: 0,
         },
+        Error::GuardOptimizerMismatch,
+        Error::GuardNotSubmitted,
+        Error::DtypeMismatch {
+            name: String::new(),
+            expected: "",
+            got: "",
+        },
+        Error::Checkpoint {
+            reason: String::new(),
+        },
+        Error::CheckpointMismatch {
+            tensor: String::new(),
+            reason: String::new(),
+        },
+        Error::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(""),
+        },
     ];
     let registered: Vec<&str> = crate::errors::tests()
         .into_iter()
         .chain(crate::reliability::tests())
         .chain(crate::scheduled::tests())
         .chain(crate::eightbit::tests())
+        .chain(crate::guard::tests())
+        .chain(crate::precision::tests())
+        .chain(crate::checkpoint::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

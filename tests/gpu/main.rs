@@ -1,10 +1,14 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod averaging;
+mod checkpoint;
 mod determinism;
 mod eightbit;
 mod errors;
+mod guard;
 mod harness;
 mod lr_finder;
+mod precision;
 mod reductions;
 mod reference_optim;
 mod reliability;
@@ -26,6 +30,10 @@ fn main() {
     tests.extend(lr_finder::tests());
     tests.extend(torchao_8bit::tests());
     tests.extend(eightbit::tests());
+    tests.extend(guard::tests());
+    tests.extend(averaging::tests());
+    tests.extend(precision::tests());
+    tests.extend(checkpoint::tests());
     tests.extend(determinism::tests());
     harness::run(tests)
 }

@@ -109,6 +109,7 @@ fn optimizer(arena: &ParamArena, case: &TorchCase) -> Result<Box<dyn Optimizer>,
         .map(|g| GroupConfig {
             lr_scale: g.lr_scale,
             weight_decay: Some(g.weight_decay),
+            ..GroupConfig::default()
         })
         .collect();
     macro_rules! with_groups {

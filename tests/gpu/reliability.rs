@@ -44,6 +44,11 @@ fn shared_types_are_send_and_sync() {
     check::<ArenaBuilder>();
     check::<wgoptim::ArenaPlan>();
     check::<wgoptim::TensorInfo>();
+    check::<wgoptim::StepGuard>();
+    check::<wgoptim::Checkpoint>();
+    check::<wgoptim::AveragedParams>();
+    check::<wgoptim::HalfParams>();
+    check::<wgoptim::NoDecayRule>();
 }
 
 /// `ParamArena` is `Sync`, and engines upload gradients and read parameters from several threads at once.

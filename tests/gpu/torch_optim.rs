@@ -71,6 +71,7 @@ fn optimizer(arena: &wgoptim::ParamArena, case: &TorchCase) -> Result<Box<dyn Op
                 let group = GroupConfig {
                     lr_scale: spec.lr_scale,
                     weight_decay: Some(spec.weight_decay),
+                    ..GroupConfig::default()
                 };
                 opt.set_group(g as u32, group).map_err(err)?;
             }
@@ -89,6 +90,7 @@ fn optimizer(arena: &wgoptim::ParamArena, case: &TorchCase) -> Result<Box<dyn Op
                 let group = GroupConfig {
                     lr_scale: spec.lr_scale,
                     weight_decay: Some(spec.weight_decay),
+                    ..GroupConfig::default()
                 };
                 opt.set_group(g as u32, group).map_err(err)?;
             }

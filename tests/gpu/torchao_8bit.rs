@@ -170,6 +170,7 @@ fn setup(
                 let group = GroupConfig {
                     lr_scale: spec.lr_scale,
                     weight_decay: Some(spec.weight_decay),
+                    ..GroupConfig::default()
                 };
                 opt.set_group(g as u32, group).map_err(err)?;
             }
@@ -190,6 +191,7 @@ fn setup(
                 let group = GroupConfig {
                     lr_scale: spec.lr_scale,
                     weight_decay: Some(spec.weight_decay),
+                    ..GroupConfig::default()
                 };
                 opt.set_group(g as u32, group).map_err(err)?;
             }

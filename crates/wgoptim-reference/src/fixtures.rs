@@ -282,8 +282,9 @@ pub fn case_names() -> Vec<String> {
     names
 }
 
-/// A safetensors file read into memory, with its path for error messages.
-struct File {
+/// A safetensors fixture read into memory, with its path for error messages: f32 tensors by name, and
+/// JSON values in the header's metadata.
+pub struct File {
     path: PathBuf,
     bytes: Vec<u8>,
     header: Metadata,
@@ -293,7 +294,7 @@ struct File {
 }
 
 impl File {
-    fn read(path: &Path) -> Result<Self, String> {
+    pub fn read(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Validates the header and that the data offsets fit the file.
         let (header_len, header) =
@@ -312,23 +313,23 @@ impl File {
         format!("{}: {msg}", self.path.display())
     }
 
-    fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         self.header.tensors().into_keys().collect()
     }
 
-    fn meta(&self, key: &str) -> Result<&str, String> {
+    pub fn meta(&self, key: &str) -> Result<&str, String> {
         self.meta
             .get(key)
             .map(String::as_str)
             .ok_or_else(|| self.err(format!("no metadata {key:?}")))
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, String> {
+    pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, String> {
         serde_json::from_str(self.meta(key)?)
             .map_err(|e| self.err(format!("metadata {key:?}: {e}")))
     }
 
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
         let info = self
             .header
             .info(name)

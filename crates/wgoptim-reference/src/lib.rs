@@ -24,11 +24,16 @@
 //!   in `tests/fixtures/torchao_8bit`.
 //! - [`fixtures`]: loads the committed PyTorch golden fixtures in
 //!   `tests/fixtures/torch_optim`.
+//! - [`averaging`]: EMA and SWA weight averaging as torch's `AveragedModel`,
+//!   with the loader of the fixtures in `tests/fixtures/averaging`.
+//! - [`precision`]: the loader of the mixed-precision fixtures in
+//!   `tests/fixtures/mixed_precision`.
 //! - [`compare`]: error measures and a closeness assertion that names the worst
 //!   element.
 
 pub mod adagrad;
 pub mod adamw;
+pub mod averaging;
 pub mod compare;
 pub mod eightbit;
 pub mod fixtures;
@@ -36,8 +41,10 @@ pub mod lamb;
 pub mod lars;
 pub mod lion;
 pub mod ops;
+pub mod precision;
 pub mod rmsprop;
 pub mod sgd;
+mod st_file;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
 

@@ -1,0 +1,198 @@
+// The step guard: what runs on the gradients before an optimizer, in the same submission (see src/guard.rs).
+//
+// `guard_partials` reduces the gradients as the optimizer will see them (unscaled, accumulation-scaled) into
+// per-block partials: lane x the sum of squares, lane y the largest magnitude, +inf when any element is not
+// finite. After the shared finalize passes, `guard_control` (one workgroup) turns the totals into this step's
+// clip coefficient and overflow flag, updates the loss scale, and, when the guard owns the step counter,
+// copies the group records of the step the GPU is really at into the optimizer's record buffer with the skip
+// word set on overflow. `guard_apply` then rewrites the gradients in place, as PyTorch's `unscale_`,
+// `clip_grad_norm_` and `clip_grad_value_` do, one multiplication at a time so the rounding matches.
+
+override LOSS_SCALING: bool = false;
+override GRAD_SCALE: bool = false;
+override CLIP_NORM: bool = false;
+override NORM_INF: bool = false;
+override CLIP_VALUE: bool = false;
+// The guard counts steps on the GPU and selects the group records (needed once a step can be skipped).
+override GATE: bool = false;
+
+struct GuardParams {
+    max_norm: f32,
+    grad_scale: f32,
+    clip_value: f32,
+    growth_factor: f32,
+    backoff_factor: f32,
+    growth_interval: u32,
+    // Step number (low 32 bits) of the first candidate record set in `table`.
+    table_base: u32,
+    table_len: u32,
+    // Words of one candidate record set: 16 per parameter group.
+    record_words: u32,
+    // Word offset of the group records inside the optimizer's record buffer.
+    record_offset: u32,
+    // +inf, supplied by the host because WGSL has no infinite literal.
+    inf_bits: u32,
+    pad: u32,
+}
+
+// Words of the control buffer, which lives on the GPU for the guard's lifetime.
+const SCALE: u32 = 0u;
+const TRACKER: u32 = 1u;
+const TAKEN: u32 = 2u;
+const SKIPPED: u32 = 3u;
+const FOUND_INF: u32 = 4u;
+const NORM: u32 = 5u;
+const COEF: u32 = 6u;
+const INV_SCALE: u32 = 7u;
+const SUBMITTED: u32 = 8u;
+const STALE: u32 = 9u;
+
+const RECORD_WORDS: u32 = 16u;
+const SKIP_WORD: u32 = 15u;
+const CONTROL_THREADS: u32 = 64u;
+
+@group(0) @binding(2) var<storage, read_write> reduction: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> control: array<u32>;
+@group(0) @binding(5) var<uniform> params: GuardParams;
+@group(0) @binding(6) var<storage, read> table: array<u32>;
+@group(0) @binding(7) var<storage, read_write> records: array<u32>;
+
+// Bit tests rather than comparisons, which an implementation may fold away on the assumption that no value is
+// infinite or NaN.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// The gradient as the optimizer will receive it, before clipping. The reciprocal is recomputed by every kernel
+// from the same scale with the same expression, so all of them use the same value.
+fn unscaled(g: f32) -> f32 {
+    var u = g;
+    if (LOSS_SCALING) {
+        u = u * (1.0 / bitcast<f32>(control[SCALE]));
+    }
+    if (GRAD_SCALE) {
+        u = u * params.grad_scale;
+    }
+    return u;
+}
+
+@compute @workgroup_size(256)
+fn guard_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let block = reduce_block_of(wg);
+    if (block == BLOCK_NONE) {
+        return;
+    }
+    let e = locate(wg, lid);
+    var value = vec2<f32>(0.0);
+    if (e.valid) {
+        let g = grad[e.index];
+        let u = unscaled(g);
+        var magnitude = abs(u);
+        if (!is_finite(g) || !is_finite(u)) {
+            magnitude = bitcast<f32>(params.inf_bits);
+        }
+        value = vec2<f32>(u * u, magnitude);
+    }
+    let r = reduce_workgroup(lid, value);
+    if (lid == 0u) {
+        reduction[reduce_partial_index(block)] = r;
+    }
+}
+
+@compute @workgroup_size(64)
+fn guard_control(@builtin(local_invocation_index) lid: u32) {
+    let total = reduction[0];
+    let scale = bitcast<f32>(control[SCALE]);
+    var found_inf = false;
+    if (LOSS_SCALING) {
+        found_inf = !is_finite(total.y);
+    }
+    var norm = sqrt(total.x);
+    if (NORM_INF) {
+        norm = total.y;
+    }
+    // torch: clip_coef = max_norm / (total_norm + 1e-6), where a Python number divided by a tensor is the
+    // tensor's reciprocal times the number; then clamped to at most 1.
+    var coef = 1.0;
+    if (CLIP_NORM) {
+        coef = min((1.0 / (norm + 1e-6)) * params.max_norm, 1.0);
+    }
+    let taken = control[TAKEN];
+    let next = taken + 1u;
+    // Wraps to a huge value when the step lies before the table, which counts as outside it.
+    let entry = next - params.table_base;
+    let stale = GATE && entry >= params.table_len;
+    let skip = found_inf || stale;
+    if (GATE) {
+        for (var w = lid; w < params.record_words; w += CONTROL_THREADS) {
+            var word = 0u;
+            if (!stale) {
+                word = table[entry * params.record_words + w];
+            }
+            if (w % RECORD_WORDS == SKIP_WORD) {
+                word = u32(skip);
+            }
+            records[params.record_offset + w] = word;
+        }
+    }
+    // Every invocation has read the control words above before the first one rewrites them.
+    storageBarrier();
+    if (lid != 0u) {
+        return;
+    }
+    control[FOUND_INF] = u32(found_inf);
+    control[NORM] = bitcast<u32>(norm);
+    control[COEF] = bitcast<u32>(coef);
+    control[INV_SCALE] = bitcast<u32>(1.0 / scale);
+    control[SUBMITTED] = control[SUBMITTED] + 1u;
+    if (stale) {
+        control[STALE] = control[STALE] + 1u;
+    }
+    if (skip) {
+        control[SKIPPED] = control[SKIPPED] + 1u;
+    } else {
+        control[TAKEN] = next;
+    }
+    if (LOSS_SCALING) {
+        // torch's _amp_update_scale_: back off on overflow, grow after growth_interval clean steps in a row
+        // unless the grown scale would not be finite.
+        if (found_inf) {
+            control[SCALE] = bitcast<u32>(scale * params.backoff_factor);
+            control[TRACKER] = 0u;
+        } else {
+            let successful = control[TRACKER] + 1u;
+            if (successful == params.growth_interval) {
+                let grown = scale * params.growth_factor;
+                if (is_finite(grown)) {
+                    control[SCALE] = bitcast<u32>(grown);
+                }
+                control[TRACKER] = 0u;
+            } else {
+                control[TRACKER] = successful;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn guard_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = locate(wg, lid);
+    if (!e.valid) {
+        return;
+    }
+    var g = grad[e.index];
+    if (LOSS_SCALING) {
+        g = g * bitcast<f32>(control[INV_SCALE]);
+    }
+    if (GRAD_SCALE) {
+        g = g * params.grad_scale;
+    }
+    if (CLIP_NORM) {
+        g = g * bitcast<f32>(control[COEF]);
+    }
+    if (CLIP_VALUE) {
+        g = clamp(g, -params.clip_value, params.clip_value);
+    }
+    grad[e.index] = g;
+}

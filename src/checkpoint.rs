@@ -1,0 +1,1068 @@
+//! Checkpoints: the whole optimizer state (hyperparameters, step count, every state buffer, 8-bit codes and
+//! absmax values, the group table), the parameters, and optionally a schedule's state and other components'
+//! state, saved as one safetensors file whose header carries the JSON metadata.
+//!
+//! The file is a plain safetensors file, so other tools (PyTorch's `safetensors`, numpy) read it:
+//!
+//! | entry | dtype | shape |
+//! |---|---|---|
+//! | `param/<tensor>` | F32 | the tensor's shape |
+//! | `state/<state>/<tensor>` | F32 | the tensor's shape (f32 state, and 8-bit optimizers' small tensors) |
+//! | `state8/<state>/codes/<tensor>` | U8 | `[numel]` (an 8-bit tensor's codes, one per element) |
+//! | `state8/<state>/absmax/<tensor>` | F32 | `[blocks]` (its per-block scales) |
+//!
+//! The header's `__metadata__` holds `format` (`wgoptim-checkpoint`), `format_version`, `meta` (a JSON
+//! document) and `meta_crc32` (its CRC-32). The JSON names the optimizer kind and its config, the step count, the group
+//! table, the tensor list (name, shape, group), the state names, the schedule's state, the `extra` map, and a
+//! CRC-32 of every entry's bytes, so that a flipped bit anywhere in the file is refused rather than resumed.
+//!
+//! Restoring validates everything against the live arena and optimizer before it writes anything, so a
+//! refused checkpoint leaves the live run exactly as it was. (Only a device lost in the middle of the writes
+//! can leave them half done, and then the device's buffers are gone anyway.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wgoptim_schedule::{Schedule, ScheduleState};
+
+use crate::arena::ParamArena;
+use crate::error::{Error, Result};
+use crate::optim::{Blockwise8, ElementwiseStep, GroupConfig, Optimizer, QuantizedState};
+use crate::passes::StateSet;
+
+/// The value of the `format` metadata key.
+pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
+/// The layout version this crate writes and reads.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// What the optimizers expose to checkpoints. Implemented by every optimizer of this crate; reached through
+/// the hidden [`Optimizer::checkpoint_ref`] / [`Optimizer::checkpoint_mut`].
+#[doc(hidden)]
+pub trait OptimizerState {
+    /// A stable name of the optimizer family, stored in the checkpoint and checked on restore.
+    fn kind(&self) -> &'static str;
+
+    /// The live config as JSON (including values a schedule has changed, such as β1).
+    fn config_value(&self) -> Result<Value>;
+
+    /// Checks that `config` is a valid config of this kind that the live optimizer can take: the fields
+    /// fixed at construction (kernel variant, state layout) must equal the live ones. Changes nothing.
+    fn check_config(&self, config: &Value) -> Result<()>;
+
+    /// Replaces the live config with `config` after [`OptimizerState::check_config`] accepted it.
+    fn load_config(&mut self, config: &Value) -> Result<()>;
+
+    /// The per-group overrides, in group order.
+    fn group_configs(&self) -> Vec<GroupConfig>;
+
+    /// Checks a group table without changing anything.
+    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()>;
+
+    /// Replaces the group table.
+    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()>;
+
+    /// The state buffers, bound to `arena` (refused for an arena the optimizer was not built for).
+    fn state_store(&self, arena: &ParamArena) -> Result<StateStore<'_>>;
+
+    /// The 8-bit optimizers' count of blocks skipped for a non-finite gradient (`None` elsewhere).
+    fn skipped_blocks(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Sets that count.
+    fn load_skipped_blocks(&self, _blocks: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where an optimizer keeps its per-element state.
+#[doc(hidden)]
+pub struct StateStore<'a>(pub(crate) Store<'a>);
+
+pub(crate) enum Store<'a> {
+    Elementwise(&'a ElementwiseStep),
+    Set(&'a StateSet),
+    Blockwise(&'a Blockwise8),
+}
+
+/// The form one state buffer of one tensor takes in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    F32,
+    Quantized { blocks: u64 },
+}
+
+impl StateStore<'_> {
+    fn names(&self) -> Vec<&'static str> {
+        match &self.0 {
+            Store::Elementwise(k) => k.state_names(),
+            Store::Set(s) => s.names(),
+            Store::Blockwise(b) => b.state_names(),
+        }
+    }
+
+    fn layout(&self, arena: &ParamArena, tensor: &str) -> Result<Layout> {
+        match &self.0 {
+            Store::Blockwise(b) => Ok(match b.quantized_blocks(arena, tensor)? {
+                Some(blocks) => Layout::Quantized { blocks },
+                None => Layout::F32,
+            }),
+            _ => Ok(Layout::F32),
+        }
+    }
+
+    fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
+        match &self.0 {
+            Store::Elementwise(k) => Ok(StateData::F32(k.read_state(arena, state, tensor)?)),
+            Store::Set(s) => Ok(StateData::F32(s.read(arena, state, tensor)?)),
+            Store::Blockwise(b) => {
+                if b.is_quantized(arena, tensor)? {
+                    Ok(StateData::Quantized(
+                        b.read_quantized(arena, state, tensor)?,
+                    ))
+                } else {
+                    // The f32 fallback is stored as is, so this read is exact.
+                    Ok(StateData::F32(b.read_state(arena, state, tensor)?))
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        data: StateRef<'_>,
+    ) -> Result<()> {
+        match (&self.0, data) {
+            (Store::Elementwise(k), StateRef::F32(v)) => k.write_state(arena, state, tensor, v),
+            (Store::Set(s), StateRef::F32(v)) => s.write(arena, state, tensor, v),
+            (Store::Blockwise(b), StateRef::F32(v)) => b.write_f32_exact(arena, state, tensor, v),
+            (Store::Blockwise(b), StateRef::Quantized { codes, absmax }) => {
+                let data = QuantizedState {
+                    block_size: b.block_size(),
+                    codes: codes.to_vec(),
+                    absmax: absmax.to_vec(),
+                };
+                b.write_quantized(arena, state, tensor, &data)
+            }
+            _ => Err(Error::Checkpoint {
+                reason: format!("state `{state}` of `{tensor}` has the wrong form"),
+            }),
+        }
+    }
+}
+
+enum StateData {
+    F32(Vec<f32>),
+    Quantized(QuantizedState),
+}
+
+#[derive(Clone, Copy)]
+enum StateRef<'a> {
+    F32(&'a [f32]),
+    Quantized { codes: &'a [u8], absmax: &'a [f32] },
+}
+
+/// One tensor as the arena registered it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its parameter group.
+    pub group: u32,
+}
+
+/// One row of the group table.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct GroupEntry {
+    lr_scale: f64,
+    weight_decay: Option<f64>,
+    #[serde(default)]
+    betas: Option<(f64, f64)>,
+    #[serde(default)]
+    momentum: Option<f64>,
+}
+
+/// The JSON metadata of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Meta {
+    optimizer: String,
+    config: Value,
+    step: u64,
+    groups: Vec<GroupEntry>,
+    tensors: Vec<TensorEntry>,
+    states: Vec<String>,
+    /// The 8-bit optimizers' skipped-block counter.
+    #[serde(default)]
+    skipped_blocks: Option<u64>,
+    #[serde(default)]
+    schedule: Option<ScheduleState>,
+    #[serde(default)]
+    extra: BTreeMap<String, Value>,
+    /// CRC-32 (IEEE) of every entry's bytes.
+    checksums: BTreeMap<String, u32>,
+}
+
+/// The data of one safetensors entry.
+#[derive(Clone, Debug, PartialEq)]
+enum Data {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::U8(v) => v.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::U8(v) => v.len(),
+        }
+    }
+}
+
+/// The whole state of a run, in memory: captured from a live arena and optimizer, saved to and loaded from
+/// a file, and restored into a fresh arena and optimizer built the same way.
+///
+/// ```no_run
+/// # use wgoptim::{AdamConfig, AdamW, ArenaBuilder, Checkpoint, Gpu, GpuOptions, Optimizer};
+/// # fn main() -> wgoptim::Result<()> {
+/// # let gpu = Gpu::new(&GpuOptions::default())?;
+/// # let mut model = ArenaBuilder::new();
+/// # model.add("w", &[4], 0)?;
+/// # let arena = model.build(&gpu)?;
+/// let mut opt = AdamW::new(&arena, AdamConfig::adamw())?;
+/// // ... steps ...
+/// Checkpoint::capture(&arena, &opt)?.save("run.safetensors")?;
+///
+/// // Later, in another process, with the arena and optimizer built the same way:
+/// Checkpoint::load("run.safetensors")?.restore(&arena, &mut opt)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Checkpoint {
+    meta: Meta,
+    entries: BTreeMap<String, (Vec<usize>, Data)>,
+}
+
+/// A summary: the tensor data of a real model would flood a log.
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("optimizer", &self.meta.optimizer)
+            .field("config", &self.meta.config)
+            .field("step", &self.meta.step)
+            .field("tensors", &self.meta.tensors.len())
+            .field("states", &self.meta.states)
+            .field("entries", &self.entries.len())
+            .field("schedule", &self.meta.schedule)
+            .field("extra", &self.meta.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn param_key(tensor: &str) -> String {
+    format!("param/{tensor}")
+}
+
+fn state_key(state: &str, tensor: &str) -> String {
+    format!("state/{state}/{tensor}")
+}
+
+fn codes_key(state: &str, tensor: &str) -> String {
+    format!("state8/{state}/codes/{tensor}")
+}
+
+fn absmax_key(state: &str, tensor: &str) -> String {
+    format!("state8/{state}/absmax/{tensor}")
+}
+
+fn corrupt(reason: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        reason: reason.into(),
+    }
+}
+
+fn mismatch(tensor: &str, reason: impl Into<String>) -> Error {
+    Error::CheckpointMismatch {
+        tensor: tensor.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn checkpointable(optimizer: &dyn Optimizer) -> Result<&dyn OptimizerState> {
+    optimizer
+        .checkpoint_ref()
+        .ok_or_else(|| corrupt("this optimizer does not support checkpoints"))
+}
+
+impl Checkpoint {
+    /// Reads the parameters of every tensor of `arena` and the whole state of `optimizer` (waits for the GPU;
+    /// nothing is changed).
+    pub fn capture(arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<Checkpoint> {
+        let live = checkpointable(optimizer)?;
+        let store = live.state_store(arena)?;
+        let states = store.names();
+        let mut entries = BTreeMap::new();
+        let mut tensors = Vec::with_capacity(arena.tensors().len());
+        for t in arena.tensors() {
+            tensors.push(TensorEntry {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                group: t.group,
+            });
+            entries.insert(
+                param_key(&t.name),
+                (t.shape.clone(), Data::F32(arena.read_params(&t.name)?)),
+            );
+            for state in &states {
+                match store.read(arena, state, &t.name)? {
+                    StateData::F32(v) => {
+                        entries.insert(state_key(state, &t.name), (t.shape.clone(), Data::F32(v)));
+                    }
+                    StateData::Quantized(q) => {
+                        entries.insert(
+                            codes_key(state, &t.name),
+                            (vec![q.codes.len()], Data::U8(q.codes)),
+                        );
+                        entries.insert(
+                            absmax_key(state, &t.name),
+                            (vec![q.absmax.len()], Data::F32(q.absmax)),
+                        );
+                    }
+                }
+            }
+        }
+        let meta = Meta {
+            optimizer: live.kind().to_string(),
+            config: live.config_value()?,
+            step: optimizer.step_count(),
+            groups: live
+                .group_configs()
+                .iter()
+                .map(|g| GroupEntry {
+                    lr_scale: g.lr_scale,
+                    weight_decay: g.weight_decay,
+                    betas: g.betas,
+                    momentum: g.momentum,
+                })
+                .collect(),
+            tensors,
+            states: states.iter().map(|s| s.to_string()).collect(),
+            skipped_blocks: live.skipped_blocks()?,
+            schedule: None,
+            extra: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+        };
+        Ok(Checkpoint { meta, entries })
+    }
+
+    /// Stores `schedule`'s state, to be handed back by [`Checkpoint::schedule_state`] /
+    /// [`Checkpoint::restore_schedule`].
+    pub fn with_schedule(mut self, schedule: &dyn Schedule) -> Self {
+        self.meta.schedule = Some(schedule.state());
+        self
+    }
+
+    /// Stores (or replaces) another component's state under `key`: a loss scaler, a data loader's position.
+    pub fn set_extra(&mut self, key: &str, value: Value) {
+        self.meta.extra.insert(key.to_string(), value);
+    }
+
+    /// Another component's state stored with [`Checkpoint::set_extra`].
+    pub fn extra(&self, key: &str) -> Option<&Value> {
+        self.meta.extra.get(key)
+    }
+
+    /// The schedule's state, when one was stored.
+    pub fn schedule_state(&self) -> Option<&ScheduleState> {
+        self.meta.schedule.as_ref()
+    }
+
+    /// Loads the stored schedule state into `schedule` (built with the same parameters). A checkpoint without
+    /// one, or a schedule of another kind, is refused and `schedule` is unchanged.
+    pub fn restore_schedule(&self, schedule: &mut dyn Schedule) -> Result<()> {
+        let state = self
+            .schedule_state()
+            .ok_or_else(|| corrupt("the checkpoint holds no schedule state"))?;
+        schedule.load_state(state)?;
+        Ok(())
+    }
+
+    /// Steps the optimizer had taken.
+    pub fn step_count(&self) -> u64 {
+        self.meta.step
+    }
+
+    /// The optimizer family the checkpoint was taken from (`"adam"`, `"adam8bit"`, `"sgd"`, ...).
+    pub fn optimizer_kind(&self) -> &str {
+        &self.meta.optimizer
+    }
+
+    /// The optimizer's config as JSON.
+    pub fn config(&self) -> &Value {
+        &self.meta.config
+    }
+
+    /// The tensor list, in the arena's registration order.
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.meta.tensors
+    }
+
+    /// The state buffer names.
+    pub fn state_names(&self) -> &[String] {
+        &self.meta.states
+    }
+
+    /// A tensor's saved parameters.
+    pub fn params(&self, tensor: &str) -> Option<&[f32]> {
+        self.f32_entry(&param_key(tensor))
+    }
+
+    /// A tensor's saved f32 state (`None` for an 8-bit tensor's, see [`Checkpoint::quantized_state`]).
+    pub fn state(&self, state: &str, tensor: &str) -> Option<&[f32]> {
+        self.f32_entry(&state_key(state, tensor))
+    }
+
+    /// An 8-bit tensor's saved codes and absmax values.
+    pub fn quantized_state(&self, state: &str, tensor: &str) -> Option<(&[u8], &[f32])> {
+        let codes = match self.entries.get(&codes_key(state, tensor)) {
+            Some((_, Data::U8(v))) => v.as_slice(),
+            _ => return None,
+        };
+        Some((codes, self.f32_entry(&absmax_key(state, tensor))?))
+    }
+
+    fn f32_entry(&self, key: &str) -> Option<&[f32]> {
+        match self.entries.get(key) {
+            Some((_, Data::F32(v))) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The checkpoint as the bytes of a safetensors file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut meta = self.meta.clone();
+        let bytes: BTreeMap<&String, Vec<u8>> = self
+            .entries
+            .iter()
+            .map(|(k, (_, d))| (k, d.bytes()))
+            .collect();
+        meta.checksums = bytes
+            .iter()
+            .map(|(k, b)| ((*k).clone(), crc32fast::hash(b)))
+            .collect();
+        let json = serde_json::to_string(&meta)
+            .map_err(|e| corrupt(format!("cannot encode the metadata: {e}")))?;
+        let header = HashMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            (
+                "format_version".to_string(),
+                CHECKPOINT_FORMAT_VERSION.to_string(),
+            ),
+            (
+                "meta_crc32".to_string(),
+                crc32fast::hash(json.as_bytes()).to_string(),
+            ),
+            ("meta".to_string(), json),
+        ]);
+        let mut views = Vec::with_capacity(self.entries.len());
+        for (key, (shape, data)) in &self.entries {
+            let dtype = match data {
+                Data::F32(_) => safetensors::Dtype::F32,
+                Data::U8(_) => safetensors::Dtype::U8,
+            };
+            let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), &bytes[key])
+                .map_err(|e| corrupt(format!("entry `{key}`: {e}")))?;
+            views.push((key.as_str(), view));
+        }
+        safetensors::serialize(views, Some(header))
+            .map_err(|e| corrupt(format!("cannot encode the file: {e}")))
+    }
+
+    /// Writes the checkpoint to `path` atomically: into a temporary file in the same directory, flushed to
+    /// disk, then renamed over `path`, so a crash mid-save leaves either the old file or the new one.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes()?;
+        let io = |source: std::io::Error, at: &Path| Error::Io {
+            path: at.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| corrupt(format!("`{}` does not name a file", path.display())))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e, &tmp));
+        }
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e, path));
+        }
+        // Make the rename itself durable where the platform lets a directory be synced.
+        #[cfg(unix)]
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Reads a checkpoint file (see [`Checkpoint::from_bytes`] for what is checked).
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Parses a checkpoint from the bytes of a file. Any input is answered with a checkpoint or an error,
+    /// never a panic; allocations are bounded by the input's length. Checked here: the safetensors framing,
+    /// the format and version, the metadata's and every entry's CRC-32, the dtypes, and that the parameters of
+    /// every listed tensor are present with its shape.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+        check_framing(bytes)?;
+        let file = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| corrupt(format!("not a readable safetensors file: {e}")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| corrupt(format!("not a readable safetensors file: {e}")))?;
+        let fields = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| corrupt("no `__metadata__` in the header: not a wgoptim checkpoint"))?;
+        let field = |key: &str| {
+            fields.get(key).ok_or_else(|| {
+                corrupt(format!(
+                    "the header lacks `{key}`: not a wgoptim checkpoint"
+                ))
+            })
+        };
+        if field("format")? != CHECKPOINT_FORMAT {
+            return Err(corrupt("the header's format is not `wgoptim-checkpoint`"));
+        }
+        let version = field("format_version")?;
+        if version != &CHECKPOINT_FORMAT_VERSION.to_string() {
+            return Err(corrupt(format!(
+                "format version {version}; this build reads version {CHECKPOINT_FORMAT_VERSION}"
+            )));
+        }
+        let json = field("meta")?;
+        let crc: u32 = field("meta_crc32")?
+            .parse()
+            .map_err(|_| corrupt("`meta_crc32` is not a number"))?;
+        if crc32fast::hash(json.as_bytes()) != crc {
+            return Err(corrupt(
+                "the metadata's checksum does not match: the file is corrupted",
+            ));
+        }
+        let meta: Meta =
+            serde_json::from_str(json).map_err(|e| corrupt(format!("unreadable metadata: {e}")))?;
+
+        let mut entries = BTreeMap::new();
+        for (key, view) in file.iter() {
+            let want = meta
+                .checksums
+                .get(key)
+                .ok_or_else(|| corrupt(format!("entry `{key}` is not listed in the metadata")))?;
+            if crc32fast::hash(view.data()) != *want {
+                return Err(corrupt(format!(
+                    "entry `{key}`: checksum does not match: the file is corrupted"
+                )));
+            }
+            let data = match view.dtype() {
+                safetensors::Dtype::F32 => Data::F32(
+                    view.data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+                safetensors::Dtype::U8 => Data::U8(view.data().to_vec()),
+                other => {
+                    return Err(corrupt(format!(
+                        "entry `{key}` has dtype {other:?}; checkpoints hold F32 and U8"
+                    )));
+                }
+            };
+            entries.insert(key.to_string(), (view.shape().to_vec(), data));
+        }
+        if let Some(key) = meta.checksums.keys().find(|k| !entries.contains_key(*k)) {
+            return Err(corrupt(format!("entry `{key}` is missing from the file")));
+        }
+        let ckpt = Checkpoint { meta, entries };
+        ckpt.check_params()?;
+        Ok(ckpt)
+    }
+
+    /// Every listed tensor has F32 parameters of its shape, and no name is listed twice.
+    fn check_params(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.meta.tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(mismatch(&t.name, "listed twice in the checkpoint"));
+            }
+            match self.entries.get(&param_key(&t.name)) {
+                Some((shape, Data::F32(_))) if *shape == t.shape => {}
+                Some(_) => {
+                    return Err(mismatch(
+                        &t.name,
+                        "the checkpoint's parameters have the wrong dtype or shape",
+                    ));
+                }
+                None => return Err(mismatch(&t.name, "the checkpoint has no parameters for it")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the checkpoint into `arena` and `optimizer`, built the same way as the run it was taken from:
+    /// parameters, every state buffer, step count, config and group table. Everything is checked first (the
+    /// optimizer kind, the config fields fixed at construction, the tensor list with names, shapes and groups,
+    /// every state buffer's form and length); a refused checkpoint changes nothing. The writes are staged on
+    /// the queue and land before the next submission.
+    pub fn restore(&self, arena: &ParamArena, optimizer: &mut dyn Optimizer) -> Result<()> {
+        let plan = self.plan(arena, optimizer)?;
+        let live = optimizer
+            .checkpoint_mut()
+            .ok_or_else(|| corrupt("this optimizer does not support checkpoints"))?;
+        {
+            let store = live.state_store(arena)?;
+            for t in arena.tensors() {
+                let params = self
+                    .params(&t.name)
+                    .ok_or_else(|| mismatch(&t.name, "the checkpoint has no parameters for it"))?;
+                arena.write_params(&t.name, params)?;
+            }
+            for (state, tensor, data) in &plan {
+                store.write(arena, state, tensor, *data)?;
+            }
+        }
+        live.load_config(&self.meta.config)?;
+        live.load_group_configs(&self.group_table())?;
+        if let Some(blocks) = self.meta.skipped_blocks {
+            live.load_skipped_blocks(blocks)?;
+        }
+        optimizer.set_step_count(self.meta.step);
+        Ok(())
+    }
+
+    fn group_table(&self) -> Vec<GroupConfig> {
+        self.meta
+            .groups
+            .iter()
+            .map(|g| GroupConfig {
+                lr_scale: g.lr_scale,
+                weight_decay: g.weight_decay,
+                betas: g.betas,
+                momentum: g.momentum,
+            })
+            .collect()
+    }
+
+    /// Checks the checkpoint against the live arena and optimizer; returns every state write to make.
+    fn plan<'a>(
+        &'a self,
+        arena: &ParamArena,
+        optimizer: &dyn Optimizer,
+    ) -> Result<Vec<(&'static str, String, StateRef<'a>)>> {
+        let live = checkpointable(optimizer)?;
+        if self.meta.optimizer != live.kind() {
+            return Err(corrupt(format!(
+                "the checkpoint is from optimizer `{}`, this optimizer is `{}`",
+                self.meta.optimizer,
+                live.kind()
+            )));
+        }
+        live.check_config(&self.meta.config)?;
+        if self.meta.groups.len() != arena.groups() as usize {
+            return Err(corrupt(format!(
+                "the checkpoint has {} parameter groups, the arena {}",
+                self.meta.groups.len(),
+                arena.groups()
+            )));
+        }
+        live.check_group_configs(&self.group_table())?;
+
+        // The tensor list: every difference names the tensor.
+        let saved: BTreeMap<&str, &TensorEntry> = self
+            .meta
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        for t in arena.tensors() {
+            let s = saved
+                .get(t.name.as_str())
+                .ok_or_else(|| mismatch(&t.name, "in the arena but not in the checkpoint"))?;
+            if s.shape != t.shape {
+                return Err(mismatch(
+                    &t.name,
+                    format!(
+                        "shape {:?} in the checkpoint, {:?} in the arena",
+                        s.shape, t.shape
+                    ),
+                ));
+            }
+            if s.group != t.group {
+                return Err(mismatch(
+                    &t.name,
+                    format!(
+                        "parameter group {} in the checkpoint, {} in the arena",
+                        s.group, t.group
+                    ),
+                ));
+            }
+        }
+        if let Some(extra) = self
+            .meta
+            .tensors
+            .iter()
+            .find(|s| arena.tensor(&s.name).is_err())
+        {
+            return Err(mismatch(
+                &extra.name,
+                "in the checkpoint but not in the arena",
+            ));
+        }
+        self.check_params()?;
+
+        // The state buffers.
+        let store = live.state_store(arena)?;
+        let names = store.names();
+        let mut saved_states: Vec<&str> = self.meta.states.iter().map(String::as_str).collect();
+        let mut live_states = names.clone();
+        saved_states.sort_unstable();
+        live_states.sort_unstable();
+        if saved_states != live_states {
+            return Err(corrupt(format!(
+                "the checkpoint holds state [{}], this optimizer keeps [{}]",
+                self.meta.states.join(", "),
+                names.join(", ")
+            )));
+        }
+        let mut expected: std::collections::BTreeSet<String> =
+            arena.tensors().iter().map(|t| param_key(&t.name)).collect();
+        let mut plan = Vec::new();
+        for state in &names {
+            for t in arena.tensors() {
+                let numel = t.numel as usize;
+                match store.layout(arena, &t.name)? {
+                    Layout::F32 => {
+                        let key = state_key(state, &t.name);
+                        let v = match self.entries.get(&key) {
+                            Some((_, Data::F32(v))) if v.len() == numel => v,
+                            Some((_, d)) => {
+                                return Err(mismatch(
+                                    &t.name,
+                                    format!(
+                                        "state `{state}`: the checkpoint holds {} values of the wrong \
+                                         form; the optimizer keeps {numel} f32 values",
+                                        d.len()
+                                    ),
+                                ));
+                            }
+                            None => {
+                                return Err(mismatch(
+                                    &t.name,
+                                    format!(
+                                        "state `{state}` is missing as f32 values (the checkpoint may \
+                                         hold 8-bit codes from an optimizer with another threshold)"
+                                    ),
+                                ));
+                            }
+                        };
+                        expected.insert(key);
+                        plan.push((*state, t.name.clone(), StateRef::F32(v)));
+                    }
+                    Layout::Quantized { blocks } => {
+                        let (ck, ak) = (codes_key(state, &t.name), absmax_key(state, &t.name));
+                        let codes = match self.entries.get(&ck) {
+                            Some((_, Data::U8(c))) if c.len() == numel => c,
+                            _ => {
+                                return Err(mismatch(
+                                    &t.name,
+                                    format!(
+                                        "state `{state}`: the checkpoint lacks its {numel} 8-bit codes"
+                                    ),
+                                ));
+                            }
+                        };
+                        let absmax = match self.entries.get(&ak) {
+                            Some((_, Data::F32(a))) if a.len() as u64 == blocks => a,
+                            _ => {
+                                return Err(mismatch(
+                                    &t.name,
+                                    format!(
+                                        "state `{state}`: the checkpoint lacks its {blocks} absmax values"
+                                    ),
+                                ));
+                            }
+                        };
+                        if let Some(i) = absmax.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                            return Err(mismatch(
+                                &t.name,
+                                format!("state `{state}`: absmax {i} is {}", absmax[i]),
+                            ));
+                        }
+                        expected.insert(ck);
+                        expected.insert(ak);
+                        plan.push((
+                            *state,
+                            t.name.clone(),
+                            StateRef::Quantized { codes, absmax },
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(key) = self.entries.keys().find(|k| !expected.contains(*k)) {
+            return Err(corrupt(format!(
+                "entry `{key}` does not belong to this optimizer's state"
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+/// Checks the safetensors framing before the safetensors parser sees it: the header fits in the input, is a
+/// JSON object, and no entry claims bytes past the end of the input. The parser adds the claimed offsets
+/// without overflow checks, so a crafted header with huge offsets must be refused here.
+fn check_framing(bytes: &[u8]) -> Result<()> {
+    let short = || corrupt("the file is shorter than its header says: truncated");
+    let len: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(short)?;
+    let header_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| short())?;
+    let header_end = header_len.checked_add(8).ok_or_else(short)?;
+    let header = bytes.get(8..header_end).ok_or_else(short)?;
+    let data_len = (bytes.len() - header_end) as u64;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(header)
+        .map_err(|e| corrupt(format!("not a readable safetensors header: {e}")))?;
+    for (key, entry) in &header {
+        if key == "__metadata__" {
+            continue;
+        }
+        let offsets = entry.get("data_offsets").and_then(Value::as_array);
+        for end in offsets.into_iter().flatten() {
+            if end.as_u64().is_none_or(|e| e > data_len) {
+                return Err(corrupt(format!(
+                    "entry `{key}` claims bytes past the end of the file: truncated or corrupted"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a config of type `T` from a checkpoint's JSON.
+pub(crate) fn parse_config<T: DeserializeOwned>(kind: &str, config: &Value) -> Result<T> {
+    T::deserialize(config).map_err(|e| corrupt(format!("unreadable `{kind}` config: {e}")))
+}
+
+/// Refuses a config field fixed at construction that differs between the checkpoint and the live optimizer.
+pub(crate) fn same<T: PartialEq + std::fmt::Debug>(field: &str, saved: T, live: T) -> Result<()> {
+    if saved == live {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint {
+            reason: format!(
+                "config field `{field}` is {saved:?} in the checkpoint but {live:?} in this optimizer, \
+                 which fixes it at construction; build the optimizer with the checkpoint's config"
+            ),
+        })
+    }
+}
+
+/// The live config as JSON.
+pub(crate) fn to_config<T: Serialize>(config: &T) -> Result<Value> {
+    serde_json::to_value(config).map_err(|e| corrupt(format!("cannot encode the config: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small checkpoint built without a GPU: two tensors, f32 and 8-bit state.
+    fn sample() -> Checkpoint {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            param_key("a"),
+            (vec![2, 2], Data::F32(vec![1.0, -2.0, 3.5, 0.0])),
+        );
+        entries.insert(param_key("b/c"), (vec![3], Data::F32(vec![0.5; 3])));
+        entries.insert(
+            state_key("exp_avg", "a"),
+            (vec![2, 2], Data::F32(vec![0.1; 4])),
+        );
+        entries.insert(
+            codes_key("exp_avg", "b/c"),
+            (vec![3], Data::U8(vec![1, 200, 255])),
+        );
+        entries.insert(
+            absmax_key("exp_avg", "b/c"),
+            (vec![1], Data::F32(vec![0.25])),
+        );
+        let meta = Meta {
+            optimizer: "test".into(),
+            config: serde_json::json!({"betas": [0.9, 0.999], "eps": 1e-8}),
+            step: 5,
+            groups: vec![GroupEntry {
+                lr_scale: 1.0,
+                weight_decay: Some(0.1),
+                betas: Some((0.8, 0.9)),
+                momentum: None,
+            }],
+            tensors: vec![
+                TensorEntry {
+                    name: "a".into(),
+                    shape: vec![2, 2],
+                    group: 0,
+                },
+                TensorEntry {
+                    name: "b/c".into(),
+                    shape: vec![3],
+                    group: 0,
+                },
+            ],
+            states: vec!["exp_avg".into()],
+            skipped_blocks: Some(2),
+            schedule: Some(ScheduleState::at_step("constant", 5)),
+            extra: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+        };
+        Checkpoint { meta, entries }
+    }
+
+    #[test]
+    fn bytes_round_trip_exactly() {
+        let ckpt = sample();
+        let back = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.entries, ckpt.entries);
+        assert_eq!(back.step_count(), 5);
+        assert_eq!(back.config(), ckpt.config());
+        assert_eq!(back.tensors(), ckpt.tensors());
+        assert_eq!(back.meta.skipped_blocks, Some(2));
+        assert_eq!(back.schedule_state(), ckpt.schedule_state());
+        assert_eq!(
+            back.quantized_state("exp_avg", "b/c").unwrap().0,
+            &[1, 200, 255]
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_refused() {
+        let bytes = sample().to_bytes().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                Checkpoint::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for at in 0..bytes.len() {
+            for bit in [0x01, 0x20, 0x80] {
+                let mut bad = bytes.clone();
+                bad[at] ^= bit;
+                assert!(
+                    Checkpoint::from_bytes(&bad).is_err(),
+                    "flip {bit:#x} at {at}"
+                );
+            }
+        }
+    }
+
+    /// Offsets that sum past `usize::MAX` would overflow inside the safetensors parser.
+    #[test]
+    fn huge_offsets_are_refused_without_overflow() {
+        let part = (1u64 << 61) - 1;
+        let mut header = String::from("{");
+        for i in 0..8u64 {
+            header += &format!(
+                "\"t{i}\":{{\"dtype\":\"U8\",\"shape\":[{part}],\"data_offsets\":[{},{}]}},",
+                i * part,
+                (i + 1) * part
+            );
+        }
+        header.pop();
+        header.push('}');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        let e = Checkpoint::from_bytes(&bytes).unwrap_err();
+        assert!(e.to_string().contains("past the end"), "{e}");
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_an_error_not_a_panic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..400usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(Checkpoint::from_bytes(&bytes).is_err());
+        }
+        let mut framed = 2u64.to_le_bytes().to_vec();
+        framed.extend(b"[]");
+        assert!(Checkpoint::from_bytes(&framed).is_err());
+    }
+
+    #[test]
+    fn a_listed_tensor_without_parameters_is_refused() {
+        let mut ckpt = sample();
+        ckpt.entries.remove(&param_key("a"));
+        let e = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("`a`"), "{e}");
+    }
+
+    #[test]
+    fn save_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("wgoptim_ckpt_unit_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.safetensors");
+        std::fs::write(&path, b"old").unwrap();
+        sample().save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.step_count(), 5);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("run.safetensors")]);
+        assert!(matches!(
+            Checkpoint::load(dir.join("missing.safetensors")),
+            Err(Error::Io { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

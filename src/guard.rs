@@ -1,0 +1,820 @@
+//! `StepGuard`: what a training loop does to the gradients between the backward pass and the optimizer step —
+//! gradient accumulation's 1/k, dynamic loss scaling, clipping by global norm or by value — fused into the
+//! step's one submission, with overflowed steps skipped on the GPU.
+//!
+//! Per step, in this order, on the gradients as stored in the arena (rewritten in place, as PyTorch's
+//! `GradScaler.unscale_`, `clip_grad_norm_` and `clip_grad_value_` rewrite `.grad`):
+//!
+//! ```text
+//! g ← g · (1/S)                                   with a loss scaler, S its current scale
+//! g ← g · grad_scale                              when grad_scale ≠ 1 (1/k over k accumulated micro-batches)
+//! found_inf ← any g not finite                    with a loss scaler
+//! N ← ‖g‖₂ or max|g| over every tensor            (the pre-clip norm)
+//! g ← g · min(max_norm / (N + 1e-6), 1)           with max_grad_norm
+//! g ← clamp(g, −clip_value, clip_value)           with clip_value
+//! the optimizer steps, unless found_inf: then parameters, state and step count stay as they were
+//! S ← S · backoff on overflow; S ← S · growth after growth_interval clean steps in a row (if finite)
+//! ```
+//!
+//! Reference: PyTorch 2.15's `torch.amp.GradScaler` (defaults S₀ = 2¹⁶, growth 2 every 2000 clean steps,
+//! backoff 0.5) and `torch.nn.utils.clip_grad_norm_` / `clip_grad_value_`, each multiplication in f32 as
+//! they do it. The norm accumulates in a fixed order of its own (see [`crate::GradNorms`]), so it agrees with
+//! PyTorch's to rounding.
+//!
+//! A skipped step needs no host sync: the step counter lives on the GPU. The host does not know at
+//! submission time whether the steps still in flight will be skipped, so it uploads the group records
+//! (learning rate, bias corrections) of every step number the GPU could be at — one set per step in flight,
+//! computed in f64 as an unguarded step computes them — and the GPU picks the one matching its counter. A
+//! small readback of the control words after every step, mapped without waiting, tells the host what
+//! happened; [`StepGuard::latest`] returns the newest one that has arrived.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arena::ParamArena;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::grad::{Lane, Reduction};
+use crate::kernels::Access;
+use crate::optim::{Optimizer, StepStats, check_lr, record_bytes};
+use crate::passes::{Slot, Stage, placeholder_named};
+use wgoptim_schedule::{Schedule, ScheduleValue};
+
+/// Which norm `max_grad_norm` bounds, as `clip_grad_norm_`'s `norm_type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormType {
+    /// The 2-norm over every gradient element of the model (`norm_type=2`).
+    #[default]
+    L2,
+    /// The largest magnitude (`norm_type=inf`).
+    Inf,
+}
+
+/// Dynamic loss scaling, as `torch.amp.GradScaler`; `Default` gives its defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleConfig {
+    /// The first scale; finite and > 0 (2¹⁶).
+    pub init_scale: f64,
+    /// Multiplies the scale after `growth_interval` clean steps in a row; > 1 (2).
+    pub growth_factor: f64,
+    /// Multiplies the scale after an overflow; in (0, 1) (0.5).
+    pub backoff_factor: f64,
+    /// Clean steps in a row before the scale grows; ≥ 1 (2000).
+    pub growth_interval: u32,
+}
+
+impl Default for LossScaleConfig {
+    fn default() -> Self {
+        Self {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+/// What a [`StepGuard`] does before each step. `Default` does nothing (every option off, `grad_scale` 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuardConfig {
+    /// Multiplies every gradient (after unscaling): `1/k` when k micro-batches were accumulated by summing.
+    /// Finite and > 0.
+    pub grad_scale: f64,
+    /// Scales the gradients down so that their norm is at most this; finite and > 0.
+    pub max_grad_norm: Option<f64>,
+    /// The norm `max_grad_norm` bounds.
+    pub norm_type: NormType,
+    /// Clamps every gradient element to `[−clip_value, clip_value]` (after norm clipping); finite and > 0.
+    pub clip_value: Option<f64>,
+    /// Dynamic loss scaling with overflow skipping.
+    pub loss_scale: Option<LossScaleConfig>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            grad_scale: 1.0,
+            max_grad_norm: None,
+            norm_type: NormType::L2,
+            clip_value: None,
+            loss_scale: None,
+        }
+    }
+}
+
+impl GuardConfig {
+    fn validate(&self) -> Result<()> {
+        positive("grad_scale", self.grad_scale)?;
+        if let Some(n) = self.max_grad_norm {
+            positive("max_grad_norm", n)?;
+        }
+        if let Some(v) = self.clip_value {
+            positive("clip_value", v)?;
+        }
+        if let Some(s) = &self.loss_scale {
+            positive("init_scale", s.init_scale)?;
+            if !(s.growth_factor.is_finite() && s.growth_factor > 1.0) {
+                return Err(invalid(
+                    "growth_factor",
+                    s.growth_factor,
+                    "must be finite and > 1",
+                ));
+            }
+            if !(s.backoff_factor > 0.0 && s.backoff_factor < 1.0) {
+                return Err(invalid(
+                    "backoff_factor",
+                    s.backoff_factor,
+                    "must lie in (0, 1)",
+                ));
+            }
+            if s.growth_interval == 0 {
+                return Err(invalid("growth_interval", 0.0, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn needs_norm(&self) -> bool {
+        self.max_grad_norm.is_some() || self.loss_scale.is_some()
+    }
+}
+
+fn invalid(name: &'static str, value: f64, rule: &'static str) -> Error {
+    Error::InvalidHyperparameter { name, value, rule }
+}
+
+fn positive(name: &'static str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(invalid(name, value, "must be finite and > 0"));
+    }
+    Ok(())
+}
+
+/// What the GPU reported after a guarded step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuardReport {
+    /// Guarded steps submitted up to and including the one reported.
+    pub submitted: u64,
+    /// Steps the optimizer has taken (its step count, skipped steps left out).
+    pub taken: u64,
+    /// Steps skipped for non-finite gradients since the guard was created (or its state loaded).
+    pub skipped: u64,
+    /// Whether the reported step found a non-finite gradient (and was skipped).
+    pub found_inf: bool,
+    /// The pre-clip gradient norm of the reported step (of the unscaled gradient; `NormType` as configured,
+    /// the 2-norm when only loss scaling asked for the reduction; 0 when nothing needed it).
+    pub grad_norm: f32,
+    /// The factor the gradients were multiplied by to clip them (1 when not clipped).
+    pub clip_coef: f32,
+    /// The loss scale for the next backward pass (1 without a loss scaler).
+    pub loss_scale: f32,
+    /// Clean steps in a row since the scale last changed.
+    pub growth_tracker: u32,
+}
+
+/// The guard's resumable state (for checkpoints): the loss scale, its growth tracker and the skip count.
+/// Serialises with serde, e.g. into a [`crate::Checkpoint`]'s `extra`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GuardState {
+    /// Current loss scale.
+    pub loss_scale: f32,
+    /// Clean steps in a row since the scale last changed.
+    pub growth_tracker: u32,
+    /// Steps skipped so far.
+    pub skipped: u64,
+}
+
+/// Words of the control buffer (see `shaders/guard.wgsl`).
+const CONTROL_WORDS: usize = 16;
+const CONTROL_BYTES: u64 = (CONTROL_WORDS * 4) as u64;
+/// Bytes of the uniform block of per-step parameters.
+const PARAMS_BYTES: u64 = 48;
+/// Steps that may be in flight before a step waits for the oldest report: it bounds the candidate records
+/// uploaded per step.
+const MAX_IN_FLIGHT: u64 = 64;
+
+/// The control kernel binds the optimizer's record buffer, so it is built on first use and kept for that
+/// optimizer.
+struct Gate {
+    stage: Stage,
+    records: wgpu::Buffer,
+    table: wgpu::Buffer,
+    table_entries: u64,
+}
+
+struct Pending {
+    buffer: wgpu::Buffer,
+    ready: Arc<AtomicBool>,
+    /// Whether its readback was started (after its submission).
+    mapped: bool,
+}
+
+/// Unscaling, overflow skipping and clipping, run on the GPU before an optimizer's step in the same
+/// submission. Build one per optimizer and step through it ([`StepGuard::step`]).
+pub struct StepGuard {
+    gpu: Gpu,
+    arena_id: u64,
+    config: GuardConfig,
+    control: wgpu::Buffer,
+    params: wgpu::Buffer,
+    reduction: Option<Reduction>,
+    partials: Option<Stage>,
+    control_stage: Option<Stage>,
+    apply: Option<Stage>,
+    gate: Option<Gate>,
+    /// Control words to upload before the next step (at the start, and after `load_state`).
+    init: Option<GuardState>,
+    submitted: u64,
+    known: Option<GuardReport>,
+    pending: VecDeque<Pending>,
+    spare: Vec<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for StepGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepGuard")
+            .field("config", &self.config)
+            .field("submitted", &self.submitted)
+            .finish()
+    }
+}
+
+impl StepGuard {
+    /// Compiles the guard's kernels for `arena`. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: GuardConfig) -> Result<Self> {
+        config.validate()?;
+        let gpu = arena.gpu().clone();
+        let device = gpu.device();
+        let (control, params) = gpu.scoped(|| {
+            let control = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step guard control"),
+                size: CONTROL_BYTES,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let params = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step guard parameters"),
+                size: PARAMS_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (control, params)
+        })?;
+        let reduction = if config.needs_norm() {
+            Some(Reduction::new(arena, [Lane::Sum, Lane::Max])?)
+        } else {
+            None
+        };
+        // Distinct placeholders: one buffer bound twice with different access is refused.
+        let unused = placeholder_named(&gpu, "guard: no reduction")?;
+        let unused_table = placeholder_named(&gpu, "guard: no candidate records")?;
+        let unused_records = placeholder_named(&gpu, "guard: no record target")?;
+        let constants = guard_constants(&config);
+        let rewrites = config.loss_scale.is_some()
+            || config.grad_scale != 1.0
+            || config.max_grad_norm.is_some()
+            || config.clip_value.is_some();
+        let reduction_buffer = reduction.as_ref().map_or(&unused, |r| r.buffer());
+        let slots = guard_slots(
+            arena,
+            reduction_buffer,
+            &control,
+            &params,
+            &unused_table,
+            &unused_records,
+        );
+        let partials = match &reduction {
+            Some(_) => Some(Stage::per_chunk(
+                arena,
+                "guard",
+                "guard_partials",
+                constants.clone(),
+                &slots,
+            )?),
+            None => None,
+        };
+        // With a loss scaler the control stage also selects the records, so it is built with the gate.
+        // Without one it still runs, so that every step is reported.
+        let control_stage = match config.loss_scale {
+            None => Some(Stage::single(
+                arena,
+                "guard",
+                "guard_control",
+                constants.clone(),
+                &slots,
+                (1, 1),
+            )?),
+            Some(_) => None,
+        };
+        let apply = if rewrites {
+            Some(Stage::per_chunk(
+                arena,
+                "guard",
+                "guard_apply",
+                constants,
+                &slots,
+            )?)
+        } else {
+            None
+        };
+        let init = config.loss_scale.map(|s| GuardState {
+            loss_scale: s.init_scale as f32,
+            growth_tracker: 0,
+            skipped: 0,
+        });
+        Ok(Self {
+            gpu,
+            arena_id: arena.id(),
+            config,
+            control,
+            params,
+            reduction,
+            partials,
+            control_stage,
+            apply,
+            gate: None,
+            init: init.or(Some(GuardState {
+                loss_scale: 1.0,
+                growth_tracker: 0,
+                skipped: 0,
+            })),
+            submitted: 0,
+            known: None,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+        })
+    }
+
+    /// The config it was built with.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The control buffer and the byte offset of the current loss scale (an f32) in it, for an engine's
+    /// backward kernel that multiplies the loss by it without a round trip through the host.
+    pub fn loss_scale_binding(&self) -> (&wgpu::Buffer, u64) {
+        (&self.control, 0)
+    }
+
+    /// Guards and steps `optimizer` over `arena` with learning rate `lr`: one submission. Refuses a
+    /// learning rate or an arena the optimizer would refuse, before anything is recorded.
+    pub fn step(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        arena: &ParamArena,
+        lr: f64,
+    ) -> Result<StepStats> {
+        let mut encoder =
+            self.gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("guarded step"),
+                });
+        let mut stats = self.encode_step(optimizer, arena, lr, &mut encoder)?;
+        self.gpu.queue().submit([encoder.finish()]);
+        stats.submissions = 1;
+        self.submitted();
+        Ok(stats)
+    }
+
+    /// Records the guarded step into `encoder`, after the caller's own work (an engine's backward pass, a
+    /// [`crate::HalfParams`] upcast) and before whatever the caller records next. Submit the encoder, then
+    /// call [`StepGuard::submitted`], before encoding the next step.
+    pub fn encode_step(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<StepStats> {
+        self.check_arena(arena)?;
+        optimizer.check_arena(arena)?;
+        check_lr(lr)?;
+        if self.pending.iter().any(|p| !p.mapped) {
+            return Err(Error::GuardNotSubmitted);
+        }
+        self.collect(false)?;
+        while self.submitted - self.known_submitted() >= MAX_IN_FLIGHT {
+            self.collect(true)?;
+        }
+        if self.init.is_some() && u32::try_from(optimizer.step_count()).is_err() {
+            return Err(invalid(
+                "step",
+                optimizer.step_count() as f64,
+                "a guarded optimizer counts its steps in 32 bits on the GPU",
+            ));
+        }
+        let gated = self.config.loss_scale.is_some();
+        if gated {
+            self.prepare_gate(arena, optimizer)?;
+        }
+        let readback = self.readback_buffer()?;
+        let mut stats = StepStats::default();
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step guard"),
+                timestamp_writes: None,
+            });
+            if let (Some(partials), Some(reduction)) = (&self.partials, &self.reduction) {
+                stats.dispatches += partials.record(&mut pass);
+                stats.dispatches += reduction.record_finalize(&mut pass);
+            }
+            let control = match &self.gate {
+                Some(gate) => Some(&gate.stage),
+                None => self.control_stage.as_ref(),
+            };
+            if let Some(control) = control {
+                stats.dispatches += control.record(&mut pass);
+            }
+            if let Some(apply) = &self.apply {
+                stats.dispatches += apply.record(&mut pass);
+            }
+        }
+        let optimizer_stats = optimizer.encode_dispatches(arena, encoder)?;
+        stats.dispatches += optimizer_stats.dispatches;
+
+        // Everything is validated and recorded: from here on the host only stages writes and submits.
+        let gpu = self.gpu.clone();
+        let queue = gpu.queue();
+        if let Some(init) = self.init.take() {
+            let taken = optimizer.step_count();
+            // Checked before anything was recorded.
+            let taken32 = taken as u32;
+            let mut words = [0u32; CONTROL_WORDS];
+            words[0] = init.loss_scale.to_bits();
+            words[1] = init.growth_tracker;
+            words[2] = taken32;
+            words[3] = init.skipped as u32;
+            words[7] = (1.0 / init.loss_scale).to_bits();
+            words[8] = self.submitted as u32;
+            queue.write_buffer(&self.control, 0, bytemuck::cast_slice(&words));
+            stats.buffer_writes += 1;
+            self.known = Some(GuardReport {
+                submitted: self.submitted,
+                taken,
+                skipped: init.skipped,
+                found_inf: false,
+                grad_norm: 0.0,
+                clip_coef: 1.0,
+                loss_scale: init.loss_scale,
+                growth_tracker: init.growth_tracker,
+            });
+        }
+        let (base, entries) = if gated {
+            let known = self.known.unwrap_or(self.initial_report(optimizer));
+            let base = known.taken + 1;
+            let entries = self.submitted - known.submitted + 1;
+            let per_entry = record_bytes(arena);
+            let mut table = vec![0u8; per_entry * entries as usize];
+            for (i, out) in table.chunks_exact_mut(per_entry).enumerate() {
+                optimizer.write_records(lr, base + i as u64, out);
+            }
+            // `prepare_gate` built the gate before anything was recorded.
+            if let Some(gate) = &self.gate {
+                queue.write_buffer(&gate.table, 0, &table);
+            }
+            (base, entries)
+        } else {
+            let t = optimizer.step_count() + 1;
+            let mut records = vec![0u8; record_bytes(arena)];
+            optimizer.write_records(lr, t, &mut records);
+            let (buffer, offset) = optimizer.record_buffer();
+            queue.write_buffer(buffer, offset, &records);
+            optimizer.set_step_count(t);
+            (t, 1)
+        };
+        stats.buffer_writes += 2;
+        let (_, record_offset) = optimizer.record_buffer();
+        queue.write_buffer(
+            &self.params,
+            0,
+            bytemuck::cast_slice(&self.params_words(arena, base, entries, record_offset)),
+        );
+
+        encoder.copy_buffer_to_buffer(&self.control, 0, &readback, 0, CONTROL_BYTES);
+        self.submitted += 1;
+        self.pending.push_back(Pending {
+            buffer: readback,
+            ready: Arc::new(AtomicBool::new(false)),
+            mapped: false,
+        });
+        if gated {
+            // Until the reports arrive, assume the steps in flight were taken; `sync` makes it exact.
+            let known = self.known.unwrap_or(self.initial_report(optimizer));
+            optimizer.set_step_count(known.taken + (self.submitted - known.submitted));
+        }
+        Ok(stats)
+    }
+
+    /// Starts the readback of the reports of the steps encoded since the last call; call it once the
+    /// encoder holding them is submitted ([`StepGuard::step`] does).
+    pub fn submitted(&mut self) {
+        for p in self.pending.iter_mut().filter(|p| !p.mapped) {
+            let flag = p.ready.clone();
+            p.buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                flag.store(r.is_ok(), Ordering::Release)
+            });
+            p.mapped = true;
+        }
+    }
+
+    /// Steps with a schedule's value (its learning rate, and its momentum when it cycles one).
+    pub fn step_with(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        arena: &ParamArena,
+        value: ScheduleValue,
+    ) -> Result<StepStats> {
+        check_lr(value.lr)?;
+        self.check_arena(arena)?;
+        if let Some(m) = value.momentum {
+            optimizer.set_momentum(m)?;
+        }
+        self.step(optimizer, arena, value.lr)
+    }
+
+    /// Steps with the current value of `schedule`, then advances it. The schedule advances on skipped steps
+    /// too, as PyTorch's schedulers do when `GradScaler` skips `optimizer.step()`.
+    pub fn step_scheduled(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        arena: &ParamArena,
+        schedule: &mut dyn Schedule,
+    ) -> Result<StepStats> {
+        let value = schedule.peek()?;
+        let stats = self.step_with(optimizer, arena, value)?;
+        schedule.advance()?;
+        Ok(stats)
+    }
+
+    /// The newest report that has arrived, without waiting; `None` before the first one.
+    pub fn latest(&mut self) -> Result<Option<GuardReport>> {
+        self.collect(false)?;
+        Ok(self.known.filter(|k| k.submitted > 0))
+    }
+
+    /// Waits for every step submitted so far and returns the last one's report.
+    pub fn wait(&mut self) -> Result<Option<GuardReport>> {
+        while !self.pending.is_empty() {
+            self.collect(true)?;
+        }
+        Ok(self.known.filter(|k| k.submitted > 0))
+    }
+
+    /// Waits for every step submitted so far and sets `optimizer`'s step count to the number of steps it
+    /// really took, skipped ones left out. Needed before reading `step_count` exactly (checkpoints).
+    pub fn sync(&mut self, optimizer: &mut dyn Optimizer) -> Result<Option<GuardReport>> {
+        let report = self.wait()?;
+        if let (Some(r), Some(_)) = (report, self.config.loss_scale) {
+            optimizer.set_step_count(r.taken);
+        }
+        Ok(report)
+    }
+
+    /// The state to store in a checkpoint (waits for the GPU).
+    pub fn state(&mut self) -> Result<GuardState> {
+        self.wait()?;
+        if let Some(init) = self.init {
+            return Ok(init);
+        }
+        let known = self
+            .known
+            .ok_or(Error::Gpu("the step guard has no state".into()))?;
+        Ok(GuardState {
+            loss_scale: known.loss_scale,
+            growth_tracker: known.growth_tracker,
+            skipped: known.skipped,
+        })
+    }
+
+    /// Restores a state saved by [`StepGuard::state`]; it takes effect at the next step, whose step count
+    /// is the optimizer's at that time. Refuses a scale that is not finite and positive.
+    pub fn load_state(&mut self, state: GuardState) -> Result<()> {
+        positive("loss_scale", state.loss_scale as f64)?;
+        self.wait()?;
+        self.init = Some(state);
+        self.known = None;
+        Ok(())
+    }
+
+    fn initial_report(&self, optimizer: &dyn Optimizer) -> GuardReport {
+        GuardReport {
+            submitted: self.submitted,
+            taken: optimizer.step_count(),
+            skipped: 0,
+            found_inf: false,
+            grad_norm: 0.0,
+            clip_coef: 1.0,
+            loss_scale: 1.0,
+            growth_tracker: 0,
+        }
+    }
+
+    fn known_submitted(&self) -> u64 {
+        self.known.map_or(self.submitted, |k| k.submitted)
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        if arena.id() != self.arena_id {
+            return Err(Error::ArenaMismatch);
+        }
+        self.gpu.check()
+    }
+
+    /// Builds the record-selecting control stage for `optimizer` on first use, and grows its table of
+    /// candidate records when more steps are in flight than it holds.
+    fn prepare_gate(&mut self, arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<()> {
+        let (records, _) = optimizer.record_buffer();
+        if let Some(gate) = &self.gate
+            && gate.records != *records
+        {
+            return Err(Error::GuardOptimizerMismatch);
+        }
+        let needed = self.submitted - self.known_submitted() + 1;
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.table_entries >= needed)
+        {
+            return Ok(());
+        }
+        let entries = needed.next_power_of_two().max(8);
+        let table = self.gpu.scoped(|| {
+            self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step guard candidate records"),
+                size: entries * record_bytes(arena) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let unused = placeholder_named(&self.gpu, "guard: no reduction")?;
+        let reduction = self.reduction.as_ref().map_or(&unused, |r| r.buffer());
+        let slots = guard_slots(
+            arena,
+            reduction,
+            &self.control,
+            &self.params,
+            &table,
+            records,
+        );
+        let stage = Stage::single(
+            arena,
+            "guard",
+            "guard_control",
+            guard_constants(&self.config),
+            &slots,
+            (1, 1),
+        )?;
+        self.gate = Some(Gate {
+            stage,
+            records: records.clone(),
+            table,
+            table_entries: entries,
+        });
+        Ok(())
+    }
+
+    fn params_words(&self, arena: &ParamArena, base: u64, entries: u64, offset: u64) -> [u32; 12] {
+        let c = &self.config;
+        let s = c.loss_scale.unwrap_or_default();
+        [
+            (c.max_grad_norm.unwrap_or(1.0) as f32).to_bits(),
+            (c.grad_scale as f32).to_bits(),
+            (c.clip_value.unwrap_or(0.0) as f32).to_bits(),
+            (s.growth_factor as f32).to_bits(),
+            (s.backoff_factor as f32).to_bits(),
+            s.growth_interval,
+            base as u32,
+            entries as u32,
+            (record_bytes(arena) / 4) as u32,
+            (offset / 4) as u32,
+            f32::INFINITY.to_bits(),
+            0,
+        ]
+    }
+
+    fn readback_buffer(&mut self) -> Result<wgpu::Buffer> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        self.gpu.scoped(|| {
+            self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step guard report"),
+                size: CONTROL_BYTES,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// Takes in the reports that have arrived; with `wait`, first waits for the oldest one in flight.
+    fn collect(&mut self, wait: bool) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let poll = if wait {
+            wgpu::PollType::wait_indefinitely()
+        } else {
+            wgpu::PollType::Poll
+        };
+        self.gpu
+            .device()
+            .poll(poll)
+            .map_err(|e| Error::DeviceLost(format!("waiting for the step guard's report: {e}")))?;
+        self.gpu.check()?;
+        while let Some(front) = self.pending.front() {
+            if !front.ready.load(Ordering::Acquire) {
+                break;
+            }
+            let Some(done) = self.pending.pop_front() else {
+                break;
+            };
+            let words: Vec<u32> = {
+                let view = done.buffer.slice(..).get_mapped_range().map_err(|e| {
+                    Error::Gpu(format!("reading the step guard's report failed: {e}"))
+                })?;
+                bytemuck::pod_collect_to_vec(&view)
+            };
+            done.buffer.unmap();
+            self.spare.push(done.buffer);
+            if words[9] != 0 {
+                return Err(Error::Gpu(
+                    "the step guard's candidate records did not cover the GPU's step".into(),
+                ));
+            }
+            let previous = self.known.unwrap_or(GuardReport {
+                submitted: 0,
+                taken: 0,
+                skipped: 0,
+                found_inf: false,
+                grad_norm: 0.0,
+                clip_coef: 1.0,
+                loss_scale: 1.0,
+                growth_tracker: 0,
+            });
+            // The GPU keeps 32-bit counters; the host widens them by the distance it knows they moved.
+            let widen = |old: u64, word: u32| old + (word.wrapping_sub(old as u32)) as u64;
+            self.known = Some(GuardReport {
+                submitted: widen(previous.submitted, words[8]),
+                taken: widen(previous.taken, words[2]),
+                skipped: widen(previous.skipped, words[3]),
+                found_inf: words[4] != 0,
+                grad_norm: f32::from_bits(words[5]),
+                clip_coef: f32::from_bits(words[6]),
+                loss_scale: f32::from_bits(words[0]),
+                growth_tracker: words[1],
+            });
+        }
+        if wait
+            && self
+                .pending
+                .front()
+                .is_some_and(|p| !p.ready.load(Ordering::Acquire))
+        {
+            // The wait returned with the oldest map still pending: a mapping error.
+            return Err(Error::Gpu("a step guard report could not be mapped".into()));
+        }
+        Ok(())
+    }
+}
+
+fn guard_constants(config: &GuardConfig) -> Vec<(&'static str, f64)> {
+    let flag = |b: bool| b as u8 as f64;
+    vec![
+        ("LOSS_SCALING", flag(config.loss_scale.is_some())),
+        ("GRAD_SCALE", flag(config.grad_scale != 1.0)),
+        ("CLIP_NORM", flag(config.max_grad_norm.is_some())),
+        (
+            "NORM_INF",
+            flag(config.max_grad_norm.is_some() && config.norm_type == NormType::Inf),
+        ),
+        ("CLIP_VALUE", flag(config.clip_value.is_some())),
+        ("GATE", flag(config.loss_scale.is_some())),
+        // The partials reduce lane y (the largest magnitude) by a maximum.
+        ("REDUCE_MAX_X", 0.0),
+        ("REDUCE_MAX_Y", 1.0),
+    ]
+}
+
+fn guard_slots<'a>(
+    arena: &'a ParamArena,
+    reduction: &'a wgpu::Buffer,
+    control: &'a wgpu::Buffer,
+    params: &'a wgpu::Buffer,
+    table: &'a wgpu::Buffer,
+    records: &'a wgpu::Buffer,
+) -> [(Access, Slot<'a>); 8] {
+    [
+        (Access::Read, Slot::Layout),
+        (Access::Uniform, Slot::Chunk),
+        (Access::ReadWrite, Slot::Buffer(reduction)),
+        (Access::ReadWrite, Slot::PerChunk(arena.grad_buffers())),
+        (Access::ReadWrite, Slot::Buffer(control)),
+        (Access::Uniform, Slot::Buffer(params)),
+        (Access::Read, Slot::Buffer(table)),
+        (Access::ReadWrite, Slot::Buffer(records)),
+    ]
+}
