@@ -3,12 +3,16 @@
 
 #[path = "../fuzz/fuzz_targets/arena_case.rs"]
 mod arena_case;
+#[path = "../fuzz/fuzz_targets/checkpoint_case.rs"]
+mod checkpoint_case;
 
 use std::path::Path;
 
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+/// The files of `fuzz/<folder>/<target>/`, sorted, notes excepted.
+fn files(folder: &str, target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/regressions")
+        .join("fuzz")
+        .join(folder)
         .join(target);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -25,7 +29,7 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn arena_registration_regressions() {
-    let cases = inputs("arena_registration");
+    let cases = files("regressions", "arena_registration");
     assert!(
         !cases.is_empty(),
         "no regression inputs in fuzz/regressions/arena_registration"
@@ -33,6 +37,35 @@ fn arena_registration_regressions() {
     for (name, bytes) in cases {
         if let Err(broken) = arena_case::run(&bytes) {
             panic!("{name}: {broken}");
+        }
+    }
+}
+
+/// The committed crash inputs of `checkpoint_loader`, when there are any.
+#[test]
+fn checkpoint_loader_regressions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/checkpoint_loader");
+    if !dir.exists() {
+        return;
+    }
+    for (name, bytes) in files("regressions", "checkpoint_loader") {
+        if let Err(broken) = checkpoint_case::run(&bytes) {
+            panic!("{name}: {broken}");
+        }
+    }
+}
+
+/// The fuzzer's seeds are real checkpoints: each loads, round-trips, and still loads once re-sealed, so the
+/// re-sealing the fuzz target relies on is faithful.
+#[test]
+fn checkpoint_loader_seeds_load() {
+    let seeds = files("seeds", "checkpoint_loader");
+    assert!(seeds.len() >= 5, "expected the seed checkpoints");
+    for (name, bytes) in seeds {
+        match checkpoint_case::run(&bytes) {
+            Ok((true, Some(true))) => {}
+            Ok(accepted) => panic!("{name}: (as it is, re-sealed) accepted = {accepted:?}"),
+            Err(broken) => panic!("{name}: {broken}"),
         }
     }
 }
