@@ -28,8 +28,10 @@
 //!     make, lr · (1 − β1) / √(1 − β2), and those differences add up;
 //! - no NaN or infinity anywhere;
 //! - host memory (resident set, `/proc/self/statm`) at most `RSS_SLACK` above the first checkpoint's;
-//! - GPU memory (the allocator report, where the backend gives one: Vulkan) exactly the first
-//!   checkpoint's: the same bytes in the same number of allocations.
+//! - GPU memory (the allocator report, where the backend gives one: Vulkan) at most `GPU_SLACK_BYTES` and
+//!   `GPU_SLACK_ALLOCATIONS` above the first checkpoint's (a driver may keep a staging buffer or two around;
+//!   a leak of one buffer per step, or per readback, exceeds both within one checkpoint interval). On
+//!   lavapipe it does not move at all.
 //!
 //! The run prints, per checkpoint, the largest error it measured as a fraction of its bound.
 
@@ -42,6 +44,9 @@ use wgoptim_reference::adamw::{AdamWConfig, AdamWState, step as reference_step};
 const CHECK_EVERY: u64 = 10_000;
 /// Host memory may grow this much after the first checkpoint (allocator slack, driver caches).
 const RSS_SLACK: u64 = 16 << 20;
+/// GPU memory may grow this much after the first checkpoint.
+const GPU_SLACK_BYTES: u64 = 4 << 20;
+const GPU_SLACK_ALLOCATIONS: usize = 8;
 
 fn steps() -> u64 {
     std::env::var("WGOPTIM_SOAK_STEPS")
@@ -307,10 +312,14 @@ fn adamw_soak_against_the_reference() {
                     rss <= rss0 + RSS_SLACK,
                     "step {step}: resident set grew from {rss0} to {rss} bytes"
                 );
-                assert_eq!(
-                    &vram, vram0,
-                    "step {step}: GPU allocations changed (bytes, count)"
-                );
+                if let (Some((bytes, count)), Some((bytes0, count0))) = (vram, vram0) {
+                    assert!(
+                        bytes <= bytes0 + GPU_SLACK_BYTES
+                            && count <= count0 + GPU_SLACK_ALLOCATIONS,
+                        "step {step}: GPU memory grew from {bytes0} B in {count0} allocations to \
+                         {bytes} B in {count}"
+                    );
+                }
             }
         }
 
