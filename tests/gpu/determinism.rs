@@ -31,6 +31,7 @@ pub fn tests() -> Vec<GpuTest> {
         test("determinism_adamw8bit", adamw8bit),
         test("determinism_adam8bit", adam8bit),
         test("determinism_lion8bit", lion8bit),
+        test("determinism_adamw_under_step_guard", adamw_under_step_guard),
     ]
 }
 
@@ -326,4 +327,71 @@ fn lion8bit(gpu: &Gpu) -> Result<(), String> {
         quantized_raw!(Lion8bit),
         false,
     )
+}
+
+/// AdamW under a `StepGuard` doing everything a training loop asks of it (loss scaling with a scale that
+/// grows every 2 clean steps, global-norm and value clipping, 1/2 for accumulation), with an infinite
+/// gradient at step 4 that the guard must skip on the GPU: the two runs agree bit for bit in parameters,
+/// state, step count and the guard's own state (scale, growth tracker, skipped steps).
+fn adamw_under_step_guard(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim::{GuardConfig, LossScaleConfig, StepGuard};
+    let config = GuardConfig {
+        grad_scale: 0.5,
+        max_grad_norm: Some(1.0),
+        clip_value: Some(0.01),
+        loss_scale: Some(LossScaleConfig {
+            init_scale: 1024.0,
+            growth_interval: 2,
+            ..LossScaleConfig::default()
+        }),
+        ..GuardConfig::default()
+    };
+    let spec = tensors();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let arena = model(gpu, &spec, None)?;
+        let mut opt = AdamW::new(&arena, AdamConfig::adamw()).map_err(err)?;
+        opt.set_group(1, group_override()).map_err(err)?;
+        let guard = StepGuard::new(&arena, config).map_err(err)?;
+        runs.push((arena, opt, guard));
+    }
+    for step in 1..=STEPS {
+        for (arena, opt, guard) in &mut runs {
+            write_grads(arena, step)?;
+            if step == 4 {
+                let t = &arena.tensors()[3];
+                let mut g = vec![0.5f32; t.numel as usize];
+                g[t.numel as usize / 2] = f32::INFINITY;
+                arena.write_grads(&t.name, &g).map_err(err)?;
+            }
+            guard.step(opt, arena, lr(step)).map_err(err)?;
+        }
+    }
+    let mut states = Vec::new();
+    for (arena, opt, guard) in &mut runs {
+        states.push((
+            params(arena)?,
+            state(arena, opt)?,
+            opt.step_count(),
+            guard.state().map_err(err)?,
+        ));
+    }
+    let (a, b) = (&states[0], &states[1]);
+    same_bits("params", &a.0, &b.0)?;
+    same_bits("state", &a.1, &b.1)?;
+    if a.2 != b.2 || a.2 != STEPS - 1 {
+        return Err(format!(
+            "step counts {} and {}, want {}",
+            a.2,
+            b.2,
+            STEPS - 1
+        ));
+    }
+    if format!("{:?}", a.3) != format!("{:?}", b.3) || a.3.skipped != 1 {
+        return Err(format!(
+            "guard states {:?} and {:?} (want one skip)",
+            a.3, b.3
+        ));
+    }
+    Ok(())
 }
