@@ -22,8 +22,8 @@
 //! ```
 
 mod arena;
-mod decay_rule;
 mod averaging;
+mod decay_rule;
 mod error;
 mod gpu;
 mod grad;
