@@ -6,6 +6,11 @@
 //!   outside the timed region, so that a software adapter's worker threads do not compete with the host).
 //! - `step/empty_submit`: an empty encoder finished and submitted, the floor that wgpu and the driver set
 //!   for any submission.
+//! - `guarded_step/*`: `StepGuard::step` with loss scaling and clipping by global norm around the same
+//!   AdamW: the step's candidate group records computed and written (one set: no earlier step is still in
+//!   flight), the guard's parameter write, the
+//!   recording of its passes and the optimizer's, the submission, the report's readback mapped, and the
+//!   previous report collected (a non-blocking poll), with the GPU idle as for `step/*`.
 //!
 //! Times are the calling thread's CPU time where the platform tells it (Linux and other Unix systems), so
 //! that other processes on a shared machine do not inflate them, and wall time elsewhere.
@@ -22,7 +27,10 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use wgoptim::{Adam, AdamConfig, ArenaBuilder, Gpu, GpuOptions, Optimizer, ParamArena};
+use wgoptim::{
+    Adam, AdamConfig, ArenaBuilder, Gpu, GpuOptions, GuardConfig, LossScaleConfig, Optimizer,
+    ParamArena, StepGuard,
+};
 
 /// `(benchmark id, tensors, elements per tensor)`
 const MODELS: [(&str, usize, usize); 3] =
@@ -151,6 +159,37 @@ fn run() -> Result<(), String> {
                 for _ in 0..iters {
                     let t = Clock::now();
                     if let Err(e) = opt.step(&arena, 1e-3) {
+                        failed.keep(e);
+                    }
+                    timed += Clock::now().saturating_sub(t);
+                    if let Err(e) = gpu.wait() {
+                        failed.keep(e);
+                    }
+                }
+                timed
+            })
+        });
+        failed.take()?;
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("guarded_step");
+    group.sample_size(20);
+    let config = GuardConfig {
+        max_grad_norm: Some(1.0),
+        loss_scale: Some(LossScaleConfig::default()),
+        ..GuardConfig::default()
+    };
+    for (id, tensors, elements) in MODELS {
+        let arena = arena(&gpu, tensors, elements).map_err(|e| e.to_string())?;
+        let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(|e| e.to_string())?;
+        let mut guard = StepGuard::new(&arena, config).map_err(|e| e.to_string())?;
+        group.bench_function(BenchmarkId::new("adamw_loss_scale_clip_norm", id), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Clock::now();
+                    if let Err(e) = guard.step(&mut opt, &arena, 1e-3) {
                         failed.keep(e);
                     }
                     timed += Clock::now().saturating_sub(t);

@@ -34,6 +34,11 @@ struct Args {
     /// Optimizers to run, comma-separated, or all [default: all]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     optimizers: Option<Vec<String>>,
+    /// Steps measured beside AdamW on the size sweep's models and the GPT-2 model, comma-separated, all or
+    /// none: adamw (the reference), adamw+clip_norm, adamw+loss_scale+clip_norm, ema_update,
+    /// adamw_bf16_params [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    extras: Option<Vec<String>>,
     /// Parameter counts of the size sweep (one tensor each) [default: 1M,16M,64M,256M; 256K added on CPU adapters]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     sizes: Option<Vec<String>>,
@@ -105,6 +110,9 @@ fn config(args: &Args, cpu_adapter: bool) -> Result<SuiteConfig, String> {
     };
     if let Some(names) = &args.optimizers {
         c.optimizers = optimizers::select(names)?;
+    }
+    if let Some(names) = &args.extras {
+        c.extras = optimizers::select_extras(names)?;
     }
     if let Some(sizes) = &args.sizes {
         c.sizes = counts(sizes, "--sizes")?;

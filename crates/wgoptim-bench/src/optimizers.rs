@@ -1,11 +1,18 @@
 //! The optimizers the bench measures. Adding one is one line in [`OPTIMIZERS`]: its name, the bytes it moves
 //! per parameter per step, and how to build it.
+//!
+//! [`EXTRAS`] lists what the library adds around an AdamW step (a [`StepGuard`], weight averaging, 16-bit
+//! parameters), measured beside a plain AdamW step on the same model.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Lamb, LambConfig, Lars,
-    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, Optimizer, ParamArena, Rmsprop,
-    RmspropConfig, Sgd, SgdConfig,
+    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, AveragedParams,
+    AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion,
+    Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop,
+    RmspropConfig, Sgd, SgdConfig, StepGuard, StepStats,
 };
+
+use crate::error::{BenchError, Result};
+use crate::suite::Workload;
 
 /// Builds an optimizer with zeroed state for an arena.
 pub type MakeOptimizer = fn(&ParamArena) -> wgoptim::Result<Box<dyn Optimizer>>;
@@ -108,7 +115,7 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
 ];
 
 /// Looks optimizers up by name; `all` selects the whole table.
-pub fn select(names: &[String]) -> Result<Vec<&'static OptimizerEntry>, String> {
+pub fn select(names: &[String]) -> std::result::Result<Vec<&'static OptimizerEntry>, String> {
     if names.iter().any(|n| n == "all") {
         return Ok(OPTIMIZERS.iter().collect());
     }
@@ -123,6 +130,274 @@ pub fn select(names: &[String]) -> Result<Vec<&'static OptimizerEntry>, String> 
                         .map(|e| e.name)
                         .collect::<Vec<_>>()
                         .join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// A step built around AdamW (or a pass added to it), measured beside plain AdamW on the same model.
+pub trait ExtraWork: Workload {
+    /// What the last `step` call recorded and submitted.
+    fn stats(&self) -> StepStats;
+    /// Bytes it keeps on the GPU beside the arena's parameters and gradients: the optimizer's state, the
+    /// average, the 16-bit copies (the guard's control words and norm partials are left out).
+    fn resident_bytes(&self) -> u64;
+}
+
+/// Builds an extra's workload with zeroed state for an arena.
+pub type MakeExtra = for<'a> fn(&'a ParamArena) -> Result<Box<dyn ExtraWork + 'a>>;
+
+/// One row of the overhead table.
+#[derive(Clone, Copy)]
+pub struct ExtraEntry {
+    /// The name the CLI, the table and the JSON use.
+    pub name: &'static str,
+    /// Bytes read plus bytes written per parameter per step (f32 unless the name says otherwise).
+    pub bytes_per_param: u32,
+    /// Whether the row includes the AdamW step itself (its overhead is then its time minus AdamW's); a row
+    /// without it is a pass run in addition to the step, all of whose time is overhead.
+    pub includes_step: bool,
+    /// Constructor.
+    pub make: MakeExtra,
+}
+
+impl std::fmt::Debug for ExtraEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraEntry")
+            .field("name", &self.name)
+            .field("bytes_per_param", &self.bytes_per_param)
+            .field("includes_step", &self.includes_step)
+            .finish()
+    }
+}
+
+/// The name of the plain AdamW row the other extras are compared with.
+pub const EXTRA_REFERENCE: &str = "adamw";
+
+/// The learning rate every extra steps with (the suite's optimizers take theirs from the config).
+const EXTRA_LR: f64 = 1e-3;
+
+struct PlainAdamW<'a> {
+    arena: &'a ParamArena,
+    opt: Adam,
+    stats: StepStats,
+}
+
+impl Workload for PlainAdamW<'_> {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.opt.encode_step(self.arena, EXTRA_LR, encoder)?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.opt.step(self.arena, EXTRA_LR)?;
+        Ok(())
+    }
+}
+
+impl ExtraWork for PlainAdamW<'_> {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.opt.state_bytes()
+    }
+}
+
+/// AdamW stepped through a [`StepGuard`], which records and submits the step itself.
+struct Guarded<'a> {
+    arena: &'a ParamArena,
+    opt: Adam,
+    guard: StepGuard,
+    stats: StepStats,
+}
+
+impl Workload for Guarded<'_> {
+    fn encode(&mut self, _encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        Err(BenchError::fatal(
+            "a guarded step records and submits its own command buffer",
+        ))
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.guard.step(&mut self.opt, self.arena, EXTRA_LR)?;
+        Ok(())
+    }
+
+    fn submits_itself(&self) -> bool {
+        true
+    }
+}
+
+impl ExtraWork for Guarded<'_> {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.opt.state_bytes()
+    }
+}
+
+/// One EMA update of the parameters, on its own.
+struct Ema<'a> {
+    arena: &'a ParamArena,
+    avg: AveragedParams,
+    stats: StepStats,
+}
+
+impl Workload for Ema<'_> {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.avg.encode(self.arena, encoder)?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.avg.update(self.arena)?;
+        Ok(())
+    }
+}
+
+impl ExtraWork for Ema<'_> {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.avg.bytes()
+    }
+}
+
+/// A mixed-precision step: upcast the 16-bit gradients, AdamW on the f32 masters, round to 16 bits.
+struct Half<'a> {
+    arena: &'a ParamArena,
+    opt: Adam,
+    half: HalfParams,
+    stats: StepStats,
+}
+
+impl Workload for Half<'_> {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.half.encode_upcast_grads(self.arena, encoder)?;
+        self.opt.encode_step(self.arena, EXTRA_LR, encoder)?;
+        self.half.encode_downcast_params(self.arena, encoder)?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.half.step(self.arena, &mut self.opt, EXTRA_LR)?;
+        Ok(())
+    }
+}
+
+impl ExtraWork for Half<'_> {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.opt.state_bytes() + self.half.bytes()
+    }
+}
+
+fn adamw(arena: &ParamArena) -> Result<Adam> {
+    Ok(Adam::new(arena, AdamConfig::adamw())?)
+}
+
+fn plain(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    Ok(Box::new(PlainAdamW {
+        arena,
+        opt: adamw(arena)?,
+        stats: StepStats::default(),
+    }))
+}
+
+fn guarded(arena: &ParamArena, config: GuardConfig) -> Result<Box<dyn ExtraWork + '_>> {
+    Ok(Box::new(Guarded {
+        arena,
+        opt: adamw(arena)?,
+        guard: StepGuard::new(arena, config)?,
+        stats: StepStats::default(),
+    }))
+}
+
+fn clip_norm() -> GuardConfig {
+    GuardConfig {
+        max_grad_norm: Some(1.0),
+        ..GuardConfig::default()
+    }
+}
+
+fn scale_and_clip() -> GuardConfig {
+    GuardConfig {
+        loss_scale: Some(LossScaleConfig::default()),
+        ..clip_norm()
+    }
+}
+
+fn guarded_clip(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    guarded(arena, clip_norm())
+}
+
+fn guarded_scale_clip(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    guarded(arena, scale_and_clip())
+}
+
+fn ema(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    let mut avg = AveragedParams::new(arena, AveragingMode::ema_default())?;
+    // The first update copies the parameters; every later one is the lerp measured here.
+    avg.update(arena)?;
+    Ok(Box::new(Ema {
+        arena,
+        avg,
+        stats: StepStats::default(),
+    }))
+}
+
+fn bf16(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    Ok(Box::new(Half {
+        arena,
+        opt: adamw(arena)?,
+        half: HalfParams::new(arena, HalfDtype::Bf16)?,
+        stats: StepStats::default(),
+    }))
+}
+
+/// What the bench measures beside AdamW, in table order; the first row is plain AdamW, the reference the
+/// others' overhead is computed from (measured again here, right before them, so that a software adapter's
+/// changing load affects both alike). Bytes count as in [`OPTIMIZERS`]; the guard's reduction partials and
+/// control words are 1/256 of a gradient or less and left out.
+#[rustfmt::skip]
+pub const EXTRAS: &[ExtraEntry] = &[
+    // reads p, g, m, v; writes p, m, v
+    ExtraEntry { name: EXTRA_REFERENCE, bytes_per_param: 28, includes_step: true, make: plain },
+    // the norm reads g; clipping reads and writes g; then AdamW's 28
+    ExtraEntry { name: "adamw+clip_norm", bytes_per_param: 40, includes_step: true, make: guarded_clip },
+    // as clip_norm: unscaling and the overflow test ride on the same two passes
+    ExtraEntry { name: "adamw+loss_scale+clip_norm", bytes_per_param: 40, includes_step: true, make: guarded_scale_clip },
+    // reads p and the average; writes the average
+    ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, make: ema },
+    // upcast reads 2 and writes 4; AdamW's 28; downcast reads 4 and writes 2
+    ExtraEntry { name: "adamw_bf16_params", bytes_per_param: 40, includes_step: true, make: bf16 },
+];
+
+/// Looks extras up by name; `all` selects the whole table, `none` nothing.
+pub fn select_extras(names: &[String]) -> std::result::Result<Vec<&'static ExtraEntry>, String> {
+    if names.iter().any(|n| n == "all") {
+        return Ok(EXTRAS.iter().collect());
+    }
+    if names.iter().any(|n| n == "none") {
+        return Ok(Vec::new());
+    }
+    names
+        .iter()
+        .map(|n| {
+            EXTRAS.iter().find(|e| e.name == n).ok_or_else(|| {
+                format!(
+                    "unknown extra `{n}` (known: {}, all or none)",
+                    EXTRAS.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
                 )
             })
         })

@@ -163,6 +163,9 @@ impl Report {
             })
             .collect();
         out.push_str(&markdown(&header, &rows));
+        if !self.results.extras.is_empty() {
+            out.push_str(&self.extras_table());
+        }
 
         if !self.results.copies.is_empty() {
             out.push_str("\ncopy baseline (reads and writes f32, same bytes as the step)\n\n");
@@ -201,6 +204,71 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The extras beside AdamW, model by model as they ran.
+    fn extras_table(&self) -> String {
+        let mut out = String::from(
+            "\nbeside AdamW on the same model (adds: step time minus plain AdamW's measured right before, or the whole pass for a pass run beside the step)\n\n",
+        );
+        let header = [
+            "step",
+            "tensors",
+            "params",
+            "steps",
+            "step ms",
+            "timer",
+            "adds ms",
+            "adds",
+            "GB/s",
+            "copy GB/s",
+            "vs copy",
+            "B/param",
+            "dispatches",
+            "submits",
+            "host µs",
+            "host CPU µs",
+            "GPU B/param",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .results
+            .extras
+            .iter()
+            .map(|x| {
+                let c = &x.case;
+                vec![
+                    c.optimizer.clone(),
+                    if c.layout == "gpt2" {
+                        format!("gpt2 ({})", c.tensors)
+                    } else {
+                        c.tensors.to_string()
+                    },
+                    human_count(c.params),
+                    c.measurement.steps.to_string(),
+                    format!("{:.3}", c.step_ms),
+                    match c.time_source {
+                        TimeSource::Timestamps => "gpu".into(),
+                        TimeSource::Wall => "wall".into(),
+                    },
+                    x.adds_ms.map_or("-".into(), |a| format!("{a:.3}")),
+                    x.adds_fraction
+                        .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
+                    format!("{:.2}", c.gbps),
+                    c.copy_gbps.map_or("-".into(), |g| format!("{g:.2}")),
+                    c.vs_copy.map_or("-".into(), |r| format!("{r:.2}")),
+                    c.bytes_per_param.to_string(),
+                    c.dispatches_per_step.to_string(),
+                    c.submissions_per_step.to_string(),
+                    format!("{:.1}", c.host_us),
+                    c.host_cpu_us.map_or("-".into(), |t| format!("{t:.1}")),
+                    format!("{:.2}", c.state_bytes_per_param),
+                ]
+            })
+            .collect();
+        out.push_str(&markdown(&header, &rows));
+        out
+    }
+}
+
 fn load(l: Option<f64>) -> String {
     l.map_or("unknown".into(), |l| format!("{l:.1}"))
 }
@@ -218,8 +286,11 @@ pub fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
     let numeric = |i: usize| {
         i > 0
             && rows.iter().all(|r| {
-                r.get(i)
-                    .is_some_and(|c| c == "-" || c.starts_with(|ch: char| ch.is_ascii_digit()))
+                r.get(i).is_some_and(|c| {
+                    c == "-"
+                        || c.trim_start_matches('-')
+                            .starts_with(|ch: char| ch.is_ascii_digit())
+                })
             })
     };
     let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));

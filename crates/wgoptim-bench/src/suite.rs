@@ -10,7 +10,9 @@ use crate::copy::CopyKernel;
 use crate::cpu_time::thread_cpu_time;
 use crate::error::{BenchError, Result};
 use crate::model::{Layout, human_count};
-use crate::optimizers::{OPTIMIZERS, OptimizerEntry};
+use crate::optimizers::{
+    EXTRA_REFERENCE, EXTRAS, ExtraEntry, ExtraWork, OPTIMIZERS, OptimizerEntry,
+};
 use crate::timer::{GpuTimer, MAX_INTERVALS};
 
 /// The default cap on model size for software (CPU) adapters, so that a default run there ends in minutes:
@@ -37,6 +39,10 @@ pub struct SuiteConfig {
     /// Optimizers, in table order.
     #[serde(serialize_with = "names")]
     pub optimizers: Vec<&'static OptimizerEntry>,
+    /// Steps around AdamW measured beside it (guard, averaging, 16-bit parameters), in table order, on the
+    /// size sweep's models and the tensor sweep's GPT-2 model ([`SuiteConfig::runs_extras`]).
+    #[serde(serialize_with = "extra_names")]
+    pub extras: Vec<&'static ExtraEntry>,
     /// Parameter counts of the size sweep (one tensor each).
     pub sizes: Vec<u64>,
     /// Layouts of the tensor-count sweep.
@@ -61,6 +67,13 @@ fn names<S: serde::Serializer>(
     s.collect_seq(v.iter().map(|e| e.name))
 }
 
+fn extra_names<S: serde::Serializer>(
+    v: &[&'static ExtraEntry],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|e| e.name))
+}
+
 fn layout_names<S: serde::Serializer>(v: &[Layout], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|l| l.name()))
 }
@@ -76,6 +89,7 @@ impl SuiteConfig {
         }
         Self {
             optimizers: OPTIMIZERS.iter().collect(),
+            extras: EXTRAS.iter().collect(),
             sizes,
             layouts: vec![
                 Layout::Split(1),
@@ -99,6 +113,7 @@ impl SuiteConfig {
     pub fn quick() -> Self {
         Self {
             optimizers: OPTIMIZERS.iter().collect(),
+            extras: EXTRAS.iter().collect(),
             sizes: vec![64_000, 256_000],
             layouts: vec![
                 Layout::Split(1),
@@ -130,9 +145,24 @@ impl SuiteConfig {
         models
     }
 
-    /// How many optimizer cases the run has (for the progress bar).
+    /// Whether the extras run on this model: every model of the size sweep, and the GPT-2 layout of the
+    /// tensor sweep (the tensor count changes nothing in their passes that the optimizers do not show).
+    pub fn runs_extras(&self, layout: Layout, params: u64) -> bool {
+        match layout {
+            Layout::Split(1) => self.sizes.contains(&params),
+            Layout::Gpt2 => params == self.tensor_sweep_params,
+            Layout::Split(_) => false,
+        }
+    }
+
+    /// How many cases the run has, optimizers and extras (for the progress bar).
     pub fn case_count(&self) -> usize {
-        self.models().len() * self.optimizers.len()
+        let models = self.models();
+        let extra_models = models
+            .iter()
+            .filter(|&&(l, p)| self.runs_extras(l, p))
+            .count();
+        models.len() * self.optimizers.len() + extra_models * self.extras.len()
     }
 }
 
@@ -181,6 +211,13 @@ pub trait Workload {
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()>;
     /// Runs one step as a user would: encode and submit, without waiting.
     fn step(&mut self) -> Result<()>;
+    /// Whether `step` records and submits a command buffer of its own that `encode` cannot reproduce (a
+    /// [`wgoptim::StepGuard`] step). The timer then brackets `step` with timestamp submissions of their own:
+    /// the queue runs submissions in order, so the interval still covers the step's GPU work, plus whatever
+    /// gap the driver leaves between submissions.
+    fn submits_itself(&self) -> bool {
+        false
+    }
 }
 
 /// The timings of one workload.
@@ -238,16 +275,24 @@ pub fn measure(
 
     let gpu_ms = match GpuTimer::new(gpu, n) {
         Some(timer) => {
+            let encoder = || {
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("bench timed step"),
+                    })
+            };
             for i in 0..n {
-                let mut encoder =
-                    gpu.device()
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("bench timed step"),
-                        });
-                timer.begin(&mut encoder, i);
-                work.encode(&mut encoder)?;
-                timer.end(&mut encoder, i);
-                gpu.queue().submit([encoder.finish()]);
+                let mut e = encoder();
+                timer.begin(&mut e, i);
+                if work.submits_itself() {
+                    gpu.queue().submit([e.finish()]);
+                    work.step()?;
+                    e = encoder();
+                } else {
+                    work.encode(&mut e)?;
+                }
+                timer.end(&mut e, i);
+                gpu.queue().submit([e.finish()]);
             }
             let ns = timer.read(gpu, n)?;
             // A driver that leaves the queries unwritten gives zeros; wall time is the better figure then.
@@ -369,6 +414,24 @@ pub struct SuiteResults {
     pub cases: Vec<CaseResult>,
     pub copies: Vec<CopyResult>,
     pub skipped: Vec<Skipped>,
+    /// The extras beside AdamW, model by model in table order.
+    pub extras: Vec<ExtraResult>,
+}
+
+/// One extra on one model, with its overhead over plain AdamW measured right before it on the same model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtraResult {
+    /// The figures of an optimizer case; `optimizer` is the extra's name, and `state_bytes_per_param` counts
+    /// what it keeps on the GPU beside the parameters and gradients.
+    #[serde(flatten)]
+    pub case: CaseResult,
+    /// Whether the row includes the AdamW step (else it is a pass added to the step).
+    pub includes_step: bool,
+    /// Milliseconds it adds to an AdamW step: its step time minus plain AdamW's on the same model, or all of
+    /// it for a pass run beside the step. `None` for the AdamW row itself, and when it was not run.
+    pub adds_ms: Option<f64>,
+    /// `adds_ms` divided by plain AdamW's step time.
+    pub adds_fraction: Option<f64>,
 }
 
 /// Progress reports from [`run`].
@@ -403,7 +466,12 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                 target_params: target,
                 reason,
             });
-            for _ in &config.optimizers {
+            let extras = if config.runs_extras(layout, target) {
+                config.extras.len()
+            } else {
+                0
+            };
+            for _ in 0..config.optimizers.len() + extras {
                 progress.finish();
             }
         };
@@ -430,8 +498,19 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
         // model measures its own, right before its optimizers, so that a machine whose load changes during
         // the run (a software adapter shares the host's cores) compares figures taken under the same load.
         copies.clear();
-        for entry in &config.optimizers {
-            let bytes = entry.bytes_per_param as u64 * params;
+        let extras = if config.runs_extras(layout, target) {
+            config.extras.as_slice()
+        } else {
+            &[]
+        };
+        let byte_counts: Vec<u64> = config
+            .optimizers
+            .iter()
+            .map(|e| e.bytes_per_param)
+            .chain(extras.iter().map(|e| e.bytes_per_param))
+            .map(|b| b as u64 * params)
+            .collect();
+        for bytes in byte_counts {
             if copies.contains_key(&bytes) {
                 continue;
             }
@@ -498,6 +577,51 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                 Err(e) => return Err(e),
             }
         }
+        let mut reference: Option<f64> = None;
+        for entry in extras {
+            progress.start(&format!(
+                "{} · {} params · {} tensors",
+                entry.name,
+                human_count(params),
+                layout.name()
+            ));
+            let outcome = run_extra(gpu, config, entry, &arena, layout, target, &copies);
+            progress.finish();
+            match outcome {
+                Ok(case) => {
+                    if entry.name == EXTRA_REFERENCE {
+                        reference = Some(case.step_ms);
+                    }
+                    let adds_ms = if entry.name == EXTRA_REFERENCE {
+                        None
+                    } else if entry.includes_step {
+                        reference.map(|r| case.step_ms - r)
+                    } else {
+                        Some(case.step_ms)
+                    };
+                    results.extras.push(ExtraResult {
+                        adds_fraction: adds_ms.zip(reference).map(|(a, r)| a / r),
+                        adds_ms,
+                        includes_step: entry.includes_step,
+                        case,
+                    });
+                }
+                Err(e) if e.skippable => {
+                    progress.note(&format!(
+                        "skipped {} at {} params: {e}",
+                        entry.name,
+                        human_count(params)
+                    ));
+                    results.skipped.push(Skipped {
+                        optimizer: Some(entry.name.into()),
+                        layout: layout.name(),
+                        target_params: target,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(results)
 }
@@ -520,13 +644,63 @@ fn run_case(
         stats: StepStats::default(),
     };
     let m = measure(gpu, config.warmup, config.steps, &mut work)?;
+    Ok(case_result(
+        entry.name,
+        entry.bytes_per_param,
+        arena,
+        layout,
+        target,
+        copies,
+        m,
+        work.stats,
+        state_bytes,
+    ))
+}
+
+fn run_extra(
+    gpu: &Gpu,
+    config: &SuiteConfig,
+    entry: &ExtraEntry,
+    arena: &ParamArena,
+    layout: Layout,
+    target: u64,
+    copies: &HashMap<u64, Option<f64>>,
+) -> Result<CaseResult> {
+    let mut work: Box<dyn ExtraWork + '_> = (entry.make)(arena)?;
+    let m = measure(gpu, config.warmup, config.steps, work.as_mut())?;
+    Ok(case_result(
+        entry.name,
+        entry.bytes_per_param,
+        arena,
+        layout,
+        target,
+        copies,
+        m,
+        work.stats(),
+        work.resident_bytes(),
+    ))
+}
+
+/// The figures of one measured case.
+#[allow(clippy::too_many_arguments)]
+fn case_result(
+    name: &str,
+    bytes_per_param: u32,
+    arena: &ParamArena,
+    layout: Layout,
+    target: u64,
+    copies: &HashMap<u64, Option<f64>>,
+    m: Measurement,
+    stats: StepStats,
+    state_bytes: u64,
+) -> CaseResult {
     let params = arena.elements();
-    let bytes = entry.bytes_per_param as u64 * params;
+    let bytes = bytes_per_param as u64 * params;
     let (step_ms, time_source) = m.step_ms();
     let gbps = bytes as f64 / (step_ms * 1e6);
     let copy_gbps = copies.get(&bytes).copied().flatten();
-    Ok(CaseResult {
-        optimizer: entry.name.into(),
+    CaseResult {
+        optimizer: name.into(),
         layout: layout.name(),
         target_params: target,
         params,
@@ -535,19 +709,19 @@ fn run_case(
         chunks: arena.chunk_count(),
         step_ms,
         time_source,
-        bytes_per_param: entry.bytes_per_param,
+        bytes_per_param,
         bytes_per_step: bytes,
         gbps,
         copy_gbps,
         vs_copy: copy_gbps.map(|c| gbps / c),
-        dispatches_per_step: work.stats.dispatches,
-        submissions_per_step: work.stats.submissions,
-        buffer_writes_per_step: work.stats.buffer_writes,
+        dispatches_per_step: stats.dispatches,
+        submissions_per_step: stats.submissions,
+        buffer_writes_per_step: stats.buffer_writes,
         host_us: m.host_us.median,
         host_cpu_us: m.host_cpu_us.map(|s| s.median),
         state_bytes_per_param: state_bytes as f64 / params as f64,
         measurement: m,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -570,6 +744,11 @@ mod tests {
         assert_eq!(m.len(), 2 + 3);
         assert_eq!(m[0], (Layout::Split(1), 256_000));
         assert!(m.contains(&(Layout::Gpt2, 256_000)));
-        assert_eq!(c.case_count(), 5 * OPTIMIZERS.len());
+        // The extras run on the two sizes and the GPT-2 layout.
+        assert_eq!(c.case_count(), 5 * OPTIMIZERS.len() + 3 * EXTRAS.len());
+        assert!(c.runs_extras(Layout::Split(1), 2_000_000));
+        assert!(c.runs_extras(Layout::Gpt2, 256_000));
+        assert!(!c.runs_extras(Layout::Split(16), 256_000));
+        assert!(!c.runs_extras(Layout::Split(1), 123));
     }
 }

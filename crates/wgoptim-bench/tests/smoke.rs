@@ -8,7 +8,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use wgoptim::{Gpu, GpuOptions};
 use wgoptim_bench::adapter::AdapterReport;
 use wgoptim_bench::model::Layout;
-use wgoptim_bench::optimizers::OPTIMIZERS;
+use wgoptim_bench::optimizers::{EXTRA_REFERENCE, EXTRAS, OPTIMIZERS};
 use wgoptim_bench::report::Report;
 use wgoptim_bench::suite::{self, Silent, StepCount, SuiteConfig, TimeSource};
 
@@ -102,6 +102,40 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
         .ok_or("no gpt2 case")?;
     check(gpt2.tensors == 148, || format!("{} tensors", gpt2.tensors))?;
 
+    // The extras run on the one-tensor model and the GPT-2 one, each after its plain AdamW reference.
+    check(results.extras.len() == 2 * EXTRAS.len(), || {
+        format!("{} extras", results.extras.len())
+    })?;
+    for (x, entry) in results.extras.iter().zip(EXTRAS.iter().cycle()) {
+        let c = &x.case;
+        let what = || format!("{x:#?}");
+        check(c.optimizer == entry.name, what)?;
+        check(c.step_ms.is_finite() && c.step_ms > 0.0, what)?;
+        check(c.time_source == source && c.measurement.steps == 2, what)?;
+        check(
+            c.bytes_per_step == entry.bytes_per_param as u64 * c.params,
+            what,
+        )?;
+        check(c.copy_gbps.is_some() && c.submissions_per_step == 1, what)?;
+        let dispatches_ok = match entry.name {
+            "adamw" | "ema_update" => c.dispatches_per_step == 1,
+            // upcast, AdamW, downcast
+            "adamw_bf16_params" => c.dispatches_per_step == 3,
+            // the guard's reduction, control and apply passes, then AdamW
+            _ => c.dispatches_per_step > 3,
+        };
+        check(dispatches_ok, what)?;
+        if entry.name == EXTRA_REFERENCE {
+            check(x.adds_ms.is_none(), what)?;
+        } else {
+            let adds = x.adds_ms.ok_or("no overhead figure")?;
+            check(adds.is_finite() && x.adds_fraction.is_some(), what)?;
+            if !entry.includes_step {
+                check(adds == c.step_ms, what)?;
+            }
+        }
+    }
+
     let report = Report::new(AdapterReport::of(gpu), config, results, None);
     let json: serde_json::Value =
         serde_json::from_str(&report.json()).map_err(|e| e.to_string())?;
@@ -112,10 +146,15 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
     check(json["adapter"]["name"] == gpu.info().name.as_str(), || {
         "the JSON names another adapter".into()
     })?;
+    check(
+        json["results"]["extras"].as_array().map(Vec::len) == Some(2 * EXTRAS.len()),
+        || "the JSON lost extras".into(),
+    )?;
     let table = report.table();
-    for e in OPTIMIZERS {
-        check(table.contains(&format!("| {} ", e.name)), || {
-            format!("the table lacks {}:\n{table}", e.name)
+    let names = OPTIMIZERS.iter().map(|e| e.name);
+    for name in names.chain(EXTRAS.iter().map(|e| e.name)) {
+        check(table.contains(&format!("| {name} ")), || {
+            format!("the table lacks {name}:\n{table}")
         })?;
     }
 
@@ -137,6 +176,7 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
 fn oversized_models_are_skipped_with_a_note(gpu: &Gpu) -> Result<(), Failed> {
     let config = SuiteConfig {
         optimizers: OPTIMIZERS.iter().take(1).collect(),
+        extras: vec![],
         sizes: vec![8_000, 2_000_000_000],
         layouts: vec![],
         max_params: Some(1_000_000),
@@ -180,6 +220,11 @@ fn binary_quick_json() -> Result<(), Failed> {
     check(cases.len() == 10, || {
         format!("{} cases\n{stderr}", cases.len())
     })?;
+    // The extras on 64K, 256K and the GPT-2 model.
+    let extras = json["results"]["extras"].as_array().ok_or("no extras")?;
+    check(extras.len() == 3 * EXTRAS.len(), || {
+        format!("{} extras\n{stderr}", extras.len())
+    })?;
     check(json["tool"] == "wgoptim-bench", || {
         "not the bench's JSON".into()
     })
@@ -204,6 +249,7 @@ fn binary_refuses_bad_arguments() -> Result<(), Failed> {
             "unknown optimizer `adafactor`",
         ),
         (&["--tensors", "0"][..], "at least one tensor"),
+        (&["--extras", "swa"][..], "unknown extra `swa`"),
         (&["--backend", "cuda"][..], "unknown backend `cuda`"),
         (&["--plot", "figures.svg"][..], "must end in .png"),
         (&["--steps", "0"][..], "--steps 0"),
