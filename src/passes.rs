@@ -11,6 +11,7 @@ use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::optim::StepStats;
 
 /// What one binding of a kernel is bound to.
 #[derive(Clone, Copy)]
@@ -339,4 +340,19 @@ impl ArenaBinding {
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
+}
+
+/// Records into an encoder of its own and submits it: the one-submission form of an `encode_*` method.
+pub(crate) fn submit_alone(
+    gpu: &Gpu,
+    label: &'static str,
+    record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<StepStats>,
+) -> Result<StepStats> {
+    let mut encoder = gpu
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    let mut stats = record(&mut encoder)?;
+    gpu.queue().submit([encoder.finish()]);
+    stats.submissions += 1;
+    Ok(stats)
 }

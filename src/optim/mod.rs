@@ -107,15 +107,9 @@ pub trait Optimizer {
     fn step(&mut self, arena: &ParamArena, lr: f64) -> Result<StepStats> {
         let gpu = arena.gpu();
         gpu.check()?;
-        let mut encoder = gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("optimizer step"),
-            });
-        let mut stats = self.encode_step(arena, lr, &mut encoder)?;
-        gpu.queue().submit([encoder.finish()]);
-        stats.submissions += 1;
-        Ok(stats)
+        crate::passes::submit_alone(gpu, "optimizer step", |encoder| {
+            self.encode_step(arena, lr, encoder)
+        })
     }
 
     /// Replaces the momentum coefficient for the following steps: β1 for Adam-style optimizers, μ for
