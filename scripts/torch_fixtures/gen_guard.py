@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_torch_optim import save_file  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import save_numpy  # noqa: E402
 
 SEED = 20261201
 
@@ -231,7 +231,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, case in CASES.items():
         tensors, meta = run_case(case, args.steps)
-        save_file(tensors, str(args.out / f"{name}.safetensors"), meta)
+        save_numpy(tensors, str(args.out / f"{name}.safetensors"), meta)
         print(f"{name}: found_inf={meta['found_inf']} scales={meta['scales']}")
 
 

@@ -45,9 +45,10 @@ import types
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import torch
-from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import pins, save_numpy  # noqa: E402
 
 STEPS = 24
 SEED = 20240611
@@ -64,42 +65,6 @@ TENSORS = [
 
 # Fraction of gradient elements forced to exactly zero.
 ZERO_FRACTION = 0.03
-
-
-def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str]) -> None:
-    """Write a safetensors file byte-for-byte reproducibly.
-
-    safetensors' own writer orders ``__metadata__`` by hash, so two runs differ
-    in their header bytes. This writer sorts the metadata keys and tensor names,
-    pads the header with spaces to a multiple of 8 as the format allows, and
-    checks the result by reading it back with the safetensors package.
-    """
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks = []
-    offset = 0
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        data = arr.astype("<f4").tobytes()
-        header[name] = {
-            "dtype": "F32",
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in chunks:
-            f.write(data)
-    back = load_file(path)
-    if sorted(back) != sorted(tensors):
-        raise RuntimeError(f"{path}: tensors did not read back")
-    for name, arr in tensors.items():
-        if not np.array_equal(back[name], arr.astype(np.float32), equal_nan=True) or back[name].shape != arr.shape:
-            raise RuntimeError(f"{path}: {name} did not read back")
 
 
 def learning_rates(steps: int) -> list[float]:
@@ -443,11 +408,7 @@ def run_case(name, optimizer, overrides, groups, init, grads, lrs):
 
 
 def generator_string() -> str:
-    return (
-        f"gen_torch_optim.py python=={sys.version.split()[0]} "
-        f"torch=={torch.__version__} numpy=={np.__version__} "
-        f"safetensors=={safetensors.__version__}"
-    )
+    return f"gen_torch_optim.py {pins('python', 'torch', 'numpy', 'safetensors')}"
 
 
 def main() -> None:
@@ -468,7 +429,7 @@ def main() -> None:
     for s in range(STEPS):
         for n, *_ in TENSORS:
             tensors[f"grad.{s + 1}.{n}"] = grads[s][n]
-    save_file(
+    save_numpy(
         tensors,
         str(args.out / "inputs.safetensors"),
         metadata={
@@ -481,7 +442,7 @@ def main() -> None:
 
     for case, (optimizer, overrides, groups) in CASES.items():
         out, metadata = run_case(case, optimizer, overrides, groups, init, grads, lrs)
-        save_file(out, str(args.out / f"{case}.safetensors"), metadata=metadata)
+        save_numpy(out, str(args.out / f"{case}.safetensors"), metadata=metadata)
         print(f"wrote {case}: {len(out)} tensors")
 
 
