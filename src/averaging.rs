@@ -31,7 +31,7 @@ use crate::arena::{BufferSlice, ParamArena};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::optim::StepStats;
-use crate::passes::{ArenaBinding, Slot, Stage, StateSet, f32_slices, submit_alone};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
 
 /// Which running average an [`AveragedParams`] keeps.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -206,13 +206,9 @@ impl AveragedParams {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut stats = StepStats {
-            dispatches: 0,
-            submissions: 0,
-            buffer_writes: 0,
-        };
-        if self.n_averaged == 0 {
+        let stats = if self.n_averaged == 0 {
             self.record_copy(arena, encoder, false);
+            StepStats::default()
         } else {
             let weight = self.mode.weight(self.n_averaged);
             let words = [weight.to_bits(), 0, 0, 0];
@@ -220,13 +216,11 @@ impl AveragedParams {
                 .gpu()
                 .queue()
                 .write_buffer(&self.uniform, 0, bytemuck::cast_slice(&words));
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("averaging update"),
-                timestamp_writes: None,
-            });
-            stats.dispatches = self.update.record(&mut pass);
-            stats.buffer_writes = 1;
-        }
+            StepStats {
+                buffer_writes: 1,
+                ..compute_pass(encoder, "averaging update", |pass| self.update.record(pass))
+            }
+        };
         self.n_averaged += 1;
         Ok(stats)
     }
@@ -249,15 +243,9 @@ impl AveragedParams {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("averaging swap"),
-            timestamp_writes: None,
-        });
-        Ok(StepStats {
-            dispatches: self.swap.record(&mut pass),
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, "averaging swap", |pass| {
+            self.swap.record(pass)
+        }))
     }
 
     /// Exchanges the averaged and the arena's parameters, in one submission.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, BLOCK, grid};
 use crate::optim::StepStats;
-use crate::passes::{ArenaBinding, Slot, Stage, submit_alone};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
 /// Bytes of one reduction entry: two f32 lanes.
 const ENTRY_BYTES: u64 = 8;
@@ -208,16 +208,9 @@ impl GradNorms {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("gradient norms"),
-            timestamp_writes: None,
-        });
-        let dispatches = self.record(&mut pass);
-        Ok(StepStats {
-            dispatches,
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, "gradient norms", |pass| {
+            self.record(pass)
+        }))
     }
 
     /// Computes the norms of the gradients now in `arena`, in one submission of its own. Nothing is read back.

@@ -356,3 +356,19 @@ pub(crate) fn submit_alone(
     stats.submissions += 1;
     Ok(stats)
 }
+
+/// Records `record` (which returns its dispatch count) into a compute pass of its own on `encoder`.
+pub(crate) fn compute_pass(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &'static str,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>) -> u32,
+) -> StepStats {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    StepStats {
+        dispatches: record(&mut pass),
+        ..StepStats::default()
+    }
+}

@@ -30,7 +30,7 @@ use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::optim::{Optimizer, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, submit_alone};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
 /// A 16-bit floating-point format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -355,15 +355,7 @@ impl HalfParams {
         stage: &Stage,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
-        Ok(StepStats {
-            dispatches: stage.record(&mut pass),
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, label, |pass| stage.record(pass)))
     }
 
     fn submit(&self, arena: &ParamArena, label: &'static str, stage: &Stage) -> Result<StepStats> {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass};
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
@@ -797,14 +797,9 @@ impl StepKernel for Blockwise8 {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("8-bit optimizer step"),
-            timestamp_writes: None,
-        });
-        StepStats {
-            dispatches: self.stage.record(&mut pass),
-            ..StepStats::default()
-        }
+        compute_pass(encoder, "8-bit optimizer step", |pass| {
+            self.stage.record(pass)
+        })
     }
 
     fn state_bytes(&self) -> u64 {

@@ -94,6 +94,13 @@ impl<C: OptimizerConfig, K: StepKernel> Core<C, K> {
         }
     }
 
+    /// Replaces the config with `next` if it is valid, so a schedule's change applies whole or not at all.
+    pub fn reconfigure(&mut self, next: C) -> Result<()> {
+        next.validate()?;
+        self.config = next;
+        Ok(())
+    }
+
     /// Overrides one group's settings, refusing an override the kernel has no use for.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
         self.groups.set(group, config, self.config.knob())

@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::kernels::Access;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder_named};
+use crate::passes::{
+    ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder_named,
+};
 
 /// A compiled elementwise kernel bound to one arena, with the state it owns.
 pub(crate) struct ElementwiseStep {
@@ -75,14 +77,7 @@ impl StepKernel for ElementwiseStep {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("optimizer step"),
-            timestamp_writes: None,
-        });
-        StepStats {
-            dispatches: self.stage.record(&mut pass),
-            ..StepStats::default()
-        }
+        compute_pass(encoder, "optimizer step", |pass| self.stage.record(pass))
     }
 
     fn state_bytes(&self) -> u64 {

@@ -37,7 +37,7 @@ use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range,
 };
-use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -204,21 +204,15 @@ impl StepKernel for LambKernel {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("lamb step"),
-            timestamp_writes: None,
-        });
-        let mut dispatches = 0;
-        if let Some(norms) = &self.grad_norms {
-            dispatches += norms.record(&mut pass);
-        }
-        dispatches += self.moments.record(&mut pass);
-        dispatches += self.reduction.record_finalize(&mut pass);
-        dispatches += self.apply.record(&mut pass);
-        StepStats {
-            dispatches,
-            ..StepStats::default()
-        }
+        compute_pass(encoder, "lamb step", |pass| {
+            let clip = self
+                .grad_norms
+                .as_ref()
+                .map_or(0, |norms| norms.record(pass));
+            clip + self.moments.record(pass)
+                + self.reduction.record_finalize(pass)
+                + self.apply.record(pass)
+        })
     }
 
     /// The moments, plus the reduction buffers (8 bytes per 256-element block and per tensor, twice with
@@ -279,13 +273,10 @@ impl Lamb {
 impl Optimizer for Lamb {
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let next = LambConfig {
+        self.core.reconfigure(LambConfig {
             betas: (momentum, self.core.config.betas.1),
             ..self.core.config
-        };
-        next.validate()?;
-        self.core.config = next;
-        Ok(())
+        })
     }
 
     fn core(&self) -> &dyn OptimizerCore {

@@ -32,7 +32,7 @@ use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range, check_scheduled_momentum,
 };
-use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LARS; `Default` gives timm's `Lars` defaults.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -184,17 +184,11 @@ impl StepKernel for LarsKernel {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("lars step"),
-            timestamp_writes: None,
-        });
-        let dispatches = self.norms.record(&mut pass)
-            + self.reduction.record_finalize(&mut pass)
-            + self.update.record(&mut pass);
-        StepStats {
-            dispatches,
-            ..StepStats::default()
-        }
+        compute_pass(encoder, "lars step", |pass| {
+            self.norms.record(pass)
+                + self.reduction.record_finalize(pass)
+                + self.update.record(pass)
+        })
     }
 
     /// The momentum buffer, plus the reduction buffer (8 bytes per 256-element block and per tensor), which lives
@@ -249,13 +243,10 @@ impl Optimizer for Lars {
     /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        let next = LarsConfig {
+        self.core.reconfigure(LarsConfig {
             momentum,
             ..self.core.config
-        };
-        next.validate()?;
-        self.core.config = next;
-        Ok(())
+        })
     }
 
     fn core(&self) -> &dyn OptimizerCore {

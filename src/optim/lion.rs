@@ -116,13 +116,10 @@ impl Lion {
 impl Optimizer for Lion {
     /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let next = LionConfig {
+        self.core.reconfigure(LionConfig {
             betas: (momentum, self.core.config.betas.1),
             ..self.core.config
-        };
-        next.validate()?;
-        self.core.config = next;
-        Ok(())
+        })
     }
 
     fn core(&self) -> &dyn OptimizerCore {

@@ -145,13 +145,10 @@ impl Optimizer for Rmsprop {
     /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        let next = RmspropConfig {
+        self.core.reconfigure(RmspropConfig {
             momentum,
             ..self.core.config
-        };
-        next.validate()?;
-        self.core.config = next;
-        Ok(())
+        })
     }
 
     fn core(&self) -> &dyn OptimizerCore {

@@ -127,13 +127,10 @@ impl Optimizer for Sgd {
     /// without momentum refuses, as does Nesterov with μ = 0.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        let next = SgdConfig {
+        self.core.reconfigure(SgdConfig {
             momentum,
             ..self.core.config
-        };
-        next.validate()?;
-        self.core.config = next;
-        Ok(())
+        })
     }
 
     fn core(&self) -> &dyn OptimizerCore {
