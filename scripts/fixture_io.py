@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -100,3 +101,16 @@ def version(package: str, local: bool = True) -> str:
 def pins(*packages: str, local: bool = True) -> str:
     """``name==version`` of each package, space-separated, as the fixtures record them."""
     return " ".join(f"{p}=={version(p, local)}" for p in packages)
+
+
+def warmup_cosine(steps: int, peak: float, floor: float, warmup: int) -> list[float]:
+    """The learning rate of steps 1..=steps: linear warmup over ``warmup`` steps
+    to ``peak``, then cosine decay to ``floor``, so that every step has its own."""
+    lrs = []
+    for s in range(1, steps + 1):
+        if s <= warmup:
+            lrs.append(peak * s / warmup)
+        else:
+            progress = (s - warmup) / (steps - warmup)
+            lrs.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress)))
+    return lrs

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixture_io import pins, version, write_safetensors  # noqa: E402
+from fixture_io import pins, version, warmup_cosine, write_safetensors  # noqa: E402
 
 STEPS = 10
 SEED = 20261202
@@ -80,19 +79,6 @@ def save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, 
     for name, t in tensors.items():
         if back[name].dtype != t.dtype or not torch.equal(bits(back[name]), bits(t)):
             raise RuntimeError(f"{path}: {name} did not read back")
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Warmup over 3 steps to 1e-2, then cosine decay to 1e-3."""
-    peak, floor, warmup = 1e-2, 1e-3, 3
-    lrs = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            lrs.append(peak * s / warmup)
-        else:
-            progress = (s - warmup) / (steps - warmup)
-            lrs.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress)))
-    return lrs
 
 
 def run_case(dtype: torch.dtype, lrs: list[float]) -> dict[str, torch.Tensor]:
@@ -140,7 +126,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     torch_version = version("torch", local=False)
-    lrs = learning_rates(STEPS)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=1e-3, warmup=3)
     for case, dtype in CASES.items():
         meta = {
             "dtype": case,

@@ -39,7 +39,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixture_io import pins, save_numpy  # noqa: E402
+from fixture_io import pins, save_numpy, warmup_cosine  # noqa: E402
 
 STEPS = 24
 SEED = 20240611
@@ -65,19 +64,6 @@ TENSORS = [
 
 # Fraction of gradient elements forced to exactly zero.
 ZERO_FRACTION = 0.03
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Linear warmup over 4 steps to 1e-2, then cosine decay down to 1e-3."""
-    peak, floor, warmup = 1e-2, 1e-3, 4
-    lrs = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            lrs.append(peak * s / warmup)
-        else:
-            progress = (s - warmup) / (steps - warmup)
-            lrs.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress)))
-    return lrs
 
 
 def make_inputs():
@@ -423,7 +409,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     init, grads = make_inputs()
-    lrs = learning_rates(STEPS)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=1e-3, warmup=4)
 
     tensors = {f"init.{n}": init[n] for n, *_ in TENSORS}
     for s in range(STEPS):

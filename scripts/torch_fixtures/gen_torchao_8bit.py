@@ -77,7 +77,7 @@ from torchao.optim.quant_utils import dequant_with_qmap, quantize_8bit_with_qmap
 from torchao.optim.subclass_8bit import OptimState8bit, get_qmap_signed, get_qmap_unsigned
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixture_io import pins, save_numpy, version  # noqa: E402
+from fixture_io import pins, save_numpy, version, warmup_cosine  # noqa: E402
 
 STEPS = 30
 SEED = 20250214
@@ -118,19 +118,6 @@ CASES = {
         None,
     ),
 }
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Linear warmup over 5 steps to 1e-2, then cosine decay to 5e-4: a new lr every step."""
-    peak, floor, warmup = 1e-2, 5e-4, 5
-    out = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            out.append(peak * s / warmup)
-        else:
-            t = (s - warmup) / (steps - warmup)
-            out.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * t)))
-    return out
 
 
 def make_inputs():
@@ -363,7 +350,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     init, grads = make_inputs()
-    lrs = learning_rates(STEPS)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=5e-4, warmup=5)
     tensors = {f"init.{n}": init[n] for n, *_ in TENSORS}
     for s in range(STEPS):
         for n, *_ in TENSORS:
