@@ -95,12 +95,18 @@ enum Layout {
     Quantized { blocks: u64 },
 }
 
-impl StateStore<'_> {
-    fn names(&self) -> Vec<&'static str> {
-        match &self.0 {
+impl Store<'_> {
+    pub fn names(&self) -> Vec<&'static str> {
+        match self {
             Store::Set(s) => s.names(),
             Store::Blockwise(b) => b.state_names(),
         }
+    }
+}
+
+impl StateStore<'_> {
+    fn names(&self) -> Vec<&'static str> {
+        self.0.names()
     }
 
     fn layout(&self, arena: &ParamArena, tensor: &str) -> Result<Layout> {

@@ -806,15 +806,6 @@ impl StepKernel for Blockwise8 {
         self.footprint.state_bytes()
     }
 
-    fn state_names(&self) -> Vec<&'static str> {
-        Blockwise8::state_names(self)
-    }
-
-    /// The moment in f32: dequantised for an 8-bit tensor.
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        Blockwise8::read_state(self, arena, state, tensor)
-    }
-
     fn store(&self) -> Store<'_> {
         Store::Blockwise(self)
     }

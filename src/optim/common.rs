@@ -47,13 +47,24 @@ pub(crate) trait StepKernel {
     /// Bytes of state resident on the GPU, padding and the buffers that live as long as the kernel included.
     fn state_bytes(&self) -> u64;
 
-    fn state_names(&self) -> Vec<&'static str>;
-
-    /// Downloads one state buffer of one tensor in f32 (waits for the GPU).
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>>;
-
-    /// Where the per-element state lives, for checkpoints.
+    /// Where the per-element state lives: what the state methods below and checkpoints read and write.
     fn store(&self) -> Store<'_>;
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.store().names()
+    }
+
+    /// Downloads one state buffer of one tensor in f32 (waits for the GPU): an 8-bit tensor's dequantised.
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        match self.store() {
+            Store::Set(s) => {
+                self.check_arena(arena)?;
+                s.read(arena, state, tensor)
+            }
+            // It checks the arena itself, after the state's name, as the 8-bit optimizers always have.
+            Store::Blockwise(b) => b.read_state(arena, state, tensor),
+        }
+    }
 }
 
 /// The hidden interface of [`Optimizer`](super::Optimizer): the methods it forwards to the optimizer's

@@ -223,15 +223,6 @@ impl StepKernel for LambKernel {
             + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
-    fn state_names(&self) -> Vec<&'static str> {
-        self.state.names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.check_arena(arena)?;
-        self.state.read(arena, state, tensor)
-    }
-
     fn store(&self) -> Store<'_> {
         Store::Set(&self.state)
     }

@@ -197,15 +197,6 @@ impl StepKernel for LarsKernel {
         self.state.bytes() + self.reduction.bytes()
     }
 
-    fn state_names(&self) -> Vec<&'static str> {
-        self.state.names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.check_arena(arena)?;
-        self.state.read(arena, state, tensor)
-    }
-
     fn store(&self) -> Store<'_> {
         Store::Set(&self.state)
     }
