@@ -29,10 +29,9 @@
 
 use crate::arena::{BufferSlice, ParamArena};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::kernels::Access;
 use crate::optim::StepStats;
-use crate::passes::{Slot, Stage, StateSet};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
 
 /// Which running average an [`AveragedParams`] keeps.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,8 +96,7 @@ impl AveragingMode {
 /// ```
 pub struct AveragedParams {
     mode: AveragingMode,
-    gpu: Gpu,
-    arena_id: u64,
+    binding: ArenaBinding,
     n_averaged: u64,
     averaged: StateSet,
     uniform: wgpu::Buffer,
@@ -121,7 +119,7 @@ impl AveragedParams {
     /// [`update`](Self::update) copies again. Refuses an EMA decay outside [0, 1] (or NaN).
     pub fn new(arena: &ParamArena, mode: AveragingMode) -> Result<Self> {
         mode.validate()?;
-        let gpu = arena.gpu().clone();
+        let gpu = arena.gpu();
         let averaged = StateSet::new(arena, &["averaged"])?;
         let uniform = gpu.scoped(|| {
             gpu.device().create_buffer(&wgpu::BufferDescriptor {
@@ -142,8 +140,7 @@ impl AveragedParams {
         let swap = Stage::per_chunk(arena, "averaging", "average_swap", vec![], &slots)?;
         let this = Self {
             mode,
-            gpu,
-            arena_id: arena.id(),
+            binding: ArenaBinding::new(arena),
             n_averaged: 0,
             averaged,
             uniform,
@@ -152,7 +149,7 @@ impl AveragedParams {
         };
         let mut encoder = this.encoder("averaging: initial copy");
         this.record_copy(arena, &mut encoder, false);
-        this.gpu.queue().submit([encoder.finish()]);
+        this.binding.gpu().queue().submit([encoder.finish()]);
         Ok(this)
     }
 
@@ -177,14 +174,12 @@ impl AveragedParams {
     }
 
     fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
+        self.binding.check(arena)
     }
 
     fn encoder(&self, label: &'static str) -> wgpu::CommandEncoder {
-        self.gpu
+        self.binding
+            .gpu()
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
@@ -211,26 +206,21 @@ impl AveragedParams {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut stats = StepStats {
-            dispatches: 0,
-            submissions: 0,
-            buffer_writes: 0,
-        };
-        if self.n_averaged == 0 {
+        let stats = if self.n_averaged == 0 {
             self.record_copy(arena, encoder, false);
+            StepStats::default()
         } else {
             let weight = self.mode.weight(self.n_averaged);
             let words = [weight.to_bits(), 0, 0, 0];
-            self.gpu
+            self.binding
+                .gpu()
                 .queue()
                 .write_buffer(&self.uniform, 0, bytemuck::cast_slice(&words));
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("averaging update"),
-                timestamp_writes: None,
-            });
-            stats.dispatches = self.update.record(&mut pass);
-            stats.buffer_writes = 1;
-        }
+            StepStats {
+                buffer_writes: 1,
+                ..compute_pass(encoder, "averaging update", |pass| self.update.record(pass))
+            }
+        };
         self.n_averaged += 1;
         Ok(stats)
     }
@@ -239,11 +229,10 @@ impl AveragedParams {
     /// own. Nothing is read back.
     pub fn update(&mut self, arena: &ParamArena) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut encoder = self.encoder("averaging update");
-        let mut stats = self.encode(arena, &mut encoder)?;
-        self.gpu.queue().submit([encoder.finish()]);
-        stats.submissions = 1;
-        Ok(stats)
+        let gpu = self.binding.gpu().clone();
+        submit_alone(&gpu, "averaging update", |encoder| {
+            self.encode(arena, encoder)
+        })
     }
 
     /// Records an exchange of the averaged and the arena's parameters (bit for bit): one dispatch per chunk.
@@ -254,25 +243,17 @@ impl AveragedParams {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("averaging swap"),
-            timestamp_writes: None,
-        });
-        Ok(StepStats {
-            dispatches: self.swap.record(&mut pass),
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, "averaging swap", |pass| {
+            self.swap.record(pass)
+        }))
     }
 
     /// Exchanges the averaged and the arena's parameters, in one submission.
     pub fn swap_with_params(&self, arena: &ParamArena) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut encoder = self.encoder("averaging swap");
-        let mut stats = self.encode_swap(arena, &mut encoder)?;
-        self.gpu.queue().submit([encoder.finish()]);
-        stats.submissions = 1;
-        Ok(stats)
+        submit_alone(self.binding.gpu(), "averaging swap", |encoder| {
+            self.encode_swap(arena, encoder)
+        })
     }
 
     /// Overwrites the arena's parameters with the averages (bit for bit, one buffer copy per chunk, one
@@ -281,7 +262,7 @@ impl AveragedParams {
         self.check_arena(arena)?;
         let mut encoder = self.encoder("averaging copy to params");
         self.record_copy(arena, &mut encoder, true);
-        self.gpu.queue().submit([encoder.finish()]);
+        self.binding.gpu().queue().submit([encoder.finish()]);
         Ok(())
     }
 
@@ -289,17 +270,7 @@ impl AveragedParams {
     /// binds them (to evaluate with the averaged weights without touching the parameters).
     pub fn slices<'a>(&'a self, arena: &ParamArena, name: &str) -> Result<Vec<BufferSlice<'a>>> {
         self.check_arena(arena)?;
-        let t = arena.tensor(name)?;
-        let buffers = self.averaged.chunks(0);
-        Ok(t.segments
-            .iter()
-            .map(|s| BufferSlice {
-                buffer: &buffers[s.chunk],
-                offset: s.chunk_offset * 4,
-                size: s.len * 4,
-                tensor_offset: s.tensor_offset,
-            })
-            .collect())
+        Ok(f32_slices(arena.tensor(name)?, self.averaged.chunks(0)))
     }
 
     /// Downloads a tensor's averaged values. Waits for the GPU: for evaluation, checkpoints and tests.
@@ -312,25 +283,7 @@ impl AveragedParams {
     /// [`set_n_averaged`](Self::set_n_averaged)).
     pub fn write(&self, arena: &ParamArena, name: &str, data: &[f32]) -> Result<()> {
         self.check_arena(arena)?;
-        let slices = self.slices(arena, name)?;
-        let numel = arena.tensor(name)?.numel;
-        if data.len() as u64 != numel {
-            return Err(Error::LengthMismatch {
-                name: name.to_string(),
-                expected: numel as usize,
-                got: data.len(),
-            });
-        }
-        for s in slices {
-            let start = s.tensor_offset as usize;
-            let end = start + (s.size / 4) as usize;
-            self.gpu.queue().write_buffer(
-                s.buffer,
-                s.offset,
-                bytemuck::cast_slice(&data[start..end]),
-            );
-        }
-        Ok(())
+        self.averaged.write(arena, "averaged", name, data)
     }
 }
 

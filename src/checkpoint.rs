@@ -31,7 +31,7 @@ use wgoptim_schedule::{Schedule, ScheduleState};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::optim::{Blockwise8, ElementwiseStep, GroupConfig, Optimizer, QuantizedState};
+use crate::optim::{Blockwise8, GroupConfig, Optimizer, QuantizedState};
 use crate::passes::StateSet;
 
 /// The value of the `format` metadata key.
@@ -84,7 +84,6 @@ pub trait OptimizerState {
 pub struct StateStore<'a>(pub(crate) Store<'a>);
 
 pub(crate) enum Store<'a> {
-    Elementwise(&'a ElementwiseStep),
     Set(&'a StateSet),
     Blockwise(&'a Blockwise8),
 }
@@ -96,13 +95,18 @@ enum Layout {
     Quantized { blocks: u64 },
 }
 
-impl StateStore<'_> {
-    fn names(&self) -> Vec<&'static str> {
-        match &self.0 {
-            Store::Elementwise(k) => k.state_names(),
+impl Store<'_> {
+    pub fn names(&self) -> Vec<&'static str> {
+        match self {
             Store::Set(s) => s.names(),
             Store::Blockwise(b) => b.state_names(),
         }
+    }
+}
+
+impl StateStore<'_> {
+    fn names(&self) -> Vec<&'static str> {
+        self.0.names()
     }
 
     fn layout(&self, arena: &ParamArena, tensor: &str) -> Result<Layout> {
@@ -117,7 +121,6 @@ impl StateStore<'_> {
 
     fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
         match &self.0 {
-            Store::Elementwise(k) => Ok(StateData::F32(k.read_state(arena, state, tensor)?)),
             Store::Set(s) => Ok(StateData::F32(s.read(arena, state, tensor)?)),
             Store::Blockwise(b) => {
                 if b.is_quantized(arena, tensor)? {
@@ -140,7 +143,6 @@ impl StateStore<'_> {
         data: StateRef<'_>,
     ) -> Result<()> {
         match (&self.0, data) {
-            (Store::Elementwise(k), StateRef::F32(v)) => k.write_state(arena, state, tensor, v),
             (Store::Set(s), StateRef::F32(v)) => s.write(arena, state, tensor, v),
             (Store::Blockwise(b), StateRef::F32(v)) => b.write_f32_exact(arena, state, tensor, v),
             (Store::Blockwise(b), StateRef::Quantized { codes, absmax }) => {

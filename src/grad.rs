@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, BLOCK, grid};
 use crate::optim::StepStats;
-use crate::passes::{Slot, Stage};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
 /// Bytes of one reduction entry: two f32 lanes.
 const ENTRY_BYTES: u64 = 8;
@@ -164,8 +164,7 @@ impl Norms {
 /// the tensors. PyTorch's `torch.linalg.vector_norm` sums in another order, so the two agree to rounding (a few
 /// ulp of the norm), not bit for bit. A non-finite gradient element makes the 2-norm non-finite.
 pub struct GradNorms {
-    arena_id: u64,
-    gpu: Gpu,
+    binding: ArenaBinding,
     reduction: Reduction,
     partials: Stage,
 }
@@ -191,18 +190,14 @@ impl GradNorms {
             &slots,
         )?;
         Ok(Self {
-            arena_id: arena.id(),
-            gpu: arena.gpu().clone(),
+            binding: ArenaBinding::new(arena),
             reduction,
             partials,
         })
     }
 
     fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
+        self.binding.check(arena)
     }
 
     /// Records the computation into `encoder` (its own compute pass): one dispatch per chunk plus two. Later
@@ -213,31 +208,17 @@ impl GradNorms {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("gradient norms"),
-            timestamp_writes: None,
-        });
-        let dispatches = self.record(&mut pass);
-        Ok(StepStats {
-            dispatches,
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, "gradient norms", |pass| {
+            self.record(pass)
+        }))
     }
 
     /// Computes the norms of the gradients now in `arena`, in one submission of its own. Nothing is read back.
     pub fn compute(&self, arena: &ParamArena) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut encoder =
-            self.gpu
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("gradient norms"),
-                });
-        let mut stats = self.encode(arena, &mut encoder)?;
-        self.gpu.queue().submit([encoder.finish()]);
-        stats.submissions = 1;
-        Ok(stats)
+        submit_alone(self.binding.gpu(), "gradient norms", |encoder| {
+            self.encode(arena, encoder)
+        })
     }
 
     /// Records the stages into an open compute pass; returns the dispatch count.

@@ -34,11 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::grad::{Lane, Reduction};
 use crate::kernels::Access;
 use crate::optim::{Optimizer, StepStats, check_lr, record_bytes};
-use crate::passes::{Slot, Stage, placeholder_named};
+use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
 /// Which norm `max_grad_norm` bounds, as `clip_grad_norm_`'s `norm_type`.
@@ -213,8 +212,7 @@ struct Pending {
 /// Unscaling, overflow skipping and clipping, run on the GPU before an optimizer's step in the same
 /// submission. Build one per optimizer and step through it ([`StepGuard::step`]).
 pub struct StepGuard {
-    gpu: Gpu,
-    arena_id: u64,
+    binding: ArenaBinding,
     config: GuardConfig,
     control: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -244,7 +242,7 @@ impl StepGuard {
     /// Compiles the guard's kernels for `arena`. Refuses an invalid config.
     pub fn new(arena: &ParamArena, config: GuardConfig) -> Result<Self> {
         config.validate()?;
-        let gpu = arena.gpu().clone();
+        let gpu = arena.gpu();
         let device = gpu.device();
         let (control, params) = gpu.scoped(|| {
             let control = device.create_buffer(&wgpu::BufferDescriptor {
@@ -269,9 +267,9 @@ impl StepGuard {
             None
         };
         // Distinct placeholders: one buffer bound twice with different access is refused.
-        let unused = placeholder_named(&gpu, "guard: no reduction")?;
-        let unused_table = placeholder_named(&gpu, "guard: no candidate records")?;
-        let unused_records = placeholder_named(&gpu, "guard: no record target")?;
+        let unused = placeholder_named(gpu, "guard: no reduction")?;
+        let unused_table = placeholder_named(gpu, "guard: no candidate records")?;
+        let unused_records = placeholder_named(gpu, "guard: no record target")?;
         let constants = guard_constants(&config);
         let rewrites = config.loss_scale.is_some()
             || config.grad_scale != 1.0
@@ -326,8 +324,7 @@ impl StepGuard {
             skipped: 0,
         });
         Ok(Self {
-            gpu,
-            arena_id: arena.id(),
+            binding: ArenaBinding::new(arena),
             config,
             control,
             params,
@@ -367,15 +364,10 @@ impl StepGuard {
         arena: &ParamArena,
         lr: f64,
     ) -> Result<StepStats> {
-        let mut encoder =
-            self.gpu
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("guarded step"),
-                });
-        let mut stats = self.encode_step(optimizer, arena, lr, &mut encoder)?;
-        self.gpu.queue().submit([encoder.finish()]);
-        stats.submissions = 1;
+        let gpu = self.binding.gpu().clone();
+        let stats = submit_alone(&gpu, "guarded step", |encoder| {
+            self.encode_step(optimizer, arena, lr, encoder)
+        })?;
         self.submitted();
         Ok(stats)
     }
@@ -437,7 +429,7 @@ impl StepGuard {
         stats.dispatches += optimizer_stats.dispatches;
 
         // Everything is validated and recorded: from here on the host only stages writes and submits.
-        let gpu = self.gpu.clone();
+        let gpu = self.binding.gpu().clone();
         let queue = gpu.queue();
         if let Some(init) = self.init.take() {
             let taken = optimizer.step_count();
@@ -618,10 +610,7 @@ impl StepGuard {
     }
 
     fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
+        self.binding.check(arena)
     }
 
     /// Builds the record-selecting control stage for `optimizer` on first use, and grows its table of
@@ -642,15 +631,18 @@ impl StepGuard {
             return Ok(());
         }
         let entries = needed.next_power_of_two().max(8);
-        let table = self.gpu.scoped(|| {
-            self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("step guard candidate records"),
-                size: entries * record_bytes(arena) as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+        let table = self.binding.gpu().scoped(|| {
+            self.binding
+                .gpu()
+                .device()
+                .create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("step guard candidate records"),
+                    size: entries * record_bytes(arena) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
         })?;
-        let unused = placeholder_named(&self.gpu, "guard: no reduction")?;
+        let unused = placeholder_named(self.binding.gpu(), "guard: no reduction")?;
         let reduction = self.reduction.as_ref().map_or(&unused, |r| r.buffer());
         let slots = guard_slots(
             arena,
@@ -700,13 +692,16 @@ impl StepGuard {
         if let Some(b) = self.spare.pop() {
             return Ok(b);
         }
-        self.gpu.scoped(|| {
-            self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("step guard report"),
-                size: CONTROL_BYTES,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+        self.binding.gpu().scoped(|| {
+            self.binding
+                .gpu()
+                .device()
+                .create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("step guard report"),
+                    size: CONTROL_BYTES,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
         })
     }
 
@@ -720,11 +715,12 @@ impl StepGuard {
         } else {
             wgpu::PollType::Poll
         };
-        self.gpu
+        self.binding
+            .gpu()
             .device()
             .poll(poll)
             .map_err(|e| Error::DeviceLost(format!("waiting for the step guard's report: {e}")))?;
-        self.gpu.check()?;
+        self.binding.gpu().check()?;
         while let Some(front) = self.pending.front() {
             if !front.ready.load(Ordering::Acquire) {
                 break;

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::arena::ParamArena;
+use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::optim::StepStats;
 
 /// What one binding of a kernel is bound to.
 #[derive(Clone, Copy)]
@@ -177,21 +178,8 @@ impl StateSet {
 
     /// Downloads state `state` of tensor `tensor` (waits for the GPU).
     pub fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        let slot =
-            self.names
-                .iter()
-                .position(|n| *n == state)
-                .ok_or_else(|| Error::UnknownState {
-                    state: state.to_string(),
-                    available: self.names.join(", "),
-                })?;
-        let t = arena.tensor(tensor)?;
-        let ranges: Vec<_> = t
-            .segments
-            .iter()
-            .map(|s| (&self.buffers[slot][s.chunk], s.chunk_offset * 4, s.len * 4))
-            .collect();
-        crate::readback::read_f32(arena.gpu(), &ranges)
+        let slot = self.slot(state)?;
+        read_segments(arena, &self.buffers[slot], tensor)
     }
 
     /// Uploads state `state` of tensor `tensor` bit for bit (a checkpoint being restored); staged on the
@@ -203,16 +191,68 @@ impl StateSet {
         tensor: &str,
         values: &[f32],
     ) -> Result<()> {
-        let slot =
-            self.names
-                .iter()
-                .position(|n| *n == state)
-                .ok_or_else(|| Error::UnknownState {
-                    state: state.to_string(),
-                    available: self.names.join(", "),
-                })?;
+        let slot = self.slot(state)?;
         write_segments(arena, &self.buffers[slot], tensor, values)
     }
+
+    /// Sets every element of state `state` (padding included) to `value`, for state that does not start at
+    /// zero. The writes are staged on the queue and land before the next submission.
+    pub fn fill(&self, gpu: &Gpu, state: &str, value: f32) -> Result<()> {
+        let slot = self.slot(state)?;
+        // Staged in pieces, so the host never holds a copy of a whole chunk.
+        const PIECE: u64 = 1 << 20;
+        let piece = vec![value; PIECE as usize / 4];
+        for buffer in &self.buffers[slot] {
+            let mut at = 0;
+            while at < buffer.size() {
+                let len = PIECE.min(buffer.size() - at);
+                gpu.queue().write_buffer(
+                    buffer,
+                    at,
+                    bytemuck::cast_slice(&piece[..len as usize / 4]),
+                );
+                at += len;
+            }
+        }
+        Ok(())
+    }
+
+    fn slot(&self, state: &str) -> Result<usize> {
+        self.names
+            .iter()
+            .position(|n| *n == state)
+            .ok_or_else(|| Error::UnknownState {
+                state: state.to_string(),
+                available: self.names.join(", "),
+            })
+    }
+}
+
+/// Where one tensor's f32 values lie in per-chunk buffers shaped like the arena: one slice per segment.
+pub(crate) fn f32_slices<'a>(t: &TensorInfo, buffers: &'a [wgpu::Buffer]) -> Vec<BufferSlice<'a>> {
+    t.segments
+        .iter()
+        .map(|s| BufferSlice {
+            buffer: &buffers[s.chunk],
+            offset: s.chunk_offset * 4,
+            size: s.len * 4,
+            tensor_offset: s.tensor_offset,
+        })
+        .collect()
+}
+
+/// Downloads one tensor's values from per-chunk buffers shaped like the arena (waits for the GPU).
+pub(crate) fn read_segments(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    tensor: &str,
+) -> Result<Vec<f32>> {
+    let t = arena.tensor(tensor)?;
+    let ranges: Vec<_> = f32_slices(t, buffers)
+        .iter()
+        .map(|s| (s.buffer, s.offset, s.size))
+        .collect();
+    crate::readback::read_f32(arena.gpu(), &ranges)
 }
 
 /// Uploads one tensor's values into per-chunk buffers shaped like the arena (each segment at its chunk
@@ -232,12 +272,12 @@ pub(crate) fn write_segments(
             got: values.len(),
         });
     }
-    for s in &t.segments {
+    for s in f32_slices(t, buffers) {
         let start = s.tensor_offset as usize;
-        let end = start + s.len as usize;
+        let end = start + (s.size / 4) as usize;
         arena.gpu().queue().write_buffer(
-            &buffers[s.chunk],
-            s.chunk_offset * 4,
+            s.buffer,
+            s.offset,
             bytemuck::cast_slice(&values[start..end]),
         );
     }
@@ -271,4 +311,64 @@ pub(crate) fn group_buffer(gpu: &Gpu, groups: u32, record_bytes: usize) -> Resul
             mapped_at_creation: false,
         })
     })
+}
+
+/// The arena a GPU object was built for. Its bind groups hold that arena's buffers, so every entry point
+/// refuses another arena (and a lost device) before it records or reads anything.
+#[derive(Clone)]
+pub(crate) struct ArenaBinding {
+    gpu: Gpu,
+    arena_id: u64,
+}
+
+impl ArenaBinding {
+    pub fn new(arena: &ParamArena) -> Self {
+        Self {
+            gpu: arena.gpu().clone(),
+            arena_id: arena.id(),
+        }
+    }
+
+    /// Refuses an arena other than the one it was built for, and a lost device.
+    pub fn check(&self, arena: &ParamArena) -> Result<()> {
+        if arena.id() != self.arena_id {
+            return Err(Error::ArenaMismatch);
+        }
+        self.gpu.check()
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+}
+
+/// Records into an encoder of its own and submits it: the one-submission form of an `encode_*` method.
+pub(crate) fn submit_alone(
+    gpu: &Gpu,
+    label: &'static str,
+    record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<StepStats>,
+) -> Result<StepStats> {
+    let mut encoder = gpu
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    let mut stats = record(&mut encoder)?;
+    gpu.queue().submit([encoder.finish()]);
+    stats.submissions += 1;
+    Ok(stats)
+}
+
+/// Records `record` (which returns its dispatch count) into a compute pass of its own on `encoder`.
+pub(crate) fn compute_pass(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &'static str,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>) -> u32,
+) -> StepStats {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    StepStats {
+        dispatches: record(&mut pass),
+        ..StepStats::default()
+    }
 }

@@ -28,10 +28,9 @@
 
 use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::kernels::Access;
 use crate::optim::{Optimizer, StepStats};
-use crate::passes::{Slot, Stage};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
 /// A 16-bit floating-point format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,8 +121,7 @@ enum Side {
 /// ```
 pub struct HalfParams {
     dtype: HalfDtype,
-    gpu: Gpu,
-    arena_id: u64,
+    binding: ArenaBinding,
     tensors: Vec<TensorInfo>,
     by_name: std::collections::HashMap<String, usize>,
     params: Vec<wgpu::Buffer>,
@@ -146,7 +144,7 @@ impl HalfParams {
     /// Allocates zeroed 16-bit parameter and gradient buffers shaped like `arena`'s chunks and compiles the
     /// conversion kernels. The arena's parameters are left as they are.
     pub fn new(arena: &ParamArena, dtype: HalfDtype) -> Result<Self> {
-        let gpu = arena.gpu().clone();
+        let gpu = arena.gpu();
         let device = gpu.device();
         let (params, grads) = gpu.scoped(|| {
             let make = |label: &str| -> Vec<wgpu::Buffer> {
@@ -194,8 +192,7 @@ impl HalfParams {
             .collect();
         Ok(Self {
             dtype,
-            gpu,
-            arena_id: arena.id(),
+            binding: ArenaBinding::new(arena),
             tensors,
             by_name,
             params,
@@ -222,10 +219,19 @@ impl HalfParams {
     }
 
     fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
+        self.binding.check(arena)
+    }
+
+    /// Refuses host data of the other 16-bit format: the bits would be read as the wrong one.
+    fn check_dtype<T: HalfFloat>(&self, name: &str) -> Result<()> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DtypeMismatch {
+                name: name.to_string(),
+                expected: self.dtype.name(),
+                got: T::DTYPE.name(),
+            });
         }
-        self.gpu.check()
+        Ok(())
     }
 
     fn tensor(&self, name: &str) -> Result<&TensorInfo> {
@@ -268,15 +274,9 @@ impl HalfParams {
     }
 
     fn write<T: HalfFloat>(&self, name: &str, data: &[T], side: Side) -> Result<()> {
-        self.gpu.check()?;
+        self.binding.gpu().check()?;
         let t = self.tensor(name)?;
-        if T::DTYPE != self.dtype {
-            return Err(Error::DtypeMismatch {
-                name: name.to_string(),
-                expected: self.dtype.name(),
-                got: T::DTYPE.name(),
-            });
-        }
+        self.check_dtype::<T>(name)?;
         if data.len() as u64 != t.numel {
             return Err(Error::LengthMismatch {
                 name: name.to_string(),
@@ -294,28 +294,24 @@ impl HalfParams {
             if bits.len() % 2 == 1 {
                 bits.push(0);
             }
-            self.gpu
-                .queue()
-                .write_buffer(s.buffer, s.offset, bytemuck::cast_slice(&bits));
+            self.binding.gpu().queue().write_buffer(
+                s.buffer,
+                s.offset,
+                bytemuck::cast_slice(&bits),
+            );
         }
         Ok(())
     }
 
     fn read<T: HalfFloat>(&self, name: &str, side: Side) -> Result<Vec<T>> {
         let t = self.tensor(name)?;
-        if T::DTYPE != self.dtype {
-            return Err(Error::DtypeMismatch {
-                name: name.to_string(),
-                expected: self.dtype.name(),
-                got: T::DTYPE.name(),
-            });
-        }
+        self.check_dtype::<T>(name)?;
         let slices = self.slices(name, side)?;
         let ranges: Vec<_> = slices
             .iter()
             .map(|s| (s.buffer, s.offset, s.size))
             .collect();
-        let bytes = crate::readback::read_bytes(&self.gpu, &ranges)?;
+        let bytes = crate::readback::read_bytes(self.binding.gpu(), &ranges)?;
         let words: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
         let mut out = Vec::with_capacity(t.numel as usize);
         let mut at = 0;
@@ -359,27 +355,14 @@ impl HalfParams {
         stage: &Stage,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
-        Ok(StepStats {
-            dispatches: stage.record(&mut pass),
-            submissions: 0,
-            buffer_writes: 0,
-        })
+        Ok(compute_pass(encoder, label, |pass| stage.record(pass)))
     }
 
     fn submit(&self, arena: &ParamArena, label: &'static str, stage: &Stage) -> Result<StepStats> {
         self.check_arena(arena)?;
-        let mut encoder = self
-            .gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        let mut stats = self.record(arena, &mut encoder, label, stage)?;
-        self.gpu.queue().submit([encoder.finish()]);
-        stats.submissions = 1;
-        Ok(stats)
+        submit_alone(self.binding.gpu(), label, |encoder| {
+            self.record(arena, encoder, label, stage)
+        })
     }
 
     /// Records `grad32 ← f32(grad16)` for every tensor (exact): one dispatch per chunk. Record it after the
@@ -433,7 +416,8 @@ impl HalfParams {
     pub fn step(&self, arena: &ParamArena, opt: &mut dyn Optimizer, lr: f64) -> Result<StepStats> {
         self.check_arena(arena)?;
         let mut encoder =
-            self.gpu
+            self.binding
+                .gpu()
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("mixed-precision step"),
@@ -441,7 +425,7 @@ impl HalfParams {
         let before = self.encode_upcast_grads(arena, &mut encoder)?;
         let step = opt.encode_step(arena, lr, &mut encoder)?;
         let after = self.encode_downcast_params(arena, &mut encoder)?;
-        self.gpu.queue().submit([encoder.finish()]);
+        self.binding.gpu().queue().submit([encoder.finish()]);
         Ok(StepStats {
             dispatches: before.dispatches + step.dispatches + after.dispatches,
             submissions: 1,

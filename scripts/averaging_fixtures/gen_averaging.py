@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import pins, save_numpy, version  # noqa: E402
 
 UPDATES = 12
 SEED = 20261201
@@ -59,31 +62,6 @@ CASES = {
     "ema_1": ("ema", 1.0),
     "swa": ("swa", None),
 }
-
-
-def save_file(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
-    """Write float32 tensors to a safetensors file with a reproducible header
-    (sorted metadata and names, space padding), then read it back to check."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks = []
-    offset = 0
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        data = arr.astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in chunks:
-            f.write(data)
-    back = load_file(str(path))
-    for name, arr in tensors.items():
-        if not np.array_equal(back[name], arr, equal_nan=True):
-            raise RuntimeError(f"{path}: {name} did not read back")
 
 
 def make_trajectory() -> list[dict[str, np.ndarray]]:
@@ -142,27 +120,27 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
 
-    version = torch.__version__.split("+")[0]
+    torch_version = version("torch", local=False)
     traj = make_trajectory()
     inputs = {f"param.{u}.{name}": p[name] for u, p in enumerate(traj, start=1) for name, *_ in TENSORS}
-    save_file(
+    save_numpy(
         inputs,
         args.out / "inputs.safetensors",
         {
             "tensors": json.dumps([{"name": n, "shape": s} for n, s, *_ in TENSORS]),
             "updates": str(UPDATES),
-            "generator": f"scripts/averaging_fixtures/gen_averaging.py torch=={version} numpy=={np.__version__}",
+            "generator": f"scripts/averaging_fixtures/gen_averaging.py {pins('torch', 'numpy', local=False)}",
         },
     )
     for case, (mode, decay) in CASES.items():
         fn = f"get_ema_multi_avg_fn({decay})" if mode == "ema" else "get_swa_multi_avg_fn()"
         meta = {
             "mode": mode,
-            "reference": f"torch=={version} torch.optim.swa_utils.AveragedModel(multi_avg_fn={fn}), CPU float32",
+            "reference": f"torch=={torch_version} torch.optim.swa_utils.AveragedModel(multi_avg_fn={fn}), CPU float32",
         }
         if decay is not None:
             meta["decay"] = repr(float(decay))
-        save_file(run_case(mode, decay, traj), args.out / f"{case}.safetensors", meta)
+        save_numpy(run_case(mode, decay, traj), args.out / f"{case}.safetensors", meta)
         print(f"wrote {case}")
 
 

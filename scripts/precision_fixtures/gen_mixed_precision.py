@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import pins, version, warmup_cosine, write_safetensors  # noqa: E402
 
 STEPS = 10
 SEED = 20261202
@@ -58,48 +60,25 @@ SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16
 
 
 def save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write tensors (f32, bf16 or f16) to a safetensors file with a reproducible
-    header (sorted metadata and names, space padding), then read it back to check
-    every bit."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks = []
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        width = {torch.float32: torch.int32}.get(t.dtype, torch.int16)
-        data = t.view(width).numpy().astype("<i4" if width == torch.int32 else "<i2").tobytes()
-        header[name] = {
-            "dtype": SAFETENSORS_DTYPE[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in chunks:
-            f.write(data)
+    """Write tensors (f32, bf16 or f16) with the shared reproducible writer, then
+    read the file back with safetensors' torch loader to check every bit (numpy
+    has no bfloat16, so the shared numpy check cannot)."""
+
+    def bits(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int16)
+
+    write_safetensors(
+        path,
+        {
+            name: (SAFETENSORS_DTYPE[t.dtype], list(t.shape), bits(t).numpy().astype("<i4" if t.dtype == torch.float32 else "<i2").tobytes())
+            for name, t in tensors.items()
+        },
+        metadata,
+    )
     back = load_file(str(path))
     for name, t in tensors.items():
-        width = {torch.float32: torch.int32}.get(t.dtype, torch.int16)
-        if back[name].dtype != t.dtype or not torch.equal(back[name].view(width), t.contiguous().view(width)):
+        if back[name].dtype != t.dtype or not torch.equal(bits(back[name]), bits(t)):
             raise RuntimeError(f"{path}: {name} did not read back")
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Warmup over 3 steps to 1e-2, then cosine decay to 1e-3."""
-    peak, floor, warmup = 1e-2, 1e-3, 3
-    lrs = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            lrs.append(peak * s / warmup)
-        else:
-            progress = (s - warmup) / (steps - warmup)
-            lrs.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress)))
-    return lrs
 
 
 def run_case(dtype: torch.dtype, lrs: list[float]) -> dict[str, torch.Tensor]:
@@ -146,17 +125,17 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    version = torch.__version__.split("+")[0]
-    lrs = learning_rates(STEPS)
+    torch_version = version("torch", local=False)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=1e-3, warmup=3)
     for case, dtype in CASES.items():
         meta = {
             "dtype": case,
             "tensors": json.dumps([{"name": n, "shape": s} for n, s, *_ in TENSORS]),
             "lrs": json.dumps(lrs),
             "config": json.dumps(CONFIG),
-            "reference": f"torch=={version} torch.optim.AdamW(foreach=False, fused=False) on f32 masters, "
+            "reference": f"torch=={torch_version} torch.optim.AdamW(foreach=False, fused=False) on f32 masters, "
             f"grads {case} .float(), params master.to(torch.{str(dtype).split('.')[-1]})",
-            "generator": f"scripts/precision_fixtures/gen_mixed_precision.py torch=={version} numpy=={np.__version__}",
+            "generator": f"scripts/precision_fixtures/gen_mixed_precision.py {pins('torch', 'numpy', local=False)}",
         }
         save_file(run_case(dtype, lrs), args.out / f"{case}.safetensors", meta)
         print(f"wrote {case}")

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_torch_optim import save_file  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import save_numpy, warmup_cosine  # noqa: E402
 
 SEED = 20261201
 
@@ -55,18 +55,6 @@ TENSORS = [
 GRAD_SCALES = [0.02, 3.0, 0.5, 0.001, 10.0, 0.05, 1.0, 0.2, 4.0, 0.01, 0.6, 2.0, 0.03, 7.0]
 
 
-def learning_rates(steps: int) -> list[float]:
-    """Warmup over 3 steps to 1e-2, then cosine decay to 1e-3."""
-    lrs = []
-    for s in range(1, steps + 1):
-        if s <= 3:
-            lrs.append(1e-2 * s / 3)
-        else:
-            p = (s - 3) / (steps - 3)
-            lrs.append(1e-3 + 0.5 * (1e-2 - 1e-3) * (1.0 + math.cos(math.pi * p)))
-    return lrs
-
-
 def make_init_and_grads(steps: int):
     rng = np.random.default_rng(SEED)
     init = {n: (rng.standard_normal(s) * sc).astype(np.float32) for n, s, _g, sc in TENSORS}
@@ -80,7 +68,7 @@ def make_init_and_grads(steps: int):
 def run_case(case: dict, steps: int):
     torch.manual_seed(0)
     init, grads = make_init_and_grads(steps)
-    lrs = learning_rates(steps)
+    lrs = warmup_cosine(steps, peak=1e-2, floor=1e-3, warmup=3)
     params = {n: torch.nn.Parameter(torch.from_numpy(init[n].copy())) for n, *_ in TENSORS}
     groups_meta = case["groups"]
     param_groups = []
@@ -231,7 +219,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, case in CASES.items():
         tensors, meta = run_case(case, args.steps)
-        save_file(tensors, str(args.out / f"{name}.safetensors"), meta)
+        save_numpy(tensors, str(args.out / f"{name}.safetensors"), meta)
         print(f"{name}: found_inf={meta['found_inf']} scales={meta['scales']}")
 
 

@@ -39,15 +39,15 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import math
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import torch
-from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import pins, save_numpy, warmup_cosine  # noqa: E402
 
 STEPS = 24
 SEED = 20240611
@@ -64,55 +64,6 @@ TENSORS = [
 
 # Fraction of gradient elements forced to exactly zero.
 ZERO_FRACTION = 0.03
-
-
-def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str]) -> None:
-    """Write a safetensors file byte-for-byte reproducibly.
-
-    safetensors' own writer orders ``__metadata__`` by hash, so two runs differ
-    in their header bytes. This writer sorts the metadata keys and tensor names,
-    pads the header with spaces to a multiple of 8 as the format allows, and
-    checks the result by reading it back with the safetensors package.
-    """
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks = []
-    offset = 0
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        data = arr.astype("<f4").tobytes()
-        header[name] = {
-            "dtype": "F32",
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in chunks:
-            f.write(data)
-    back = load_file(path)
-    if sorted(back) != sorted(tensors):
-        raise RuntimeError(f"{path}: tensors did not read back")
-    for name, arr in tensors.items():
-        if not np.array_equal(back[name], arr.astype(np.float32), equal_nan=True) or back[name].shape != arr.shape:
-            raise RuntimeError(f"{path}: {name} did not read back")
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Linear warmup over 4 steps to 1e-2, then cosine decay down to 1e-3."""
-    peak, floor, warmup = 1e-2, 1e-3, 4
-    lrs = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            lrs.append(peak * s / warmup)
-        else:
-            progress = (s - warmup) / (steps - warmup)
-            lrs.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress)))
-    return lrs
 
 
 def make_inputs():
@@ -443,11 +394,7 @@ def run_case(name, optimizer, overrides, groups, init, grads, lrs):
 
 
 def generator_string() -> str:
-    return (
-        f"gen_torch_optim.py python=={sys.version.split()[0]} "
-        f"torch=={torch.__version__} numpy=={np.__version__} "
-        f"safetensors=={safetensors.__version__}"
-    )
+    return f"gen_torch_optim.py {pins('python', 'torch', 'numpy', 'safetensors')}"
 
 
 def main() -> None:
@@ -462,13 +409,13 @@ def main() -> None:
     torch.set_num_threads(1)
 
     init, grads = make_inputs()
-    lrs = learning_rates(STEPS)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=1e-3, warmup=4)
 
     tensors = {f"init.{n}": init[n] for n, *_ in TENSORS}
     for s in range(STEPS):
         for n, *_ in TENSORS:
             tensors[f"grad.{s + 1}.{n}"] = grads[s][n]
-    save_file(
+    save_numpy(
         tensors,
         str(args.out / "inputs.safetensors"),
         metadata={
@@ -481,7 +428,7 @@ def main() -> None:
 
     for case, (optimizer, overrides, groups) in CASES.items():
         out, metadata = run_case(case, optimizer, overrides, groups, init, grads, lrs)
-        save_file(out, str(args.out / f"{case}.safetensors"), metadata=metadata)
+        save_numpy(out, str(args.out / f"{case}.safetensors"), metadata=metadata)
         print(f"wrote {case}: {len(out)} tensors")
 
 

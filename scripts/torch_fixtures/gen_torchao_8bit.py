@@ -69,14 +69,15 @@ from pathlib import Path
 
 import lion_pytorch
 import numpy as np
-import safetensors
 import torch
 import torchao
 import torchao.optim.adam as torchao_adam
-from safetensors.numpy import load_file
 from torchao.optim import Adam8bit, AdamW8bit
 from torchao.optim.quant_utils import dequant_with_qmap, quantize_8bit_with_qmap, scale_tensor
 from torchao.optim.subclass_8bit import OptimState8bit, get_qmap_signed, get_qmap_unsigned
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixture_io import pins, save_numpy, version, warmup_cosine  # noqa: E402
 
 STEPS = 30
 SEED = 20250214
@@ -117,53 +118,6 @@ CASES = {
         None,
     ),
 }
-
-
-def write_safetensors(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
-    """Writes F32 and U8 tensors with a sorted, space-padded header, then reads
-    the file back with the safetensors package to check it."""
-    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
-    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        if arr.dtype not in dtypes:
-            raise TypeError(f"{name}: unsupported dtype {arr.dtype}")
-        data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {
-            "dtype": dtypes[arr.dtype],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in blobs:
-            f.write(data)
-    back = load_file(str(path))
-    if sorted(back) != sorted(tensors):
-        raise RuntimeError(f"{path}: tensors did not read back")
-    for name, arr in tensors.items():
-        if back[name].dtype != arr.dtype or not np.array_equal(back[name], arr):
-            raise RuntimeError(f"{path}: {name} did not read back")
-
-
-def learning_rates(steps: int) -> list[float]:
-    """Linear warmup over 5 steps to 1e-2, then cosine decay to 5e-4: a new lr every step."""
-    peak, floor, warmup = 1e-2, 5e-4, 5
-    out = []
-    for s in range(1, steps + 1):
-        if s <= warmup:
-            out.append(peak * s / warmup)
-        else:
-            t = (s - warmup) / (steps - warmup)
-            out.append(floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * t)))
-    return out
 
 
 def make_inputs():
@@ -366,23 +320,16 @@ def case_tensors(traj, states, twin_traj):
 
 def versions() -> str:
     return (
-        f"torch=={torch.__version__.split('+')[0]} torchao=={torchao.__version__} "
-        f"lion-pytorch=={lion_pytorch_version()} numpy=={np.__version__} "
-        f"safetensors=={safetensors.__version__}"
+        f"{pins('torch', local=False)} torchao=={torchao.__version__} "
+        f"{pins('lion-pytorch', 'numpy', 'safetensors')}"
     )
-
-
-def lion_pytorch_version() -> str:
-    from importlib.metadata import version
-
-    return version("lion-pytorch")
 
 
 def reference_string(optimizer: str) -> str:
     torch_v = torch.__version__.split("+")[0]
     if optimizer == "lion8bit":
         return (
-            f"lion-pytorch=={lion_pytorch_version()} Lion on CPU f32, momentum stored as "
+            f"lion-pytorch=={version('lion-pytorch')} Lion on CPU f32, momentum stored as "
             f"torchao=={torchao.__version__} 8-bit blockwise state (block {BLOCK}, signed map)"
         )
     cls = "AdamW8bit" if optimizer == "adamw8bit" else "Adam8bit"
@@ -403,12 +350,12 @@ def main() -> None:
     torch.set_num_threads(1)
 
     init, grads = make_inputs()
-    lrs = learning_rates(STEPS)
+    lrs = warmup_cosine(STEPS, peak=1e-2, floor=5e-4, warmup=5)
     tensors = {f"init.{n}": init[n] for n, *_ in TENSORS}
     for s in range(STEPS):
         for n, *_ in TENSORS:
             tensors[f"grad.{s + 1}.{n}"] = grads[s][n]
-    write_safetensors(
+    save_numpy(
         tensors,
         args.out / "inputs.safetensors",
         {
@@ -443,7 +390,7 @@ def main() -> None:
             metadata["twin_reference"] = (
                 f"torch=={torch.__version__.split('+')[0]} torch.optim.{cls}(foreach=False, fused=False)"
             )
-        write_safetensors(case_tensors(traj, states, twin_traj), args.out / f"{case}.safetensors", metadata)
+        save_numpy(case_tensors(traj, states, twin_traj), args.out / f"{case}.safetensors", metadata)
         print(f"wrote {case}: {metadata.get('self_divergence', '')}")
 
 

@@ -14,10 +14,13 @@
 //! `sum`, as in PyTorch.
 
 use crate::arena::ParamArena;
+use crate::checkpoint::same;
 use crate::error::Result;
+use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
-use crate::optim::{GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive};
-use crate::optim::{GroupKnob, put_record};
+use crate::optim::{
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
+};
 
 /// Hyperparameters of Adagrad; `Default` gives `torch.optim.Adagrad`'s.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,21 +49,34 @@ impl Default for AdagradConfig {
     }
 }
 
-impl AdagradConfig {
+impl OptimizerConfig for AdagradConfig {
+    const KIND: &'static str = "adagrad";
+
     fn validate(&self) -> Result<()> {
         check_non_negative("lr_decay", self.lr_decay)?;
         check_non_negative("weight_decay", self.weight_decay)?;
         check_non_negative("initial_accumulator_value", self.initial_accumulator_value)?;
         check_positive("eps", self.eps)
     }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Plain
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same("maximize", saved.maximize, self.maximize)
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        let wd = group.weight_decay.unwrap_or(self.weight_decay);
+        let clr = lr / (1.0 + (step - 1) as f64 * self.lr_decay);
+        record(&[word(-clr), word(wd), word(self.eps)])
+    }
 }
 
 /// Adagrad over a whole arena; its accumulator (`sum`) is resident on the GPU.
 pub struct Adagrad {
-    config: AdagradConfig,
-    groups: Groups,
-    kernel: ElementwiseStep,
-    step: u64,
+    core: Core<AdagradConfig, ElementwiseStep>,
 }
 
 impl Adagrad {
@@ -73,148 +89,34 @@ impl Adagrad {
             "adagrad",
             "adagrad_step",
             vec![("MAXIMIZE", config.maximize as u8 as f64)],
-            1,
+            &["sum"],
             &["sum"],
         )?;
         if config.initial_accumulator_value != 0.0 {
             kernel.fill_state("sum", config.initial_accumulator_value as f32)?;
         }
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            kernel,
-            step: 0,
+            core: Core::new(arena, config, kernel),
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &AdagradConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Overrides the learning-rate scale and weight decay of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config, GroupKnob::Plain)
+        self.core.set_group(group, config)
     }
 }
 
 impl Optimizer for Adagrad {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        let t = step;
-        for (g, group) in self.groups.iter().enumerate() {
-            let lr = lr * group.lr_scale;
-            let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
-            let clr = lr / (1.0 + (t - 1) as f64 * self.config.lr_decay);
-            let f = |x: f64| (x as f32).to_bits();
-            let words = [
-                f(-clr),
-                f(wd),
-                f(self.config.eps),
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        self.kernel.record_buffer()
-    }
-
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        Ok(self.kernel.encode(encoder))
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        self.kernel.check_arena(arena)
-    }
-
-    fn step_count(&self) -> u64 {
-        self.step
-    }
-
-    fn state_bytes(&self) -> u64 {
-        self.kernel.state_bytes()
-    }
-
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.kernel.state_names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.kernel.read_state(arena, state, tensor)
-    }
-}
-
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Adagrad {
-    fn kind(&self) -> &'static str {
-        "adagrad"
-    }
-
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
-    }
-
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: AdagradConfig = crate::checkpoint::parse_config("adagrad", config)?;
-        c.validate()?;
-        same("maximize", c.maximize, self.config.maximize)?;
-        Ok(())
-    }
-
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("adagrad", config)?;
-        Ok(())
-    }
-
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
-    }
-
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(groups, GroupKnob::Plain)
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Plain;
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.kernel.check_arena(arena)?;
-        Ok(StateStore(Store::Elementwise(&self.kernel)))
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }

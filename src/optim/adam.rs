@@ -17,11 +17,13 @@
 //! λ = 0.01 for AdamW, 0 for Adam.
 
 use crate::arena::ParamArena;
+use crate::checkpoint::same;
 use crate::error::Result;
+use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::{
-    GroupConfig, GroupKnob, Groups, Optimizer, StepStats, check_non_negative, check_positive,
-    check_range, put_record,
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
+    check_range,
 };
 
 /// Hyperparameters of Adam and AdamW. `AdamConfig::adamw()` (also `Default`) gives `torch.optim.AdamW`'s
@@ -63,13 +65,6 @@ impl AdamConfig {
             ..Self::adamw()
         }
     }
-
-    fn validate(&self) -> Result<()> {
-        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
-        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
-        check_positive("eps", self.eps)?;
-        check_non_negative("weight_decay", self.weight_decay)
-    }
 }
 
 impl Default for AdamConfig {
@@ -78,13 +73,52 @@ impl Default for AdamConfig {
     }
 }
 
+impl OptimizerConfig for AdamConfig {
+    const KIND: &'static str = "adam";
+
+    fn validate(&self) -> Result<()> {
+        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
+        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
+        check_positive("eps", self.eps)?;
+        check_non_negative("weight_decay", self.weight_decay)
+    }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Betas
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same("amsgrad", saved.amsgrad, self.amsgrad)?;
+        same(
+            "decoupled_weight_decay",
+            saved.decoupled_weight_decay,
+            self.decoupled_weight_decay,
+        )?;
+        same("maximize", saved.maximize, self.maximize)
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        let (beta1, beta2) = group.betas.unwrap_or(self.betas);
+        let bias_correction1 = 1.0 - beta1.powf(step as f64);
+        let bias_correction2 = 1.0 - beta2.powf(step as f64);
+        let wd = group.weight_decay.unwrap_or(self.weight_decay);
+        record(&[
+            word(1.0 - lr * wd),
+            word(lr / bias_correction1),
+            word(bias_correction2.sqrt()),
+            word(1.0 - beta1),
+            word(beta2),
+            word(1.0 - beta2),
+            word(self.eps),
+            word(wd),
+        ])
+    }
+}
+
 /// Adam or AdamW over a whole arena, state resident on the GPU (`exp_avg`, `exp_avg_sq`, and
 /// `max_exp_avg_sq` with AMSGrad).
 pub struct Adam {
-    config: AdamConfig,
-    groups: Groups,
-    kernel: ElementwiseStep,
-    step: u64,
+    core: Core<AdamConfig, ElementwiseStep>,
 }
 
 /// AdamW is Adam with decoupled weight decay: build it with `AdamConfig::adamw()`.
@@ -107,160 +141,39 @@ impl Adam {
                 ("DECOUPLED", config.decoupled_weight_decay as u8 as f64),
                 ("MAXIMIZE", config.maximize as u8 as f64),
             ],
-            3,
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
             &states,
         )?;
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            kernel,
-            step: 0,
+            core: Core::new(arena, config, kernel),
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &AdamConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config, GroupKnob::Betas)
+        self.core.set_group(group, config)
     }
 }
 
 impl Optimizer for Adam {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        for (g, group) in self.groups.iter().enumerate() {
-            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
-            let bias_correction1 = 1.0 - beta1.powf(step as f64);
-            let bias_correction2 = 1.0 - beta2.powf(step as f64);
-            let lr = lr * group.lr_scale;
-            let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
-            let f = |x: f64| (x as f32).to_bits();
-            let words = [
-                f(1.0 - lr * wd),
-                f(lr / bias_correction1),
-                f(bias_correction2.sqrt()),
-                f(1.0 - beta1),
-                f(beta2),
-                f(1.0 - beta2),
-                f(self.config.eps),
-                f(wd),
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
-    }
-
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        self.kernel.record_buffer()
-    }
-
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        Ok(self.kernel.encode(encoder))
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        self.kernel.check_arena(arena)
-    }
-
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
     /// the new value, as in PyTorch.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         check_range("betas.0", momentum, 0.0, 1.0)?;
-        self.config.betas.0 = momentum;
+        self.core.config.betas.0 = momentum;
         Ok(())
     }
 
-    fn step_count(&self) -> u64 {
-        self.step
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn state_bytes(&self) -> u64 {
-        self.kernel.state_bytes()
-    }
-
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.kernel.state_names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.kernel.read_state(arena, state, tensor)
-    }
-}
-
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Adam {
-    fn kind(&self) -> &'static str {
-        "adam"
-    }
-
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
-    }
-
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: AdamConfig = crate::checkpoint::parse_config("adam", config)?;
-        c.validate()?;
-        same("amsgrad", c.amsgrad, self.config.amsgrad)?;
-        same(
-            "decoupled_weight_decay",
-            c.decoupled_weight_decay,
-            self.config.decoupled_weight_decay,
-        )?;
-        same("maximize", c.maximize, self.config.maximize)?;
-        Ok(())
-    }
-
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("adam", config)?;
-        Ok(())
-    }
-
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
-    }
-
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(groups, GroupKnob::Betas)
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Betas;
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.kernel.check_arena(arena)?;
-        Ok(StateStore(Store::Elementwise(&self.kernel)))
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }

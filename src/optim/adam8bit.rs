@@ -33,11 +33,13 @@
 //! gradient handling (a NaN gradient poisons its block's state).
 
 use crate::arena::ParamArena;
+use crate::checkpoint::same;
 use crate::error::Result;
 use crate::optim::blockwise8::{Blockwise8, Moment, QuantizedState, StateFootprint};
+use crate::optim::common::{Core, OptimizerConfig, record};
 use crate::optim::{
-    GroupConfig, GroupKnob, Groups, Optimizer, StepStats, check_non_negative, check_positive,
-    check_range, put_record,
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
+    check_range,
 };
 
 /// Hyperparameters of 8-bit Adam and AdamW. `Adam8bitConfig::adamw()` (also `Default`) gives torchao's
@@ -80,14 +82,6 @@ impl Adam8bitConfig {
             ..Self::adamw()
         }
     }
-
-    fn validate(&self) -> Result<()> {
-        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
-        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
-        check_positive("eps", self.eps)?;
-        check_non_negative("weight_decay", self.weight_decay)?;
-        crate::optim::blockwise8::check_block_size(self.block_size)
-    }
 }
 
 impl Default for Adam8bitConfig {
@@ -96,13 +90,61 @@ impl Default for Adam8bitConfig {
     }
 }
 
+impl OptimizerConfig for Adam8bitConfig {
+    const KIND: &'static str = "adam8bit";
+
+    fn validate(&self) -> Result<()> {
+        check_range("betas.0", self.betas.0, 0.0, 1.0)?;
+        check_range("betas.1", self.betas.1, 0.0, 1.0)?;
+        check_positive("eps", self.eps)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        crate::optim::blockwise8::check_block_size(self.block_size)
+    }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Betas
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same(
+            "decoupled_weight_decay",
+            saved.decoupled_weight_decay,
+            self.decoupled_weight_decay,
+        )?;
+        same("block_size", saved.block_size, self.block_size)?;
+        same(
+            "min_quantized_numel",
+            saved.min_quantized_numel,
+            self.min_quantized_numel,
+        )
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        // torchao holds the step in an f32 tensor and compiles `1 - beta**step` to f32 `pow` on an f32 beta.
+        let bias_correction = |beta: f64| 1.0f32 - ((beta as f32) as f64).powf(step as f64) as f32;
+        let (beta1, beta2) = group.betas.unwrap_or(self.betas);
+        let bias_correction1 = bias_correction(beta1);
+        let bias_correction2_sqrt = bias_correction(beta2).sqrt();
+        // torchao's lr is an f32 tensor; `lr * weight_decay` is an f32 product.
+        let lr = lr as f32;
+        let wd = group.weight_decay.unwrap_or(self.weight_decay) as f32;
+        record(&[
+            lr.to_bits(),
+            (lr * wd).to_bits(),
+            ((1.0 - beta1) as f32).to_bits(),
+            ((1.0 - beta2) as f32).to_bits(),
+            bias_correction1.to_bits(),
+            bias_correction2_sqrt.to_bits(),
+            (self.eps as f32).to_bits(),
+            wd.to_bits(),
+        ])
+    }
+}
+
 /// Adam or AdamW with 8-bit blockwise moments (`exp_avg` on the signed map, `exp_avg_sq` on the unsigned
 /// map), resident on the GPU and stepped in one fused pass.
 pub struct Adam8bit {
-    config: Adam8bitConfig,
-    groups: Groups,
-    kernel: Blockwise8,
-    step: u64,
+    core: Core<Adam8bitConfig, Blockwise8>,
 }
 
 /// AdamW8bit is Adam8bit with decoupled weight decay: build it with `Adam8bitConfig::adamw()`.
@@ -131,31 +173,28 @@ impl Adam8bit {
             config.min_quantized_numel,
         )?;
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            kernel,
-            step: 0,
+            core: Core::new(arena, config, kernel),
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &Adam8bitConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config, GroupKnob::Betas)
+        self.core.set_group(group, config)
     }
 
     /// Resident state by kind, and the parameter counts it serves.
     pub fn footprint(&self) -> StateFootprint {
-        self.kernel.footprint()
+        self.core.kernel.footprint()
     }
 
     /// Whether `tensor` keeps 8-bit state (else f32).
     pub fn is_quantized(&self, arena: &ParamArena, tensor: &str) -> Result<bool> {
-        self.kernel.is_quantized(arena, tensor)
+        self.core.kernel.is_quantized(arena, tensor)
     }
 
     /// The raw codes and absmax values of a quantised tensor's `exp_avg` or `exp_avg_sq`. Waits for the GPU.
@@ -165,7 +204,7 @@ impl Adam8bit {
         state: &str,
         tensor: &str,
     ) -> Result<QuantizedState> {
-        self.kernel.read_quantized(arena, state, tensor)
+        self.core.kernel.read_quantized(arena, state, tensor)
     }
 
     /// Loads raw codes and absmax values into a quantised tensor's moment (a checkpoint restored bit for
@@ -177,7 +216,7 @@ impl Adam8bit {
         tensor: &str,
         data: &QuantizedState,
     ) -> Result<()> {
-        self.kernel.write_quantized(arena, state, tensor, data)
+        self.core.kernel.write_quantized(arena, state, tensor, data)
     }
 
     /// Loads f32 values into a moment: quantised with the kernel's rule for an 8-bit tensor, stored as is
@@ -190,168 +229,35 @@ impl Adam8bit {
         tensor: &str,
         values: &[f32],
     ) -> Result<()> {
-        self.kernel.write_state(arena, state, tensor, values)
+        self.core.kernel.write_state(arena, state, tensor, values)
     }
 
     /// Blocks left unstepped because of a non-finite gradient, since creation or the last reset. Waits for
     /// the GPU; stepping never does.
     pub fn skipped_blocks(&self) -> Result<u64> {
-        self.kernel.skipped_blocks()
+        self.core.kernel.skipped_blocks()
     }
 
     /// Zeroes the skipped-block counter.
     pub fn reset_skipped_blocks(&self) -> Result<()> {
-        self.kernel.reset_skipped_blocks()
+        self.core.kernel.reset_skipped_blocks()
     }
 }
 
 impl Optimizer for Adam8bit {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        // torchao holds the step in an f32 tensor and compiles `1 - beta**step` to f32 `pow` on an f32 beta.
-        let bias_correction = |beta: f64| 1.0f32 - ((beta as f32) as f64).powf(step as f64) as f32;
-        for (g, group) in self.groups.iter().enumerate() {
-            let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
-            let bias_correction1 = bias_correction(beta1);
-            let bias_correction2_sqrt = bias_correction(beta2).sqrt();
-            // torchao's lr is an f32 tensor; `lr * weight_decay` is an f32 product.
-            let lr = (lr * group.lr_scale) as f32;
-            let wd = group.weight_decay.unwrap_or(self.config.weight_decay) as f32;
-            let words = [
-                lr.to_bits(),
-                (lr * wd).to_bits(),
-                ((1.0 - beta1) as f32).to_bits(),
-                ((1.0 - beta2) as f32).to_bits(),
-                bias_correction1.to_bits(),
-                bias_correction2_sqrt.to_bits(),
-                (self.config.eps as f32).to_bits(),
-                wd.to_bits(),
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
-    }
-
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        self.kernel.record_buffer()
-    }
-
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        Ok(self.kernel.encode(encoder))
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        self.kernel.check_arena(arena)
-    }
-
     /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; later steps' bias corrections use the
     /// new value, as torchao's do.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
         check_range("betas.0", momentum, 0.0, 1.0)?;
-        self.config.betas.0 = momentum;
+        self.core.config.betas.0 = momentum;
         Ok(())
     }
 
-    fn step_count(&self) -> u64 {
-        self.step
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn state_bytes(&self) -> u64 {
-        self.kernel.footprint().state_bytes()
-    }
-
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.kernel.state_names()
-    }
-
-    /// The moment in f32: dequantised for an 8-bit tensor.
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.kernel.read_state(arena, state, tensor)
-    }
-}
-
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Adam8bit {
-    fn kind(&self) -> &'static str {
-        "adam8bit"
-    }
-
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
-    }
-
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: Adam8bitConfig = crate::checkpoint::parse_config("adam8bit", config)?;
-        c.validate()?;
-        same(
-            "decoupled_weight_decay",
-            c.decoupled_weight_decay,
-            self.config.decoupled_weight_decay,
-        )?;
-        same("block_size", c.block_size, self.config.block_size)?;
-        same(
-            "min_quantized_numel",
-            c.min_quantized_numel,
-            self.config.min_quantized_numel,
-        )?;
-        Ok(())
-    }
-
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("adam8bit", config)?;
-        Ok(())
-    }
-
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
-    }
-
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(groups, GroupKnob::Betas)
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Betas;
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.kernel.check_arena(arena)?;
-        Ok(StateStore(Store::Blockwise(&self.kernel)))
-    }
-
-    fn skipped_blocks(&self) -> Result<Option<u64>> {
-        self.kernel.skipped_blocks().map(Some)
-    }
-
-    fn load_skipped_blocks(&self, blocks: u64) -> Result<()> {
-        self.kernel.set_skipped_blocks(blocks)
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }

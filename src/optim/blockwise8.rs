@@ -16,14 +16,13 @@
 //! f32 segment takes `n` words. A table written once (the two maps, then per tensor its state offset and
 //! kind) and the per-step group records share one read-only buffer.
 
-use std::sync::Arc;
-
 use crate::arena::ParamArena;
+use crate::checkpoint::Store;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::kernels::{Access, Kernel, KernelSpec};
-use crate::optim::GROUP_RECORD_BYTES;
-use crate::optim::StepStats;
+use crate::kernels::Access;
+use crate::optim::common::StepKernel;
+use crate::optim::{GROUP_RECORD_BYTES, StepStats};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass};
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
@@ -256,9 +255,8 @@ fn plan_state(
 
 /// The fused 8-bit step of one family bound to one arena, with the state it owns.
 pub(crate) struct Blockwise8 {
-    gpu: Gpu,
-    arena_id: u64,
-    kernel: Arc<Kernel>,
+    binding: ArenaBinding,
+    stage: Stage,
     block_size: u32,
     moments: Vec<Moment>,
     maps: [[f32; 256]; 2],
@@ -269,8 +267,6 @@ pub(crate) struct Blockwise8 {
     /// `[moment][chunk]`
     state: Vec<Vec<wgpu::Buffer>>,
     counter: wgpu::Buffer,
-    bind_groups: Vec<wgpu::BindGroup>,
-    grids: Vec<(u32, u32)>,
     footprint: StateFootprint,
 }
 
@@ -293,21 +289,6 @@ impl Blockwise8 {
         let gpu = arena.gpu().clone();
         gpu.check()?;
         constants.push(("QBLOCK", block_size as f64));
-        let spec = KernelSpec {
-            family,
-            entry,
-            bindings: vec![
-                Access::Read,
-                Access::Uniform,
-                Access::Read,
-                Access::ReadWrite,
-                Access::Read,
-                Access::ReadWrite,
-                Access::ReadWrite,
-                Access::ReadWrite,
-            ],
-            constants,
-        };
         let (tensors, chunk_words) = plan_state(arena, block_size as u64, min_quantized_numel);
         let binding = gpu.max_binding_bytes();
         for (c, &words) in chunk_words.iter().enumerate() {
@@ -320,7 +301,6 @@ impl Blockwise8 {
                 });
             }
         }
-        let kernel = gpu.kernels().get(&gpu, &spec)?;
 
         let maps = [dynamic_map(true), dynamic_map(false)];
         let mut table: Vec<u32> = Vec::with_capacity(MAP_WORDS + TENSOR_WORDS * tensors.len());
@@ -379,35 +359,27 @@ impl Blockwise8 {
         gpu.queue()
             .write_buffer(&tables, 0, bytemuck::cast_slice(&table));
 
-        let bind_groups = gpu.scoped(|| {
-            (0..arena.chunk_count())
-                .map(|c| {
-                    let buffers: [&wgpu::Buffer; 8] = [
-                        arena.layout_buffer(),
-                        &arena.chunk_uniforms()[c],
-                        &tables,
-                        &arena.param_buffers()[c],
-                        &arena.grad_buffers()[c],
-                        &state[0][c],
-                        state.get(1).map_or(&placeholder, |s| &s[c]),
-                        &counter,
-                    ];
-                    let entries: Vec<wgpu::BindGroupEntry> = buffers
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| wgpu::BindGroupEntry {
-                            binding: i as u32,
-                            resource: b.as_entire_binding(),
-                        })
-                        .collect();
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(entry),
-                        layout: &kernel.layout,
-                        entries: &entries,
-                    })
-                })
-                .collect()
-        })?;
+        let stage = Stage::per_chunk(
+            arena,
+            family,
+            entry,
+            constants,
+            &[
+                (Access::Read, Slot::Layout),
+                (Access::Uniform, Slot::Chunk),
+                (Access::Read, Slot::Buffer(&tables)),
+                (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
+                (Access::Read, Slot::PerChunk(arena.grad_buffers())),
+                (Access::ReadWrite, Slot::PerChunk(&state[0])),
+                (
+                    Access::ReadWrite,
+                    state
+                        .get(1)
+                        .map_or(Slot::Buffer(&placeholder), |s| Slot::PerChunk(s)),
+                ),
+                (Access::ReadWrite, Slot::Buffer(&counter)),
+            ],
+        )?;
 
         let footprint = footprint(
             &tensors,
@@ -416,9 +388,8 @@ impl Blockwise8 {
             group_offset + group_bytes + 8,
         );
         Ok(Self {
-            gpu,
-            arena_id: arena.id(),
-            kernel,
+            binding: ArenaBinding::new(arena),
+            stage,
             block_size,
             moments: moments.to_vec(),
             maps,
@@ -427,42 +398,8 @@ impl Blockwise8 {
             group_offset,
             state,
             counter,
-            bind_groups,
-            grids: arena.chunk_info().iter().map(|c| c.grid).collect(),
             footprint,
         })
-    }
-
-    /// Refuses an arena other than the one this step was built for.
-    pub fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
-    }
-
-    /// Stages the group records and records one dispatch per chunk.
-    /// The buffer the kernel reads the group records from, and their byte offset in it.
-    pub fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        (&self.tables, self.group_offset)
-    }
-
-    /// Records one dispatch per chunk; the group records are staged by the caller.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("8-bit optimizer step"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&self.kernel.pipeline);
-        for (bind_group, &(x, y)) in self.bind_groups.iter().zip(&self.grids) {
-            pass.set_bind_group(0, bind_group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
-        }
-        StepStats {
-            dispatches: self.bind_groups.len() as u32,
-            submissions: 0,
-            buffer_writes: 0,
-        }
     }
 
     pub fn footprint(&self) -> StateFootprint {
@@ -471,6 +408,10 @@ impl Blockwise8 {
 
     pub fn state_names(&self) -> Vec<&'static str> {
         self.moments.iter().map(|m| m.name).collect()
+    }
+
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.binding.check(arena)
     }
 
     fn moment(&self, state: &str) -> Result<usize> {
@@ -513,7 +454,7 @@ impl Blockwise8 {
                 (&self.state[moment][s.chunk], s.base * 4, words * 4)
             })
             .collect();
-        let bytes = crate::readback::read_bytes(&self.gpu, &ranges)?;
+        let bytes = crate::readback::read_bytes(self.binding.gpu(), &ranges)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let mut out = Vec::with_capacity(t.segments.len());
         let mut at = 0usize;
@@ -711,7 +652,7 @@ impl Blockwise8 {
 
     fn upload(&self, moment: usize, writes: Vec<(&SegmentState, Vec<u32>)>) {
         for (s, words) in writes {
-            self.gpu.queue().write_buffer(
+            self.binding.gpu().queue().write_buffer(
                 &self.state[moment][s.chunk],
                 s.base * 4,
                 bytemuck::cast_slice(&words),
@@ -722,7 +663,7 @@ impl Blockwise8 {
     /// Blocks skipped since the optimizer was built (or last reset) because a gradient in them was not
     /// finite. Waits for the GPU.
     pub fn skipped_blocks(&self) -> Result<u64> {
-        let bytes = crate::readback::read_bytes(&self.gpu, &[(&self.counter, 0, 8)])?;
+        let bytes = crate::readback::read_bytes(self.binding.gpu(), &[(&self.counter, 0, 8)])?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         match words.as_slice() {
             [lo, hi] => Ok(((*hi as u64) << 32) | *lo as u64),
@@ -734,8 +675,9 @@ impl Blockwise8 {
 
     /// Sets the skipped-block counter to zero (ordered with later submissions).
     pub fn reset_skipped_blocks(&self) -> Result<()> {
-        self.gpu.check()?;
-        self.gpu
+        self.binding.gpu().check()?;
+        self.binding
+            .gpu()
             .queue()
             .write_buffer(&self.counter, 0, bytemuck::cast_slice(&[0u32; 2]));
         Ok(())
@@ -796,9 +738,10 @@ impl Blockwise8 {
 
     /// The skipped-block counter's new value (a checkpoint being restored).
     pub fn set_skipped_blocks(&self, blocks: u64) -> Result<()> {
-        self.gpu.check()?;
+        self.binding.gpu().check()?;
         let words = [blocks as u32, (blocks >> 32) as u32];
-        self.gpu
+        self.binding
+            .gpu()
             .queue()
             .write_buffer(&self.counter, 0, bytemuck::cast_slice(&words));
         Ok(())
@@ -842,6 +785,30 @@ fn footprint(
         }
     }
     f
+}
+
+impl StepKernel for Blockwise8 {
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        Blockwise8::check_arena(self, arena)
+    }
+
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        (&self.tables, self.group_offset)
+    }
+
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
+        compute_pass(encoder, "8-bit optimizer step", |pass| {
+            self.stage.record(pass)
+        })
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.footprint.state_bytes()
+    }
+
+    fn store(&self) -> Store<'_> {
+        Store::Blockwise(self)
+    }
 }
 
 pub(crate) fn check_block_size(block_size: u32) -> Result<()> {

@@ -28,16 +28,16 @@
 //! order, not torch's, so they agree with timm's to rounding.
 
 use crate::arena::ParamArena;
-use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::checkpoint::{Store, same};
+use crate::error::Result;
 use crate::grad::{GradNorms, Lane, Reduction};
 use crate::kernels::Access;
-use crate::optim::GROUP_RECORD_BYTES;
+use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive, check_range,
+    GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
+    check_non_negative, check_positive, check_range,
 };
-use crate::optim::{GroupKnob, put_record};
-use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -78,7 +78,9 @@ impl Default for LambConfig {
     }
 }
 
-impl LambConfig {
+impl OptimizerConfig for LambConfig {
+    const KIND: &'static str = "lamb";
+
     fn validate(&self) -> Result<()> {
         check_range("betas.0", self.betas.0, 0.0, 1.0)?;
         check_range("betas.1", self.betas.1, 0.0, 1.0)?;
@@ -89,37 +91,75 @@ impl LambConfig {
         }
         Ok(())
     }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Betas
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same(
+            "decoupled_decay",
+            saved.decoupled_decay,
+            self.decoupled_decay,
+        )?;
+        same("grad_averaging", saved.grad_averaging, self.grad_averaging)?;
+        same("trust_clip", saved.trust_clip, self.trust_clip)?;
+        same(
+            "max_grad_norm (set or not)",
+            saved.max_grad_norm.is_some(),
+            self.max_grad_norm.is_some(),
+        )
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        let (beta1, beta2) = group.betas.unwrap_or(self.betas);
+        let (bias_correction1, bias_correction2) = if self.bias_correction {
+            (1.0 - beta1.powf(step as f64), 1.0 - beta2.powf(step as f64))
+        } else {
+            (1.0, 1.0)
+        };
+        let wd = group.weight_decay.unwrap_or(self.weight_decay);
+        let adapt = wd != 0.0 || self.always_adapt;
+        record(&[
+            word(beta1),
+            word(1.0 - beta1),
+            word(beta2),
+            word(1.0 - beta2),
+            word(bias_correction1),
+            word(bias_correction2.sqrt()),
+            word(self.eps),
+            word(wd),
+            word(-lr * wd),
+            word(-lr),
+            adapt as u32,
+            word(self.max_grad_norm.unwrap_or(1.0)),
+        ])
+    }
 }
 
-/// LAMB over a whole arena, state (`exp_avg`, `exp_avg_sq`) resident on the GPU, norms and trust ratios
-/// computed on the GPU within the step's submission.
-pub struct Lamb {
-    config: LambConfig,
-    groups: Groups,
-    gpu: Gpu,
-    arena_id: u64,
+/// LAMB's stages bound to one arena: the gradient norms (when clipping), the moments with the per-block norm
+/// reduction, and the update.
+struct LambKernel {
+    binding: ArenaBinding,
     state: StateSet,
     group_buffer: wgpu::Buffer,
     grad_norms: Option<GradNorms>,
     moments: Stage,
     reduction: Reduction,
     apply: Stage,
-    step: u64,
 }
 
-impl Lamb {
-    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
-    pub fn new(arena: &ParamArena, config: LambConfig) -> Result<Self> {
-        config.validate()?;
-        let gpu = arena.gpu().clone();
+impl LambKernel {
+    fn new(arena: &ParamArena, config: &LambConfig) -> Result<Self> {
+        let gpu = arena.gpu();
         let state = StateSet::new(arena, &["exp_avg", "exp_avg_sq"])?;
-        let group_buffer = group_buffer(&gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        let group_buffer = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
         let grad_norms = match config.max_grad_norm {
             Some(_) => Some(GradNorms::new(arena)?),
             None => None,
         };
         let reduction = Reduction::new(arena, [Lane::Sum, Lane::Sum])?;
-        let unused = placeholder(&gpu)?;
+        let unused = placeholder(gpu)?;
         let slots = [
             (Access::Read, Slot::Layout),
             (Access::Uniform, Slot::Chunk),
@@ -143,129 +183,36 @@ impl Lamb {
         let moments = Stage::per_chunk(arena, "lamb", "lamb_moments", constants.clone(), &slots)?;
         let apply = Stage::per_chunk(arena, "lamb", "lamb_apply", constants, &slots)?;
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            arena_id: arena.id(),
-            gpu,
+            binding: ArenaBinding::new(arena),
             state,
             group_buffer,
             grad_norms,
             moments,
             reduction,
             apply,
-            step: 0,
         })
-    }
-
-    /// The config it was built with.
-    pub fn config(&self) -> &LambConfig {
-        &self.config
-    }
-
-    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(group, config, GroupKnob::Betas)
-    }
-
-    /// The gradient norms computed for clipping in the last step (`None` without `max_grad_norm`): read the
-    /// global norm from it to log it, at the cost of a wait.
-    pub fn grad_norms(&self) -> Option<&GradNorms> {
-        self.grad_norms.as_ref()
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
     }
 }
 
-impl Optimizer for Lamb {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        let c = &self.config;
-        for (g, group) in self.groups.iter().enumerate() {
-            let (beta1, beta2) = group.betas.unwrap_or(c.betas);
-            let (bias_correction1, bias_correction2) = if c.bias_correction {
-                (1.0 - beta1.powf(step as f64), 1.0 - beta2.powf(step as f64))
-            } else {
-                (1.0, 1.0)
-            };
-            let lr = lr * group.lr_scale;
-            let wd = group.weight_decay.unwrap_or(c.weight_decay);
-            let adapt = wd != 0.0 || c.always_adapt;
-            let f = |x: f64| (x as f32).to_bits();
-            let words = [
-                f(beta1),
-                f(1.0 - beta1),
-                f(beta2),
-                f(1.0 - beta2),
-                f(bias_correction1),
-                f(bias_correction2.sqrt()),
-                f(c.eps),
-                f(wd),
-                f(-lr * wd),
-                f(-lr),
-                adapt as u32,
-                f(c.max_grad_norm.unwrap_or(1.0)),
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
+impl StepKernel for LambKernel {
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.binding.check(arena)
     }
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
         (&self.group_buffer, 0)
     }
 
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("lamb step"),
-            timestamp_writes: None,
-        });
-        let mut dispatches = 0;
-        if let Some(norms) = &self.grad_norms {
-            dispatches += norms.record(&mut pass);
-        }
-        dispatches += self.moments.record(&mut pass);
-        dispatches += self.reduction.record_finalize(&mut pass);
-        dispatches += self.apply.record(&mut pass);
-        Ok(StepStats {
-            dispatches,
-            submissions: 0,
-            buffer_writes: 0,
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
+        compute_pass(encoder, "lamb step", |pass| {
+            let clip = self
+                .grad_norms
+                .as_ref()
+                .map_or(0, |norms| norms.record(pass));
+            clip + self.moments.record(pass)
+                + self.reduction.record_finalize(pass)
+                + self.apply.record(pass)
         })
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        Self::check_arena(self, arena)
-    }
-
-    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let next = LambConfig {
-            betas: (momentum, self.config.betas.1),
-            ..self.config
-        };
-        next.validate()?;
-        self.config = next;
-        Ok(())
-    }
-
-    fn step_count(&self) -> u64 {
-        self.step
     }
 
     /// The moments, plus the reduction buffers (8 bytes per 256-element block and per tensor, twice with
@@ -276,80 +223,58 @@ impl Optimizer for Lamb {
             + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.state.names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.check_arena(arena)?;
-        self.state.read(arena, state, tensor)
+    fn store(&self) -> Store<'_> {
+        Store::Set(&self.state)
     }
 }
 
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Lamb {
-    fn kind(&self) -> &'static str {
-        "lamb"
+/// LAMB over a whole arena, state (`exp_avg`, `exp_avg_sq`) resident on the GPU, norms and trust ratios
+/// computed on the GPU within the step's submission.
+pub struct Lamb {
+    core: Core<LambConfig, LambKernel>,
+}
+
+impl Lamb {
+    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: LambConfig) -> Result<Self> {
+        config.validate()?;
+        let kernel = LambKernel::new(arena, &config)?;
+        Ok(Self {
+            core: Core::new(arena, config, kernel),
+        })
     }
 
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
+    /// The config it was built with.
+    pub fn config(&self) -> &LambConfig {
+        &self.core.config
     }
 
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: LambConfig = crate::checkpoint::parse_config("lamb", config)?;
-        c.validate()?;
-        same(
-            "decoupled_decay",
-            c.decoupled_decay,
-            self.config.decoupled_decay,
-        )?;
-        same(
-            "grad_averaging",
-            c.grad_averaging,
-            self.config.grad_averaging,
-        )?;
-        same("trust_clip", c.trust_clip, self.config.trust_clip)?;
-        same(
-            "max_grad_norm (set or not)",
-            c.max_grad_norm.is_some(),
-            self.config.max_grad_norm.is_some(),
-        )?;
-        Ok(())
+    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.core.set_group(group, config)
     }
 
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("lamb", config)?;
-        Ok(())
+    /// The gradient norms computed for clipping in the last step (`None` without `max_grad_norm`): read the
+    /// global norm from it to log it, at the cost of a wait.
+    pub fn grad_norms(&self) -> Option<&GradNorms> {
+        self.core.kernel.grad_norms.as_ref()
+    }
+}
+
+impl Optimizer for Lamb {
+    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        self.core.reconfigure(LambConfig {
+            betas: (momentum, self.core.config.betas.1),
+            ..self.core.config
+        })
     }
 
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(groups, GroupKnob::Betas)
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Betas;
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.check_arena(arena)?;
-        Ok(StateStore(Store::Set(&self.state)))
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }

@@ -23,16 +23,16 @@
 //! Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding.
 
 use crate::arena::ParamArena;
+use crate::checkpoint::{Store, same};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::grad::{Lane, Reduction};
 use crate::kernels::Access;
-use crate::optim::GROUP_RECORD_BYTES;
+use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_positive, check_range,
+    GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
+    check_non_negative, check_positive, check_range, check_scheduled_momentum,
 };
-use crate::optim::{GroupKnob, put_record};
-use crate::passes::{Slot, Stage, StateSet, group_buffer, placeholder};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LARS; `Default` gives timm's `Lars` defaults.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -71,7 +71,9 @@ impl Default for LarsConfig {
     }
 }
 
-impl LarsConfig {
+impl OptimizerConfig for LarsConfig {
+    const KIND: &'static str = "lars";
+
     fn validate(&self) -> Result<()> {
         check_range("momentum", self.momentum, 0.0, 1.0)?;
         check_range("dampening", self.dampening, 0.0, 1.0)?;
@@ -87,33 +89,59 @@ impl LarsConfig {
         }
         Ok(())
     }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Momentum {
+            built_with: self.momentum,
+        }
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same(
+            "momentum (zero or not)",
+            saved.momentum != 0.0,
+            self.momentum != 0.0,
+        )?;
+        same("nesterov", saved.nesterov, self.nesterov)?;
+        same("trust_clip", saved.trust_clip, self.trust_clip)
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        let wd = group.weight_decay.unwrap_or(self.weight_decay);
+        let adapt = wd != 0.0 || self.always_adapt;
+        record(&[
+            word(-lr),
+            word(lr),
+            word(wd),
+            word(group.momentum.unwrap_or(self.momentum)),
+            word(1.0 - self.dampening),
+            word(self.trust_coeff),
+            word(self.eps),
+            adapt as u32,
+            (step == 1) as u32,
+        ])
+    }
 }
 
-/// LARS over a whole arena; with momentum its one state buffer (`momentum_buffer`) is resident on the GPU.
-pub struct Lars {
-    config: LarsConfig,
-    groups: Groups,
-    gpu: Gpu,
-    arena_id: u64,
+/// LARS's stages bound to one arena: the per-block norm reduction and the step.
+struct LarsKernel {
+    binding: ArenaBinding,
     state: StateSet,
     group_buffer: wgpu::Buffer,
     norms: Stage,
     reduction: Reduction,
     update: Stage,
-    step: u64,
 }
 
-impl Lars {
-    /// Creates the optimizer for `arena`. Refuses an invalid config.
-    pub fn new(arena: &ParamArena, config: LarsConfig) -> Result<Self> {
-        config.validate()?;
-        let gpu = arena.gpu().clone();
+impl LarsKernel {
+    fn new(arena: &ParamArena, config: &LarsConfig) -> Result<Self> {
+        let gpu = arena.gpu();
         let momentum = config.momentum != 0.0;
         let names: &[&'static str] = if momentum { &["momentum_buffer"] } else { &[] };
         let state = StateSet::new(arena, names)?;
-        let group_buffer = group_buffer(&gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        let group_buffer = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
         let reduction = Reduction::new(arena, [Lane::Sum, Lane::Sum])?;
-        let unused = placeholder(&gpu)?;
+        let unused = placeholder(gpu)?;
         let buffer_slot = if momentum {
             Slot::PerChunk(state.chunks(0))
         } else {
@@ -136,122 +164,31 @@ impl Lars {
         let norms = Stage::per_chunk(arena, "lars", "lars_norms", constants.clone(), &slots)?;
         let update = Stage::per_chunk(arena, "lars", "lars_step", constants, &slots)?;
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            arena_id: arena.id(),
-            gpu,
+            binding: ArenaBinding::new(arena),
             state,
             group_buffer,
             norms,
             reduction,
             update,
-            step: 0,
         })
-    }
-
-    /// The config it was built with.
-    pub fn config(&self) -> &LarsConfig {
-        &self.config
-    }
-
-    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
-    /// when built with non-zero momentum).
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(
-            group,
-            config,
-            GroupKnob::Momentum {
-                built_with: self.config.momentum,
-            },
-        )
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        if arena.id() != self.arena_id {
-            return Err(Error::ArenaMismatch);
-        }
-        self.gpu.check()
     }
 }
 
-impl Optimizer for Lars {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        let c = &self.config;
-        let first = step == 1;
-        for (g, group) in self.groups.iter().enumerate() {
-            let lr = lr * group.lr_scale;
-            let wd = group.weight_decay.unwrap_or(c.weight_decay);
-            let adapt = wd != 0.0 || c.always_adapt;
-            let f = |x: f64| (x as f32).to_bits();
-            let words = [
-                f(-lr),
-                f(lr),
-                f(wd),
-                f(group.momentum.unwrap_or(c.momentum)),
-                f(1.0 - c.dampening),
-                f(c.trust_coeff),
-                f(c.eps),
-                adapt as u32,
-                first as u32,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
+impl StepKernel for LarsKernel {
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.binding.check(arena)
     }
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
         (&self.group_buffer, 0)
     }
 
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.check_arena(arena)?;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("lars step"),
-            timestamp_writes: None,
-        });
-        let dispatches = self.norms.record(&mut pass)
-            + self.reduction.record_finalize(&mut pass)
-            + self.update.record(&mut pass);
-        Ok(StepStats {
-            dispatches,
-            submissions: 0,
-            buffer_writes: 0,
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
+        compute_pass(encoder, "lars step", |pass| {
+            self.norms.record(pass)
+                + self.reduction.record_finalize(pass)
+                + self.update.record(pass)
         })
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        Self::check_arena(self, arena)
-    }
-
-    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
-    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        crate::optim::check_scheduled_momentum(self.config.momentum, momentum)?;
-        let next = LarsConfig {
-            momentum,
-            ..self.config
-        };
-        next.validate()?;
-        self.config = next;
-        Ok(())
-    }
-
-    fn step_count(&self) -> u64 {
-        self.step
     }
 
     /// The momentum buffer, plus the reduction buffer (8 bytes per 256-element block and per tensor), which lives
@@ -260,78 +197,54 @@ impl Optimizer for Lars {
         self.state.bytes() + self.reduction.bytes()
     }
 
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.state.names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.check_arena(arena)?;
-        self.state.read(arena, state, tensor)
+    fn store(&self) -> Store<'_> {
+        Store::Set(&self.state)
     }
 }
 
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Lars {
-    fn kind(&self) -> &'static str {
-        "lars"
+/// LARS over a whole arena; with momentum its one state buffer (`momentum_buffer`) is resident on the GPU.
+pub struct Lars {
+    core: Core<LarsConfig, LarsKernel>,
+}
+
+impl Lars {
+    /// Creates the optimizer for `arena`. Refuses an invalid config.
+    pub fn new(arena: &ParamArena, config: LarsConfig) -> Result<Self> {
+        config.validate()?;
+        let kernel = LarsKernel::new(arena, &config)?;
+        Ok(Self {
+            core: Core::new(arena, config, kernel),
+        })
     }
 
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
+    /// The config it was built with.
+    pub fn config(&self) -> &LarsConfig {
+        &self.core.config
     }
 
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: LarsConfig = crate::checkpoint::parse_config("lars", config)?;
-        c.validate()?;
-        same(
-            "momentum (zero or not)",
-            c.momentum != 0.0,
-            self.config.momentum != 0.0,
-        )?;
-        same("nesterov", c.nesterov, self.config.nesterov)?;
-        same("trust_clip", c.trust_clip, self.config.trust_clip)?;
-        Ok(())
+    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
+    /// when built with non-zero momentum).
+    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.core.set_group(group, config)
+    }
+}
+
+impl Optimizer for Lars {
+    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
+    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        check_scheduled_momentum(self.core.config.momentum, momentum)?;
+        self.core.reconfigure(LarsConfig {
+            momentum,
+            ..self.core.config
+        })
     }
 
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("lars", config)?;
-        Ok(())
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
-    }
-
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(
-            groups,
-            GroupKnob::Momentum {
-                built_with: self.config.momentum,
-            },
-        )
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Momentum {
-            built_with: self.config.momentum,
-        };
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.check_arena(arena)?;
-        Ok(StateStore(Store::Set(&self.state)))
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }

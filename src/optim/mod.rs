@@ -5,6 +5,7 @@ mod adagrad;
 mod adam;
 mod adam8bit;
 mod blockwise8;
+mod common;
 mod elementwise;
 mod lamb;
 mod lars;
@@ -17,6 +18,8 @@ pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
 pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
+#[doc(hidden)]
+pub use common::OptimizerCore;
 pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
@@ -104,15 +107,9 @@ pub trait Optimizer {
     fn step(&mut self, arena: &ParamArena, lr: f64) -> Result<StepStats> {
         let gpu = arena.gpu();
         gpu.check()?;
-        let mut encoder = gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("optimizer step"),
-            });
-        let mut stats = self.encode_step(arena, lr, &mut encoder)?;
-        gpu.queue().submit([encoder.finish()]);
-        stats.submissions += 1;
-        Ok(stats)
+        crate::passes::submit_alone(gpu, "optimizer step", |encoder| {
+            self.encode_step(arena, lr, encoder)
+        })
     }
 
     /// Replaces the momentum coefficient for the following steps: β1 for Adam-style optimizers, μ for
@@ -148,40 +145,61 @@ pub trait Optimizer {
         Ok(stats)
     }
 
+    /// The parts every optimizer shares (groups, step counter, kernel and state), which the methods below
+    /// forward to.
+    #[doc(hidden)]
+    fn core(&self) -> &dyn OptimizerCore;
+
+    /// The same, for the methods that change them.
+    #[doc(hidden)]
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore;
+
     /// The optimizer's checkpoint interface (kind, config, groups, state), for
     /// [`Checkpoint`](crate::Checkpoint); `None` for an optimizer that cannot be checkpointed.
     #[doc(hidden)]
     fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        None
+        Some(self.core())
     }
 
     /// The same interface, for restoring.
     #[doc(hidden)]
     fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        None
+        Some(self.core_mut())
     }
 
     /// Steps taken so far.
-    fn step_count(&self) -> u64;
+    fn step_count(&self) -> u64 {
+        self.core().step_count()
+    }
 
     /// Bytes of optimizer state resident on the GPU (padding included).
-    fn state_bytes(&self) -> u64;
+    fn state_bytes(&self) -> u64 {
+        self.core().state_bytes()
+    }
 
     /// The names of the per-element state buffers, as PyTorch's `state_dict` calls them.
-    fn state_names(&self) -> Vec<&'static str>;
+    fn state_names(&self) -> Vec<&'static str> {
+        self.core().state_names()
+    }
 
     /// Downloads one state buffer of one tensor (for inspection and checkpoints; waits for the GPU).
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>>;
+    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
+        self.core().read_state(arena, state, tensor)
+    }
 
     /// Writes the group records of step `step` (1 for the first) with learning rate `lr` into `out`, one
     /// [`GROUP_RECORD_BYTES`] record per parameter group. Word 15 of every record stays 0: it is the skip flag
     /// a [`crate::StepGuard`] sets to drop a step on the GPU.
     #[doc(hidden)]
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]);
+    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
+        self.core().write_records(lr, step, out)
+    }
 
     /// The GPU buffer the kernels read the group records from, and the byte offset of the first record.
     #[doc(hidden)]
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64);
+    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
+        self.core().record_buffer()
+    }
 
     /// Records the step's dispatches into `encoder` (records and step count untouched), after checking that
     /// `arena` is the one the optimizer was built for.
@@ -190,15 +208,21 @@ pub trait Optimizer {
         &self,
         arena: &ParamArena,
         encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats>;
+    ) -> Result<StepStats> {
+        self.core().encode_dispatches(arena, encoder)
+    }
 
     /// Sets the number of steps taken (checkpoints and the step guard, which counts steps on the GPU).
     #[doc(hidden)]
-    fn set_step_count(&mut self, step: u64);
+    fn set_step_count(&mut self, step: u64) {
+        self.core_mut().set_step_count(step)
+    }
 
     /// Refuses an arena other than the one the optimizer was built for, and a lost device.
     #[doc(hidden)]
-    fn check_arena(&self, arena: &ParamArena) -> Result<()>;
+    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
+        self.core().check_arena(arena)
+    }
 }
 
 /// Bytes of one parameter group's record in the hyperparameter buffer (16 words, WGSL side included).
@@ -384,4 +408,3 @@ impl Groups {
 }
 
 pub(crate) use blockwise8::Blockwise8;
-pub(crate) use elementwise::ElementwiseStep;

@@ -13,13 +13,14 @@
 //! PyTorch's: μ = 0, τ = 0, λ = 0, no Nesterov. As in PyTorch, Nesterov needs μ > 0 and τ = 0.
 
 use crate::arena::ParamArena;
+use crate::checkpoint::same;
 use crate::error::{Error, Result};
+use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::{
-    GroupConfig, Groups, Optimizer, StepStats, check_non_negative, check_range,
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_range,
     check_scheduled_momentum,
 };
-use crate::optim::{GroupKnob, put_record};
 
 /// Hyperparameters of SGD; `Default` gives `torch.optim.SGD`'s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -36,7 +37,9 @@ pub struct SgdConfig {
     pub maximize: bool,
 }
 
-impl SgdConfig {
+impl OptimizerConfig for SgdConfig {
+    const KIND: &'static str = "sgd";
+
     fn validate(&self) -> Result<()> {
         check_range("momentum", self.momentum, 0.0, 1.0)?;
         check_range("dampening", self.dampening, 0.0, 1.0)?;
@@ -50,14 +53,38 @@ impl SgdConfig {
         }
         Ok(())
     }
+
+    fn knob(&self) -> GroupKnob {
+        GroupKnob::Momentum {
+            built_with: self.momentum,
+        }
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        same(
+            "momentum (zero or not)",
+            saved.momentum != 0.0,
+            self.momentum != 0.0,
+        )?;
+        same("nesterov", saved.nesterov, self.nesterov)?;
+        same("maximize", saved.maximize, self.maximize)
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        let wd = group.weight_decay.unwrap_or(self.weight_decay);
+        record(&[
+            word(-lr),
+            word(wd),
+            word(group.momentum.unwrap_or(self.momentum)),
+            word(1.0 - self.dampening),
+            (step == 1) as u32,
+        ])
+    }
 }
 
 /// SGD over a whole arena; with momentum its one state buffer (`momentum_buffer`) is resident on the GPU.
 pub struct Sgd {
-    config: SgdConfig,
-    groups: Groups,
-    kernel: ElementwiseStep,
-    step: u64,
+    core: Core<SgdConfig, ElementwiseStep>,
 }
 
 impl Sgd {
@@ -75,177 +102,42 @@ impl Sgd {
                 ("NESTEROV", config.nesterov as u8 as f64),
                 ("MAXIMIZE", config.maximize as u8 as f64),
             ],
-            1,
+            &["momentum_buffer"],
             states,
         )?;
         Ok(Self {
-            config,
-            groups: Groups::new(arena),
-            kernel,
-            step: 0,
+            core: Core::new(arena, config, kernel),
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &SgdConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
     /// when built with non-zero momentum).
     pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.groups.set(
-            group,
-            config,
-            GroupKnob::Momentum {
-                built_with: self.config.momentum,
-            },
-        )
+        self.core.set_group(group, config)
     }
 }
 
 impl Optimizer for Sgd {
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        let first = step == 1;
-        for (g, group) in self.groups.iter().enumerate() {
-            let lr = lr * group.lr_scale;
-            let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
-            let f = |x: f64| (x as f32).to_bits();
-            let words = [
-                f(-lr),
-                f(wd),
-                f(group.momentum.unwrap_or(self.config.momentum)),
-                f(1.0 - self.config.dampening),
-                first as u32,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ];
-            put_record(out, g, words);
-        }
-    }
-
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        self.kernel.record_buffer()
-    }
-
-    fn encode_dispatches(
-        &self,
-        arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.kernel.check_arena(arena)?;
-        Ok(self.kernel.encode(encoder))
-    }
-
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        self.kernel.check_arena(arena)
-    }
-
     /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
     /// without momentum refuses, as does Nesterov with μ = 0.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_scheduled_momentum(self.config.momentum, momentum)?;
-        let next = SgdConfig {
+        check_scheduled_momentum(self.core.config.momentum, momentum)?;
+        self.core.reconfigure(SgdConfig {
             momentum,
-            ..self.config
-        };
-        next.validate()?;
-        self.config = next;
-        Ok(())
+            ..self.core.config
+        })
     }
 
-    fn step_count(&self) -> u64 {
-        self.step
+    fn core(&self) -> &dyn OptimizerCore {
+        &self.core
     }
 
-    fn state_bytes(&self) -> u64 {
-        self.kernel.state_bytes()
-    }
-
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self)
-    }
-
-    fn state_names(&self) -> Vec<&'static str> {
-        self.kernel.state_names()
-    }
-
-    fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.kernel.read_state(arena, state, tensor)
-    }
-}
-
-/// Checkpoint support: the config round-trips through JSON; the fields that choose the kernel variant or the
-/// state layout must match the live optimizer's, the others are taken from the checkpoint.
-impl crate::checkpoint::OptimizerState for Sgd {
-    fn kind(&self) -> &'static str {
-        "sgd"
-    }
-
-    fn config_value(&self) -> Result<serde_json::Value> {
-        crate::checkpoint::to_config(&self.config)
-    }
-
-    fn check_config(&self, config: &serde_json::Value) -> Result<()> {
-        use crate::checkpoint::same;
-        let c: SgdConfig = crate::checkpoint::parse_config("sgd", config)?;
-        c.validate()?;
-        same(
-            "momentum (zero or not)",
-            c.momentum != 0.0,
-            self.config.momentum != 0.0,
-        )?;
-        same("nesterov", c.nesterov, self.config.nesterov)?;
-        same("maximize", c.maximize, self.config.maximize)?;
-        Ok(())
-    }
-
-    fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
-        self.check_config(config)?;
-        self.config = crate::checkpoint::parse_config("sgd", config)?;
-        Ok(())
-    }
-
-    fn group_configs(&self) -> Vec<GroupConfig> {
-        self.groups.configs()
-    }
-
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()> {
-        self.groups.check_all(
-            groups,
-            GroupKnob::Momentum {
-                built_with: self.config.momentum,
-            },
-        )
-    }
-
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()> {
-        let knob = GroupKnob::Momentum {
-            built_with: self.config.momentum,
-        };
-        self.groups.replace_all(groups, knob)
-    }
-
-    fn state_store(&self, arena: &ParamArena) -> Result<crate::checkpoint::StateStore<'_>> {
-        use crate::checkpoint::{StateStore, Store};
-        self.kernel.check_arena(arena)?;
-        Ok(StateStore(Store::Elementwise(&self.kernel)))
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore {
+        &mut self.core
     }
 }
