@@ -30,7 +30,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
@@ -202,11 +203,32 @@ struct Gate {
     table_entries: u64,
 }
 
+/// Set by a report's map callback: `Some(true)` once mapped, `Some(false)` if the mapping failed.
+type MapSignal = Arc<(Mutex<Option<bool>>, Condvar)>;
+
+/// How long a wait for a report may take after the device says its work is done: the callback can run on
+/// another thread polling the same device, a moment later.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
 struct Pending {
     buffer: wgpu::Buffer,
-    ready: Arc<AtomicBool>,
+    signal: MapSignal,
     /// Whether its readback was started (after its submission).
     mapped: bool,
+}
+
+fn map_state(signal: &MapSignal) -> Option<bool> {
+    *signal.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits up to `timeout` for the map callback; returns what it reported, or `None` on timeout.
+fn wait_for_map(signal: &MapSignal, timeout: Duration) -> Option<bool> {
+    let (lock, ready) = &**signal;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (state, _) = ready
+        .wait_timeout_while(guard, timeout, |s| s.is_none())
+        .unwrap_or_else(|e| e.into_inner());
+    *state
 }
 
 /// Unscaling, overflow skipping and clipping, run on the GPU before an optimizer's step in the same
@@ -490,7 +512,7 @@ impl StepGuard {
         self.submitted += 1;
         self.pending.push_back(Pending {
             buffer: readback,
-            ready: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new((Mutex::new(None), Condvar::new())),
             mapped: false,
         });
         if gated {
@@ -505,9 +527,11 @@ impl StepGuard {
     /// encoder holding them is submitted ([`StepGuard::step`] does).
     pub fn submitted(&mut self) {
         for p in self.pending.iter_mut().filter(|p| !p.mapped) {
-            let flag = p.ready.clone();
+            let signal = p.signal.clone();
             p.buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                flag.store(r.is_ok(), Ordering::Release)
+                let (lock, ready) = &*signal;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.is_ok());
+                ready.notify_all();
             });
             p.mapped = true;
         }
@@ -721,9 +745,25 @@ impl StepGuard {
             .poll(poll)
             .map_err(|e| Error::DeviceLost(format!("waiting for the step guard's report: {e}")))?;
         self.binding.gpu().check()?;
+        if wait && let Some(front) = self.pending.front() {
+            if !front.mapped {
+                return Err(Error::GuardNotSubmitted);
+            }
+            if wait_for_map(&front.signal, REPORT_TIMEOUT).is_none() {
+                return Err(Error::Gpu(
+                    "the step guard's report did not arrive after the device finished its work"
+                        .into(),
+                ));
+            }
+        }
         while let Some(front) = self.pending.front() {
-            if !front.ready.load(Ordering::Acquire) {
-                break;
+            match map_state(&front.signal) {
+                None => break,
+                Some(false) => {
+                    self.pending.pop_front();
+                    return Err(Error::Gpu("a step guard report could not be mapped".into()));
+                }
+                Some(true) => {}
             }
             let Some(done) = self.pending.pop_front() else {
                 break;
@@ -763,15 +803,6 @@ impl StepGuard {
                 loss_scale: f32::from_bits(words[0]),
                 growth_tracker: words[1],
             });
-        }
-        if wait
-            && self
-                .pending
-                .front()
-                .is_some_and(|p| !p.ready.load(Ordering::Acquire))
-        {
-            // The wait returned with the oldest map still pending: a mapping error.
-            return Err(Error::Gpu("a step guard report could not be mapped".into()));
         }
         Ok(())
     }
