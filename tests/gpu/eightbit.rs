@@ -942,6 +942,7 @@ fn bad_input_is_refused(gpu: &Gpu) -> Result<(), String> {
 /// One dispatch per chunk, one buffer write and one submission per step, whatever the block size; no
 /// pipeline is compiled while stepping.
 fn step_cost(gpu: &Gpu) -> Result<(), String> {
+    let gpu = &crate::util::private_gpu(gpu)?;
     let arena = arena(gpu, &tensors(), Some(8 * 256 * 4))?;
     for kind in [Kind::AdamW, Kind::Lion] {
         for bs in [64, 4096] {

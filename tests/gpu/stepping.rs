@@ -233,6 +233,7 @@ fn engine_written_gradients_match_host_upload(gpu: &Gpu) -> Result<(), String> {
 
 /// Pipelines are compiled when an optimizer is built, never while stepping.
 fn stepping_compiles_no_pipelines(gpu: &Gpu) -> Result<(), String> {
+    let gpu = &crate::util::private_gpu(gpu)?;
     let arena = model(gpu, &small_model(), None)?;
     let mut opt = Sgd::new(
         &arena,

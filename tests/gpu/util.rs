@@ -138,3 +138,17 @@ pub fn close(got: &[f32], want: &[f32]) -> Result<f32, String> {
     wgoptim_reference::check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
     Ok(wgoptim_reference::max_abs_err(got, want) / scale)
 }
+
+/// A device of its own on `gpu`'s adapter, for tests that count what the device compiles: the shared one
+/// compiles pipelines for the tests running beside them.
+pub fn private_gpu(gpu: &Gpu) -> Result<Gpu, String> {
+    let options = wgoptim::GpuOptions {
+        backends: Some(gpu.info().backend.into()),
+        adapter_name: Some(gpu.info().name.clone()),
+    };
+    let adapter = Gpu::adapters(&options)
+        .into_iter()
+        .next()
+        .ok_or("the adapter is no longer listed")?;
+    Gpu::open(&adapter).map_err(err)
+}
