@@ -437,7 +437,7 @@ fn bad_registrations_change_nothing(gpu: &Gpu) -> Result<(), String> {
 /// On a device of its own: the suite's tests share one device per adapter and run in parallel, and the fault
 /// would reach whichever of them calls in first.
 fn engine_validation_error_is_refused_as_gpu_error(gpu: &Gpu) -> Result<(), String> {
-    let gpu = &crate::reliability::private_device(gpu)?;
+    let gpu = &crate::util::private_gpu(gpu)?;
     let arena = model(gpu, &small_model(), None)?;
     let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
     run(&arena, &mut opt, 2)?;

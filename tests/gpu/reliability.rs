@@ -3,9 +3,7 @@
 
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, noise};
-use wgoptim::{
-    Adam, AdamConfig, ArenaBuilder, Error, Gpu, GpuOptions, Optimizer, ParamArena, Sgd, SgdConfig,
-};
+use wgoptim::{Adam, AdamConfig, ArenaBuilder, Error, Gpu, Optimizer, ParamArena, Sgd, SgdConfig};
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -113,22 +111,10 @@ fn threads_sharing_an_arena_match_one_thread(gpu: &Gpu) -> Result<(), String> {
     )
 }
 
-/// Opens a second device on the same adapter, so destroying it leaves the suite's device alone.
-pub(crate) fn private_device(gpu: &Gpu) -> Result<Gpu, String> {
-    let options = GpuOptions {
-        backends: Some(gpu.info().backend.into()),
-        adapter_name: Some(gpu.info().name.clone()),
-    };
-    let adapter = Gpu::adapters(&options)
-        .into_iter()
-        .next()
-        .ok_or("the adapter is no longer listed")?;
-    Gpu::open(&adapter).map_err(err)
-}
-
 /// After the device is destroyed, stepping, uploading and reading return errors; nothing panics or hangs.
 fn lost_device_is_an_error_not_a_panic(gpu: &Gpu) -> Result<(), String> {
-    let gpu = private_device(gpu)?;
+    // A device of its own, so destroying it leaves the suite's device alone.
+    let gpu = crate::util::private_gpu(gpu)?;
     let mut b = ArenaBuilder::new();
     b.add("w", &[1000], 0).map_err(err)?;
     let arena = b.build(&gpu).map_err(err)?;

@@ -139,8 +139,8 @@ pub fn close(got: &[f32], want: &[f32]) -> Result<f32, String> {
     Ok(wgoptim_reference::max_abs_err(got, want) / scale)
 }
 
-/// A device of its own on `gpu`'s adapter, for tests that count what the device compiles: the shared one
-/// compiles pipelines for the tests running beside them.
+/// A device of its own on `gpu`'s adapter, for tests that count what the device compiles (the shared one
+/// compiles pipelines for the tests running beside them) or that break the device.
 pub fn private_gpu(gpu: &Gpu) -> Result<Gpu, String> {
     let options = wgoptim::GpuOptions {
         backends: Some(gpu.info().backend.into()),
