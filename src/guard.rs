@@ -37,7 +37,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, Reduction};
 use crate::kernels::Access;
-use crate::optim::{Optimizer, StepStats, check_lr, record_bytes};
+use crate::optim::{Optimizer, StepStats, check_lr, record_bytes, stage_records};
 use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
@@ -340,11 +340,6 @@ impl StepGuard {
         } else {
             None
         };
-        let init = config.loss_scale.map(|s| GuardState {
-            loss_scale: s.init_scale as f32,
-            growth_tracker: 0,
-            skipped: 0,
-        });
         Ok(Self {
             binding: ArenaBinding::new(arena),
             config,
@@ -355,11 +350,11 @@ impl StepGuard {
             control_stage,
             apply,
             gate: None,
-            init: init.or(Some(GuardState {
-                loss_scale: 1.0,
+            init: Some(GuardState {
+                loss_scale: config.loss_scale.map_or(1.0, |s| s.init_scale as f32),
                 growth_tracker: 0,
                 skipped: 0,
-            })),
+            }),
             submitted: 0,
             known: None,
             pending: VecDeque::new(),
@@ -421,6 +416,12 @@ impl StepGuard {
                 "a guarded optimizer counts its steps in 32 bits on the GPU",
             ));
         }
+        // What the GPU is known to have done: the state about to be uploaded, or the newest report.
+        let known = match (self.init, self.known) {
+            (Some(init), _) => starting_report(self.submitted, optimizer.step_count(), init),
+            (None, Some(known)) => known,
+            (None, None) => return Err(no_state()),
+        };
         let gated = self.config.loss_scale.is_some();
         if gated {
             self.prepare_gate(arena, optimizer)?;
@@ -453,32 +454,20 @@ impl StepGuard {
         // Everything is validated and recorded: from here on the host only stages writes and submits.
         let gpu = self.binding.gpu().clone();
         let queue = gpu.queue();
-        if let Some(init) = self.init.take() {
-            let taken = optimizer.step_count();
-            // Checked before anything was recorded.
-            let taken32 = taken as u32;
+        if self.init.take().is_some() {
             let mut words = [0u32; CONTROL_WORDS];
-            words[0] = init.loss_scale.to_bits();
-            words[1] = init.growth_tracker;
-            words[2] = taken32;
-            words[3] = init.skipped as u32;
-            words[7] = (1.0 / init.loss_scale).to_bits();
-            words[8] = self.submitted as u32;
+            words[0] = known.loss_scale.to_bits();
+            words[1] = known.growth_tracker;
+            // Checked to fit before anything was recorded.
+            words[2] = known.taken as u32;
+            words[3] = known.skipped as u32;
+            words[7] = (1.0 / known.loss_scale).to_bits();
+            words[8] = known.submitted as u32;
             queue.write_buffer(&self.control, 0, bytemuck::cast_slice(&words));
             stats.buffer_writes += 1;
-            self.known = Some(GuardReport {
-                submitted: self.submitted,
-                taken,
-                skipped: init.skipped,
-                found_inf: false,
-                grad_norm: 0.0,
-                clip_coef: 1.0,
-                loss_scale: init.loss_scale,
-                growth_tracker: init.growth_tracker,
-            });
+            self.known = Some(known);
         }
         let (base, entries) = if gated {
-            let known = self.known.unwrap_or(self.initial_report(optimizer));
             let base = known.taken + 1;
             let entries = self.submitted - known.submitted + 1;
             let per_entry = record_bytes(arena);
@@ -492,13 +481,7 @@ impl StepGuard {
             }
             (base, entries)
         } else {
-            let t = optimizer.step_count() + 1;
-            let mut records = vec![0u8; record_bytes(arena)];
-            optimizer.write_records(lr, t, &mut records);
-            let (buffer, offset) = optimizer.record_buffer();
-            queue.write_buffer(buffer, offset, &records);
-            optimizer.set_step_count(t);
-            (t, 1)
+            (stage_records(optimizer, arena, lr), 1)
         };
         stats.buffer_writes += 2;
         let (_, record_offset) = optimizer.record_buffer();
@@ -517,7 +500,6 @@ impl StepGuard {
         });
         if gated {
             // Until the reports arrive, assume the steps in flight were taken; `sync` makes it exact.
-            let known = self.known.unwrap_or(self.initial_report(optimizer));
             optimizer.set_step_count(known.taken + (self.submitted - known.submitted));
         }
         Ok(stats)
@@ -596,9 +578,7 @@ impl StepGuard {
         if let Some(init) = self.init {
             return Ok(init);
         }
-        let known = self
-            .known
-            .ok_or(Error::Gpu("the step guard has no state".into()))?;
+        let known = self.known.ok_or_else(no_state)?;
         Ok(GuardState {
             loss_scale: known.loss_scale,
             growth_tracker: known.growth_tracker,
@@ -614,19 +594,6 @@ impl StepGuard {
         self.init = Some(state);
         self.known = None;
         Ok(())
-    }
-
-    fn initial_report(&self, optimizer: &dyn Optimizer) -> GuardReport {
-        GuardReport {
-            submitted: self.submitted,
-            taken: optimizer.step_count(),
-            skipped: 0,
-            found_inf: false,
-            grad_norm: 0.0,
-            clip_coef: 1.0,
-            loss_scale: 1.0,
-            growth_tracker: 0,
-        }
     }
 
     fn known_submitted(&self) -> u64 {
@@ -666,8 +633,14 @@ impl StepGuard {
                     mapped_at_creation: false,
                 })
         })?;
-        let unused = placeholder_named(self.binding.gpu(), "guard: no reduction")?;
-        let reduction = self.reduction.as_ref().map_or(&unused, |r| r.buffer());
+        // A loss scaler always reduces the gradients (for its overflow check).
+        let reduction = self
+            .reduction
+            .as_ref()
+            .ok_or_else(|| {
+                Error::Gpu("a loss-scaling guard was built without its reduction".into())
+            })?
+            .buffer();
         let slots = guard_slots(
             arena,
             reduction,
@@ -781,16 +754,8 @@ impl StepGuard {
                     "the step guard's candidate records did not cover the GPU's step".into(),
                 ));
             }
-            let previous = self.known.unwrap_or(GuardReport {
-                submitted: 0,
-                taken: 0,
-                skipped: 0,
-                found_inf: false,
-                grad_norm: 0.0,
-                clip_coef: 1.0,
-                loss_scale: 1.0,
-                growth_tracker: 0,
-            });
+            // Encoding a step sets `known`, so a report never arrives without it.
+            let previous = self.known.ok_or_else(no_state)?;
             // The GPU keeps 32-bit counters; the host widens them by the distance it knows they moved.
             let widen = |old: u64, word: u32| old + (word.wrapping_sub(old as u32)) as u64;
             self.known = Some(GuardReport {
@@ -806,6 +771,25 @@ impl StepGuard {
         }
         Ok(())
     }
+}
+
+/// The report of a guard that starts from `state`, with `submitted` steps behind it and the optimizer at
+/// step `taken`.
+fn starting_report(submitted: u64, taken: u64, state: GuardState) -> GuardReport {
+    GuardReport {
+        submitted,
+        taken,
+        skipped: state.skipped,
+        found_inf: false,
+        grad_norm: 0.0,
+        clip_coef: 1.0,
+        loss_scale: state.loss_scale,
+        growth_tracker: state.growth_tracker,
+    }
+}
+
+fn no_state() -> Error {
+    Error::Gpu("the step guard has no state to continue from".into())
 }
 
 fn guard_constants(config: &GuardConfig) -> Vec<(&'static str, f64)> {

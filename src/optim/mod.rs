@@ -248,14 +248,25 @@ pub(crate) fn encode_plain_step<O: Optimizer + ?Sized>(
 ) -> Result<StepStats> {
     check_lr(lr)?;
     let mut stats = optimizer.encode_dispatches(arena, encoder)?;
+    stage_records(optimizer, arena, lr);
+    stats.buffer_writes += 1;
+    Ok(stats)
+}
+
+/// Stages the group records of the optimizer's next step with learning rate `lr` and counts the step;
+/// returns its number.
+pub(crate) fn stage_records<O: Optimizer + ?Sized>(
+    optimizer: &mut O,
+    arena: &ParamArena,
+    lr: f64,
+) -> u64 {
     let t = optimizer.step_count() + 1;
     let mut records = vec![0u8; record_bytes(arena)];
     optimizer.write_records(lr, t, &mut records);
     let (buffer, offset) = optimizer.record_buffer();
     arena.gpu().queue().write_buffer(buffer, offset, &records);
-    stats.buffer_writes += 1;
     optimizer.set_step_count(t);
-    Ok(stats)
+    t
 }
 
 /// The learning rate for a step: finite and not negative.
