@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::BLOCK;
+use crate::passes::{f32_slices, read_segments, write_segments};
 
 static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -503,13 +504,6 @@ impl std::fmt::Debug for ParamArena {
     }
 }
 
-/// Which of the arena's two buffer sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Params,
-    Grads,
-}
-
 impl ParamArena {
     /// The device it lives on.
     pub fn gpu(&self) -> &Gpu {
@@ -578,85 +572,34 @@ impl ParamArena {
         &self.chunk_uniforms
     }
 
-    fn slices(&self, name: &str, side: Side) -> Result<Vec<BufferSlice<'_>>> {
-        let t = self.tensor(name)?;
-        let buffers = match side {
-            Side::Params => &self.params,
-            Side::Grads => &self.grads,
-        };
-        Ok(t.segments
-            .iter()
-            .map(|s| BufferSlice {
-                buffer: &buffers[s.chunk],
-                offset: s.chunk_offset * 4,
-                size: s.len * 4,
-                tensor_offset: s.tensor_offset,
-            })
-            .collect())
-    }
-
     /// Where a tensor's parameters lie: one slice, or several for a tensor larger than one chunk.
     pub fn param_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
-        self.slices(name, Side::Params)
+        Ok(f32_slices(self.tensor(name)?, &self.params))
     }
 
     /// Where a tensor's gradient lies, for an engine to write into directly.
     pub fn grad_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
-        self.slices(name, Side::Grads)
-    }
-
-    fn write(&self, name: &str, data: &[f32], side: Side) -> Result<()> {
-        self.gpu.check()?;
-        let t = self.tensor(name)?;
-        if data.len() as u64 != t.numel {
-            return Err(Error::LengthMismatch {
-                name: name.to_string(),
-                expected: t.numel as usize,
-                got: data.len(),
-            });
-        }
-        for s in self.slices(name, side)? {
-            let start = s.tensor_offset as usize;
-            let end = start + (s.size / 4) as usize;
-            self.gpu.queue().write_buffer(
-                s.buffer,
-                s.offset,
-                bytemuck::cast_slice(&data[start..end]),
-            );
-        }
-        Ok(())
+        Ok(f32_slices(self.tensor(name)?, &self.grads))
     }
 
     /// Uploads a tensor's parameters from the host.
     pub fn write_params(&self, name: &str, data: &[f32]) -> Result<()> {
-        self.write(name, data, Side::Params)
+        write_segments(self, &self.params, name, data)
     }
 
     /// Uploads a tensor's gradient from the host (for users without an engine that writes it on the GPU).
     pub fn write_grads(&self, name: &str, data: &[f32]) -> Result<()> {
-        self.write(name, data, Side::Grads)
+        write_segments(self, &self.grads, name, data)
     }
 
     /// Downloads a tensor's parameters. Waits for the GPU: for inspection and tests, not inside a step.
     pub fn read_params(&self, name: &str) -> Result<Vec<f32>> {
-        let t = self.tensor(name)?;
-        let ranges: Vec<_> = t
-            .segments
-            .iter()
-            .map(|s| (&self.params[s.chunk], s.chunk_offset * 4, s.len * 4))
-            .collect();
-        crate::readback::read_f32(&self.gpu, &ranges)
+        read_segments(self, &self.params, name)
     }
 
     /// Downloads a tensor's gradient.
     pub fn read_grads(&self, name: &str) -> Result<Vec<f32>> {
-        let t = self.tensor(name)?;
-        let ranges: Vec<_> = t
-            .segments
-            .iter()
-            .map(|s| (&self.grads[s.chunk], s.chunk_offset * 4, s.len * 4))
-            .collect();
-        crate::readback::read_f32(&self.gpu, &ranges)
+        read_segments(self, &self.grads, name)
     }
 
     /// Zeroes every gradient, on the GPU, in one submission.
