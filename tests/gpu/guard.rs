@@ -8,8 +8,6 @@
 //! 1e-6 · max |torch| (see `torch_optim.rs`); the pre-clip norm within 1e-5 relative (it is summed in
 //! another order); the loss-scale sequence, the skipped steps and the step count exactly.
 
-use std::path::PathBuf;
-
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, params, same_bits, state};
 use serde_json::Value;
@@ -17,7 +15,7 @@ use wgoptim::{
     AdamConfig, AdamW, ArenaBuilder, Gpu, GroupConfig, GuardConfig, LossScaleConfig, NormType,
     Optimizer, ParamArena, Sgd, SgdConfig, StepGuard,
 };
-use wgoptim_reference::fixtures::File;
+use wgoptim_reference::fixtures::{File, fixtures_dir};
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -50,8 +48,7 @@ struct Tensor {
 }
 
 fn fixture(name: &str) -> Result<File, String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_guard");
-    File::read(&dir.join(format!("{name}.safetensors")))
+    File::read(&fixtures_dir("torch_guard").join(format!("{name}.safetensors")))
 }
 
 fn guard_config(guard: &Value) -> GuardConfig {

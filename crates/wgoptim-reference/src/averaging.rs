@@ -12,8 +12,8 @@
 
 use serde::Deserialize;
 
+use crate::fixtures::{File, fixtures_dir};
 use crate::ops;
-use crate::st_file::{StFile, fixtures_dir};
 
 /// Which running average.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,14 +135,14 @@ pub fn case_names() -> Vec<String> {
 
 /// Loads `tests/fixtures/averaging/inputs.safetensors`.
 pub fn load_inputs() -> Result<AveragingInputs, String> {
-    let file = StFile::read(&fixtures_dir("averaging").join("inputs.safetensors"))?;
+    let file = File::read(&fixtures_dir("averaging").join("inputs.safetensors"))?;
     let tensors: Vec<FixtureShape> = file.json("tensors")?;
     let updates: usize = file.json("updates")?;
     let params = (1..=updates)
         .map(|u| {
             tensors
                 .iter()
-                .map(|t| file.f32(&format!("param.{u}.{}", t.name), &t.shape))
+                .map(|t| file.tensor(&format!("param.{u}.{}", t.name), &t.shape))
                 .collect()
         })
         .collect::<Result<_, String>>()?;
@@ -155,7 +155,7 @@ pub fn load_inputs() -> Result<AveragingInputs, String> {
 
 /// Loads `tests/fixtures/averaging/<name>.safetensors` for the tensors and update count of `inputs`.
 pub fn load_case(name: &str, inputs: &AveragingInputs) -> Result<AveragingCase, String> {
-    let file = StFile::read(&fixtures_dir("averaging").join(format!("{name}.safetensors")))?;
+    let file = File::read(&fixtures_dir("averaging").join(format!("{name}.safetensors")))?;
     let mode = match file.meta("mode")? {
         "ema" => Mode::Ema {
             decay: file.json("decay")?,
@@ -168,7 +168,7 @@ pub fn load_case(name: &str, inputs: &AveragingInputs) -> Result<AveragingCase, 
             inputs
                 .tensors
                 .iter()
-                .map(|t| file.f32(&format!("avg.{u}.{}", t.name), &t.shape))
+                .map(|t| file.tensor(&format!("avg.{u}.{}", t.name), &t.shape))
                 .collect()
         })
         .collect::<Result<_, String>>()?;

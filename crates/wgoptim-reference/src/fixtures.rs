@@ -21,14 +21,19 @@ use serde::Deserialize;
 use crate::adamw::AdamWConfig;
 use crate::sgd::SgdConfig;
 
-/// `<workspace>/tests/fixtures/torch_optim`.
-pub fn torch_optim_dir() -> PathBuf {
+/// `<workspace>/tests/fixtures/<dir>`.
+pub fn fixtures_dir(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("..")
         .join("tests")
         .join("fixtures")
-        .join("torch_optim")
+        .join(dir)
+}
+
+/// `<workspace>/tests/fixtures/torch_optim`.
+pub fn torch_optim_dir() -> PathBuf {
+    fixtures_dir("torch_optim")
 }
 
 /// One registered tensor of the fixtures.
@@ -309,7 +314,8 @@ impl File {
         })
     }
 
-    fn err(&self, msg: String) -> String {
+    /// `msg` prefixed with the file's path.
+    pub fn err(&self, msg: String) -> String {
         format!("{}: {msg}", self.path.display())
     }
 
@@ -329,13 +335,14 @@ impl File {
             .map_err(|e| self.err(format!("metadata {key:?}: {e}")))
     }
 
-    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    /// The bytes of tensor `name`, checked to have `dtype` and `shape`.
+    fn raw(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&[u8], String> {
         let info = self
             .header
             .info(name)
             .ok_or_else(|| self.err(format!("no tensor {name}")))?;
-        if info.dtype != Dtype::F32 {
-            return Err(self.err(format!("tensor {name} is {:?}, not F32", info.dtype)));
+        if info.dtype != dtype {
+            return Err(self.err(format!("tensor {name} is {:?}, not {dtype:?}", info.dtype)));
         }
         if info.shape != shape {
             return Err(self.err(format!(
@@ -344,13 +351,26 @@ impl File {
             )));
         }
         let (begin, end) = info.data_offsets;
-        let data = self
-            .bytes
+        self.bytes
             .get(self.data_start + begin..self.data_start + end)
-            .ok_or_else(|| self.err(format!("tensor {name} lies outside the file")))?;
-        Ok(data
+            .ok_or_else(|| self.err(format!("tensor {name} lies outside the file")))
+    }
+
+    /// An `F32` tensor.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        Ok(self
+            .raw(name, Dtype::F32, shape)?
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// The bit patterns of a `BF16` or `F16` tensor.
+    pub fn u16(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u16>, String> {
+        Ok(self
+            .raw(name, dtype, shape)?
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .collect())
     }
 }

@@ -44,7 +44,6 @@ pub mod ops;
 pub mod precision;
 pub mod rmsprop;
 pub mod sgd;
-mod st_file;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
 

@@ -8,7 +8,7 @@ use safetensors::Dtype;
 use serde::Deserialize;
 
 use crate::averaging::FixtureShape;
-use crate::st_file::{StFile, fixtures_dir};
+use crate::fixtures::{File, fixtures_dir};
 
 /// AdamW's hyperparameters other than the learning rate.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -46,7 +46,7 @@ pub struct MixedPrecisionCase {
 
 /// Loads `tests/fixtures/mixed_precision/<dtype>.safetensors` (`dtype` = "bf16" or "f16").
 pub fn load_case(dtype: &str) -> Result<MixedPrecisionCase, String> {
-    let file = StFile::read(&fixtures_dir("mixed_precision").join(format!("{dtype}.safetensors")))?;
+    let file = File::read(&fixtures_dir("mixed_precision").join(format!("{dtype}.safetensors")))?;
     let st_dtype = match file.meta("dtype")? {
         "bf16" => Dtype::BF16,
         "f16" => Dtype::F16,
@@ -70,7 +70,7 @@ pub fn load_case(dtype: &str) -> Result<MixedPrecisionCase, String> {
         masters.push(
             tensors
                 .iter()
-                .map(|t| file.f32(&format!("master.{s}.{}", t.name), &t.shape))
+                .map(|t| file.tensor(&format!("master.{s}.{}", t.name), &t.shape))
                 .collect::<Result<_, String>>()?,
         );
     }
