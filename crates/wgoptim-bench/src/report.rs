@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::adapter::AdapterReport;
 use crate::model::human_count;
-use crate::suite::{SuiteConfig, SuiteResults, TimeSource};
+use crate::suite::{CaseResult, SuiteConfig, SuiteResults, TimeSource};
 
 /// Everything a run reports.
 #[derive(Clone, Debug, Serialize)]
@@ -146,20 +146,11 @@ impl Report {
                     c.chunks.to_string(),
                     c.measurement.steps.to_string(),
                     format!("{:.3}", c.step_ms),
-                    match c.time_source {
-                        TimeSource::Timestamps => "gpu".into(),
-                        TimeSource::Wall => "wall".into(),
-                    },
-                    format!("{:.2}", c.gbps),
-                    c.copy_gbps.map_or("-".into(), |g| format!("{g:.2}")),
-                    c.vs_copy.map_or("-".into(), |r| format!("{r:.2}")),
-                    c.bytes_per_param.to_string(),
-                    c.dispatches_per_step.to_string(),
-                    c.submissions_per_step.to_string(),
-                    format!("{:.1}", c.host_us),
-                    c.host_cpu_us.map_or("-".into(), |t| format!("{t:.1}")),
-                    format!("{:.2}", c.state_bytes_per_param),
+                    time_source(c),
                 ]
+                .into_iter()
+                .chain(cost_cells(c))
+                .collect::<Vec<String>>()
             })
             .collect();
         out.push_str(&markdown(&header, &rows));
@@ -245,28 +236,42 @@ impl Report {
                     human_count(c.params),
                     c.measurement.steps.to_string(),
                     format!("{:.3}", c.step_ms),
-                    match c.time_source {
-                        TimeSource::Timestamps => "gpu".into(),
-                        TimeSource::Wall => "wall".into(),
-                    },
+                    time_source(c),
                     x.adds_ms.map_or("-".into(), |a| format!("{a:.3}")),
                     x.adds_fraction
                         .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
-                    format!("{:.2}", c.gbps),
-                    c.copy_gbps.map_or("-".into(), |g| format!("{g:.2}")),
-                    c.vs_copy.map_or("-".into(), |r| format!("{r:.2}")),
-                    c.bytes_per_param.to_string(),
-                    c.dispatches_per_step.to_string(),
-                    c.submissions_per_step.to_string(),
-                    format!("{:.1}", c.host_us),
-                    c.host_cpu_us.map_or("-".into(), |t| format!("{t:.1}")),
-                    format!("{:.2}", c.state_bytes_per_param),
                 ]
+                .into_iter()
+                .chain(cost_cells(c))
+                .collect::<Vec<String>>()
             })
             .collect();
         out.push_str(&markdown(&header, &rows));
         out
     }
+}
+
+/// Where a case's step time came from.
+fn time_source(c: &CaseResult) -> String {
+    match c.time_source {
+        TimeSource::Timestamps => "gpu".into(),
+        TimeSource::Wall => "wall".into(),
+    }
+}
+
+/// The throughput, memory and host-cost columns both tables end with.
+fn cost_cells(c: &CaseResult) -> [String; 9] {
+    [
+        format!("{:.2}", c.gbps),
+        c.copy_gbps.map_or("-".into(), |g| format!("{g:.2}")),
+        c.vs_copy.map_or("-".into(), |r| format!("{r:.2}")),
+        c.bytes_per_param.to_string(),
+        c.dispatches_per_step.to_string(),
+        c.submissions_per_step.to_string(),
+        format!("{:.1}", c.host_us),
+        c.host_cpu_us.map_or("-".into(), |t| format!("{t:.1}")),
+        format!("{:.2}", c.state_bytes_per_param),
+    ]
 }
 
 fn load(l: Option<f64>) -> String {

@@ -550,41 +550,41 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                 continue;
             }
         };
-        for entry in &config.optimizers {
+        let start_one = |progress: &mut dyn Progress, name: &str| {
             progress.start(&format!(
-                "{} · {} params · {} tensors",
-                entry.name,
+                "{name} · {} params · {} tensors",
                 human_count(params),
                 layout.name()
             ));
+        };
+        let skip_one = |results: &mut SuiteResults,
+                        progress: &mut dyn Progress,
+                        name: &str,
+                        e: &BenchError| {
+            progress.note(&format!(
+                "skipped {name} at {} params: {e}",
+                human_count(params)
+            ));
+            results.skipped.push(Skipped {
+                optimizer: Some(name.into()),
+                layout: layout.name(),
+                target_params: target,
+                reason: e.to_string(),
+            });
+        };
+        for entry in &config.optimizers {
+            start_one(progress, entry.name);
             let outcome = run_case(gpu, config, entry, &arena, layout, target, &copies);
             progress.finish();
             match outcome {
                 Ok(r) => results.cases.push(r),
-                Err(e) if e.skippable => {
-                    progress.note(&format!(
-                        "skipped {} at {} params: {e}",
-                        entry.name,
-                        human_count(params)
-                    ));
-                    results.skipped.push(Skipped {
-                        optimizer: Some(entry.name.into()),
-                        layout: layout.name(),
-                        target_params: target,
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) if e.skippable => skip_one(&mut results, progress, entry.name, &e),
                 Err(e) => return Err(e),
             }
         }
         let mut reference: Option<f64> = None;
         for entry in extras {
-            progress.start(&format!(
-                "{} · {} params · {} tensors",
-                entry.name,
-                human_count(params),
-                layout.name()
-            ));
+            start_one(progress, entry.name);
             let outcome = run_extra(gpu, config, entry, &arena, layout, target, &copies);
             progress.finish();
             match outcome {
@@ -606,19 +606,7 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                         case,
                     });
                 }
-                Err(e) if e.skippable => {
-                    progress.note(&format!(
-                        "skipped {} at {} params: {e}",
-                        entry.name,
-                        human_count(params)
-                    ));
-                    results.skipped.push(Skipped {
-                        optimizer: Some(entry.name.into()),
-                        layout: layout.name(),
-                        target_params: target,
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) if e.skippable => skip_one(&mut results, progress, entry.name, &e),
                 Err(e) => return Err(e),
             }
         }
