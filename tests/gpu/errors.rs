@@ -468,14 +468,7 @@ fn engine_validation_error_is_refused_as_gpu_error(gpu: &Gpu) -> Result<(), Stri
 /// A device opened (by an engine) with fewer than 8 storage buffers per shader stage is refused by
 /// `Gpu::from_device` with the limit named.
 fn unsupported_device_is_refused(gpu: &Gpu) -> Result<(), String> {
-    let options = GpuOptions {
-        backends: Some(gpu.info().backend.into()),
-        adapter_name: Some(gpu.info().name.clone()),
-    };
-    let adapter = Gpu::adapters(&options)
-        .into_iter()
-        .next()
-        .ok_or("the adapter is no longer listed")?;
+    let adapter = crate::util::same_adapter(gpu)?;
     let limits = wgpu::Limits {
         max_storage_buffers_per_shader_stage: 4,
         ..wgpu::Limits::downlevel_defaults()

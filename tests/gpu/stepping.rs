@@ -266,14 +266,7 @@ fn stepping_compiles_no_pipelines(gpu: &Gpu) -> Result<(), String> {
 
 /// An engine opens its own device and queue and hands them over; the optimizer steps on them.
 fn wrapped_engine_device_steps(gpu: &Gpu) -> Result<(), String> {
-    let options = wgoptim::GpuOptions {
-        backends: Some(gpu.info().backend.into()),
-        adapter_name: Some(gpu.info().name.clone()),
-    };
-    let adapter = Gpu::adapters(&options)
-        .into_iter()
-        .next()
-        .ok_or("the adapter is no longer listed")?;
+    let adapter = crate::util::same_adapter(gpu)?;
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
             .map_err(err)?;

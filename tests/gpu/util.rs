@@ -139,16 +139,20 @@ pub fn close(got: &[f32], want: &[f32]) -> Result<f32, String> {
     Ok(wgoptim_reference::max_abs_err(got, want) / scale)
 }
 
-/// A device of its own on `gpu`'s adapter, for tests that count what the device compiles (the shared one
-/// compiles pipelines for the tests running beside them) or that break the device.
-pub fn private_gpu(gpu: &Gpu) -> Result<Gpu, String> {
+/// `gpu`'s adapter, listed again, for tests that open devices of their own on it.
+pub fn same_adapter(gpu: &Gpu) -> Result<wgpu::Adapter, String> {
     let options = wgoptim::GpuOptions {
         backends: Some(gpu.info().backend.into()),
         adapter_name: Some(gpu.info().name.clone()),
     };
-    let adapter = Gpu::adapters(&options)
+    Gpu::adapters(&options)
         .into_iter()
         .next()
-        .ok_or("the adapter is no longer listed")?;
-    Gpu::open(&adapter).map_err(err)
+        .ok_or_else(|| "the adapter is no longer listed".to_string())
+}
+
+/// A device of its own on `gpu`'s adapter, for tests that count what the device compiles (the shared one
+/// compiles pipelines for the tests running beside them) or that break the device.
+pub fn private_gpu(gpu: &Gpu) -> Result<Gpu, String> {
+    Gpu::open(&same_adapter(gpu)?).map_err(err)
 }
