@@ -11,29 +11,31 @@ struct Averaging {
 }
 
 @group(0) @binding(2) var<uniform> averaging: Averaging;
-@group(0) @binding(3) var<storage, read_write> averaged: array<u32>;
-@group(0) @binding(4) var<storage, read_write> model: array<u32>;
+@group(0) @binding(3) var<storage, read_write> averaged: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> model: array<vec4<u32>>;
 
-// torch._foreach_lerp_(averaged, model, weight): PyTorch's CPU float lerp, element by element.
-@compute @workgroup_size(256)
+// torch._foreach_lerp_(averaged, model, weight): PyTorch's CPU float lerp, element by element, four elements
+// per invocation. Every tensor is averaged, frozen ones included, as AveragedModel averages every parameter.
+@compute @workgroup_size(64)
 fn average_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = locate(wg, lid);
-    if (!e.valid) {
+    let b = block_of(wg, lid);
+    if (quad_empty(b, lid)) {
         return;
     }
-    let i = e.index;
-    let avg = torch_lerp(bitcast<f32>(averaged[i]), bitcast<f32>(model[i]), averaging.weight);
-    averaged[i] = bitcast<u32>(avg);
+    let i = quad_index(b, lid);
+    let old = averaged[i];
+    let avg = torch_lerp4(bitcast<vec4<f32>>(old), bitcast<vec4<f32>>(model[i]), averaging.weight);
+    averaged[i] = select(old, bitcast<vec4<u32>>(avg), quad_mask(b, lid));
 }
 
 // Exchanges the averaged and the model parameters, bit for bit (padding included, which is zero in both).
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn average_swap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let local_block = wg.y * chunk_info.groups_x + wg.x;
-    if (local_block >= chunk_info.blocks) {
+    let block = global_block_of(wg);
+    if (block == BLOCK_NONE) {
         return;
     }
-    let i = local_block * BLOCK + lid;
+    let i = (block - chunk_info.first_block) * (BLOCK / 4u) + lid;
     let a = averaged[i];
     averaged[i] = model[i];
     model[i] = a;

@@ -15,12 +15,92 @@ struct ChunkInfo {
     pad: u32,
 }
 
-// Layout table: [tensor count, block count, 0, 0], then per tensor [first block, length, group, 0], then per
+// Layout table: [tensor count, block count, 0, 0], then per tensor [first block, length, group, flags (bit 0: frozen)], then per
 // block its tensor.
 @group(0) @binding(0) var<storage, read> arena_layout: array<u32>;
 @group(0) @binding(1) var<uniform> chunk_info: ChunkInfo;
 
-// Where one invocation's element lies.
+// What every workgroup of a chunked stage needs to know about the block it covers. One invocation reads it from
+// the layout table and shares it through workgroup memory (`block_of`), so the table is read once per block,
+// not once per element.
+struct Block {
+    // Index into the chunk's buffers of the block's first element.
+    base: u32,
+    tensor: u32,
+    group: u32,
+    // Index inside the tensor of the block's first element.
+    offset: u32,
+    // Elements of the tensor inside this block: 1..=BLOCK, or 0 for a workgroup past the chunk's end.
+    valid: u32,
+    // 1 when the tensor is frozen: optimizers leave its parameters and state alone.
+    frozen: u32,
+}
+
+// The global block number of a workgroup of a chunked stage, or BLOCK_NONE past the chunk's end (the same for
+// the whole workgroup, so returning on it keeps control flow uniform).
+const BLOCK_NONE: u32 = 0xffffffffu;
+
+fn global_block_of(wg: vec3<u32>) -> u32 {
+    let local_block = wg.y * chunk_info.groups_x + wg.x;
+    if (local_block >= chunk_info.blocks) {
+        return BLOCK_NONE;
+    }
+    return chunk_info.first_block + local_block;
+}
+
+// Reads the layout table for workgroup `wg`'s block (any invocation may call it; `block_of` shares one read).
+fn lookup_block(wg: vec3<u32>) -> Block {
+    var b: Block;
+    let block = global_block_of(wg);
+    if (block == BLOCK_NONE) {
+        return b;
+    }
+    let tensors = arena_layout[0];
+    b.tensor = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * tensors + block];
+    let record = LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor;
+    let first = arena_layout[record];
+    let len = arena_layout[record + 1u];
+    b.group = arena_layout[record + 2u];
+    b.frozen = arena_layout[record + 3u] & 1u;
+    b.offset = (block - first) * BLOCK;
+    b.base = (block - chunk_info.first_block) * BLOCK;
+    b.valid = min(len - b.offset, BLOCK);
+    return b;
+}
+
+var<workgroup> shared_block: Block;
+
+// The workgroup's block, read from the layout table by invocation 0 and shared. Every invocation must call it,
+// in uniform control flow, before returning for any reason.
+fn block_of(wg: vec3<u32>, lid: u32) -> Block {
+    if (lid == 0u) {
+        shared_block = lookup_block(wg);
+    }
+    return workgroupUniformLoad(&shared_block);
+}
+
+// Vector-width kernels: a workgroup of QUAD_THREADS invocations covers one block, each invocation four
+// consecutive elements read and written as one vec4 (tensors start on block boundaries, so a quad never
+// crosses from one tensor into another).
+const QUAD_THREADS: u32 = 64u;
+
+// Index of invocation `lid`'s quad inside the chunk's vec4-typed buffers.
+fn quad_index(b: Block, lid: u32) -> u32 {
+    return b.base / 4u + lid;
+}
+
+// Which of invocation `lid`'s four elements belong to the tensor; none past the chunk's end. Padding lanes are
+// computed with the rest but never stored, so a padding element keeps whatever it held.
+fn quad_mask(b: Block, lid: u32) -> vec4<bool> {
+    return vec4<u32>(4u * lid) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(b.valid);
+}
+
+// True when none of invocation `lid`'s elements belongs to the tensor.
+fn quad_empty(b: Block, lid: u32) -> bool {
+    return 4u * lid >= b.valid;
+}
+
+// Where one invocation's element lies, for the kernels that still step one element per invocation.
 struct Element {
     // Index into the chunk's buffers.
     index: u32,
@@ -33,22 +113,13 @@ struct Element {
 }
 
 fn locate(wg: vec3<u32>, lid: u32) -> Element {
+    let b = lookup_block(wg);
     var e: Element;
-    e.valid = false;
-    let local_block = wg.y * chunk_info.groups_x + wg.x;
-    if (local_block >= chunk_info.blocks) {
-        return e;
-    }
-    let block = chunk_info.first_block + local_block;
-    let tensors = arena_layout[0];
-    e.tensor = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * tensors + block];
-    let record = LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * e.tensor;
-    let first = arena_layout[record];
-    let len = arena_layout[record + 1u];
-    e.group = arena_layout[record + 2u];
-    e.offset = (block - first) * BLOCK + lid;
-    e.index = local_block * BLOCK + lid;
-    e.valid = e.offset < len;
+    e.tensor = b.tensor;
+    e.group = b.group;
+    e.offset = b.offset + lid;
+    e.index = b.base + lid;
+    e.valid = lid < b.valid;
     return e;
 }
 
@@ -60,4 +131,13 @@ fn torch_lerp(start: f32, end: f32, w: f32) -> f32 {
         return fma(w, diff, start);
     }
     return fma(w - 1.0, diff, end);
+}
+
+// torch_lerp on four elements with one weight.
+fn torch_lerp4(start: vec4<f32>, end: vec4<f32>, w: f32) -> vec4<f32> {
+    let diff = end - start;
+    if (abs(w) < 0.5) {
+        return fma(vec4<f32>(w), diff, start);
+    }
+    return fma(vec4<f32>(w - 1.0), diff, end);
 }

@@ -5,8 +5,11 @@
 // finite. After the shared finalize passes, `guard_control` (one workgroup) turns the totals into this step's
 // clip coefficient and overflow flag, updates the loss scale, and, when the guard owns the step counter,
 // copies the group records of the step the GPU is really at into the optimizer's record buffer with the skip
-// word set on overflow. `guard_apply` then rewrites the gradients in place, as PyTorch's `unscale_`,
-// `clip_grad_norm_` and `clip_grad_value_` do, one multiplication at a time so the rounding matches.
+// word set on overflow. It then writes the step's control words (words 11-14 of every group record, see
+// step.wgsl): optimizers whose kernels apply them read each gradient once, in their own pass. For an
+// optimizer that does not (FUSED off), the control words stay neutral and `guard_apply` rewrites the
+// gradients in place instead, as PyTorch's `unscale_`, `clip_grad_norm_` and `clip_grad_value_` do, one
+// multiplication at a time so the rounding matches.
 
 override LOSS_SCALING: bool = false;
 override GRAD_SCALE: bool = false;
@@ -15,6 +18,8 @@ override NORM_INF: bool = false;
 override CLIP_VALUE: bool = false;
 // The guard counts steps on the GPU and selects the group records (needed once a step can be skipped).
 override GATE: bool = false;
+// The optimizer's kernels apply the control words to the gradient (see step.wgsl).
+override FUSED: bool = false;
 
 struct GuardParams {
     max_norm: f32,
@@ -48,6 +53,11 @@ const SUBMITTED: u32 = 8u;
 const STALE: u32 = 9u;
 
 const RECORD_WORDS: u32 = 16u;
+// Words 11-15 of a group record: unscale, gradient scale, clip coefficient, clip value, skip.
+const UNSCALE_WORD: u32 = 11u;
+const GRAD_SCALE_WORD: u32 = 12u;
+const CLIP_COEF_WORD: u32 = 13u;
+const CLIP_VALUE_WORD: u32 = 14u;
 const SKIP_WORD: u32 = 15u;
 const CONTROL_THREADS: u32 = 64u;
 
@@ -124,16 +134,35 @@ fn guard_control(@builtin(local_invocation_index) lid: u32) {
     let entry = next - params.table_base;
     let stale = GATE && entry >= params.table_len;
     let skip = found_inf || stale;
-    if (GATE) {
-        for (var w = lid; w < params.record_words; w += CONTROL_THREADS) {
-            var word = 0u;
+    for (var w = lid; w < params.record_words; w += CONTROL_THREADS) {
+        let slot = w % RECORD_WORDS;
+        let at = params.record_offset + w;
+        var word = records[at];
+        if (GATE) {
+            word = 0u;
             if (!stale) {
                 word = table[entry * params.record_words + w];
             }
-            if (w % RECORD_WORDS == SKIP_WORD) {
-                word = u32(skip);
+        }
+        if (FUSED) {
+            if (slot == UNSCALE_WORD && LOSS_SCALING) {
+                word = bitcast<u32>(1.0 / scale);
             }
-            records[params.record_offset + w] = word;
+            if (slot == GRAD_SCALE_WORD && GRAD_SCALE) {
+                word = bitcast<u32>(params.grad_scale);
+            }
+            if (slot == CLIP_COEF_WORD && CLIP_NORM) {
+                word = bitcast<u32>(coef);
+            }
+            if (slot == CLIP_VALUE_WORD && CLIP_VALUE) {
+                word = bitcast<u32>(params.clip_value);
+            }
+        }
+        if (slot == SKIP_WORD) {
+            word = u32(skip);
+        }
+        if (GATE || FUSED) {
+            records[at] = word;
         }
     }
     // Every invocation has read the control words above before the first one rewrites them.

@@ -7,9 +7,9 @@
 override BF16: bool = true;
 
 // The arena's f32 buffer (master parameters or gradients), as bits.
-@group(0) @binding(2) var<storage, read_write> wide: array<u32>;
+@group(0) @binding(2) var<storage, read_write> wide: array<vec4<u32>>;
 // The 16-bit copy, two elements per word.
-@group(0) @binding(3) var<storage, read_write> narrow: array<u32>;
+@group(0) @binding(3) var<storage, read_write> narrow: array<vec2<u32>>;
 
 // bf16 -> f32: the bits shifted into place; a NaN gets its quiet bit set (as `half` does).
 fn bf16_to_f32_bits(h: u32) -> u32 {
@@ -101,34 +101,40 @@ fn to_half_bits(x: u32) -> u32 {
     return f32_to_f16_bits(x);
 }
 
-// wide <- f32(narrow), element by element (one invocation per element); padding is left alone.
-@compute @workgroup_size(256)
+// wide <- f32(narrow), four elements (two 16-bit words) per invocation; padding is left alone.
+@compute @workgroup_size(64)
 fn widen(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = locate(wg, lid);
-    if (!e.valid) {
+    let b = block_of(wg, lid);
+    if (quad_empty(b, lid)) {
         return;
     }
-    let word = narrow[e.index >> 1u];
-    let h = (word >> ((e.index & 1u) * 16u)) & 0xFFFFu;
-    wide[e.index] = to_f32_bits(h);
+    let i = quad_index(b, lid);
+    let words = narrow[i];
+    let halves = vec4<u32>(words.x, words.x >> 16u, words.y, words.y >> 16u) & vec4<u32>(0xFFFFu);
+    let widened = vec4<u32>(
+        to_f32_bits(halves.x),
+        to_f32_bits(halves.y),
+        to_f32_bits(halves.z),
+        to_f32_bits(halves.w),
+    );
+    wide[i] = select(wide[i], widened, quad_mask(b, lid));
 }
 
-// narrow <- round(wide): one invocation per word, so that no two invocations write the same word; padding
-// becomes zero.
-@compute @workgroup_size(128)
+// narrow <- round(wide), four elements per invocation, so that no two invocations write the same word;
+// padding becomes zero.
+@compute @workgroup_size(64)
 fn narrow_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = block_of(wg, lid);
     let local_block = wg.y * chunk_info.groups_x + wg.x;
     if (local_block >= chunk_info.blocks) {
         return;
     }
-    let lo = locate(wg, 2u * lid);
-    let hi = locate(wg, 2u * lid + 1u);
-    var word = 0u;
-    if (lo.valid) {
-        word = to_half_bits(wide[lo.index]);
-    }
-    if (hi.valid) {
-        word = word | (to_half_bits(wide[hi.index]) << 16u);
-    }
-    narrow[local_block * (BLOCK / 2u) + lid] = word;
+    let x = wide[local_block * (BLOCK / 4u) + lid];
+    let halves = vec4<u32>(
+        to_half_bits(x.x),
+        to_half_bits(x.y),
+        to_half_bits(x.z),
+        to_half_bits(x.w),
+    ) & select(vec4<u32>(0u), vec4<u32>(0xFFFFu), quad_mask(b, lid));
+    narrow[local_block * (BLOCK / 4u) + lid] = vec2<u32>(halves.x | (halves.y << 16u), halves.z | (halves.w << 16u));
 }

@@ -48,14 +48,7 @@ fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
     return reduce_scratch[0];
 }
 
-// The index of the block a workgroup of a chunked stage covers, or BLOCK_NONE past the chunk's end (the same for
-// the whole workgroup, so returning on it keeps control flow uniform).
-const BLOCK_NONE: u32 = 0xffffffffu;
-
+// The index of the block a workgroup of a chunked stage covers, or BLOCK_NONE past the chunk's end.
 fn reduce_block_of(wg: vec3<u32>) -> u32 {
-    let local_block = wg.y * chunk_info.groups_x + wg.x;
-    if (local_block >= chunk_info.blocks) {
-        return BLOCK_NONE;
-    }
-    return chunk_info.first_block + local_block;
+    return global_block_of(wg);
 }

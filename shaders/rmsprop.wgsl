@@ -6,63 +6,60 @@ override MOMENTUM: bool = false;
 override MAXIMIZE: bool = false;
 
 // Scalars the host computes each step, per parameter group; 16 words to match the host record.
-struct RmspropGroup {
+struct GroupRecord {
     neg_lr: f32,
     alpha: f32,
     one_minus_alpha: f32,
     eps: f32,
     weight_decay: f32,
     momentum: f32,
-    pad0: f32,
-    pad1: f32,
-    pad: array<f32, 7>,
-    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
-    skip: u32,
+    pad: array<f32, 5>,
+    control: GradControl,
 }
 
-@group(0) @binding(2) var<storage, read> groups: array<RmspropGroup>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
-@group(0) @binding(5) var<storage, read_write> square_avg: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> square_avg: array<vec4<f32>>;
 // Placeholders are bound here when MOMENTUM or CENTERED is off; they are never touched.
-@group(0) @binding(6) var<storage, read_write> momentum_buffer: array<f32>;
-@group(0) @binding(7) var<storage, read_write> grad_avg: array<f32>;
+@group(0) @binding(6) var<storage, read_write> momentum_buffer: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> grad_avg: array<vec4<f32>>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn rmsprop_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (groups[0].skip != 0u) {
+    let b = step_block(wg, lid);
+    let h = step_record();
+    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;
     }
-    let e = locate(wg, lid);
-    if (!e.valid) {
-        return;
-    }
-    let h = groups[e.group];
-    let i = e.index;
-    var g = grad[i];
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    var g = guarded_grad(grad[i], h.control);
     if (MAXIMIZE) {
         g = -g;
     }
     let p = param[i];
     if (h.weight_decay != 0.0) {
-        g = fma(p, h.weight_decay, g);
+        g = fma(p, vec4<f32>(h.weight_decay), g);
     }
-    let sq = fma(h.one_minus_alpha * g, g, square_avg[i] * h.alpha);
-    square_avg[i] = sq;
-    var avg: f32;
+    let sq0 = square_avg[i];
+    let sq = fma(h.one_minus_alpha * g, g, sq0 * h.alpha);
+    square_avg[i] = select(sq0, sq, keep);
+    var avg: vec4<f32>;
     if (CENTERED) {
-        let ga = torch_lerp(grad_avg[i], g, h.one_minus_alpha);
-        grad_avg[i] = ga;
+        let ga0 = grad_avg[i];
+        let ga = torch_lerp4(ga0, g, h.one_minus_alpha);
+        grad_avg[i] = select(ga0, ga, keep);
         avg = sqrt(fma(-ga, ga, sq));
     } else {
         avg = sqrt(sq);
     }
     avg = avg + h.eps;
     if (MOMENTUM) {
-        let buf = momentum_buffer[i] * h.momentum + g / avg;
-        momentum_buffer[i] = buf;
-        param[i] = fma(buf, h.neg_lr, p);
+        let buf0 = momentum_buffer[i];
+        let buf = buf0 * h.momentum + g / avg;
+        momentum_buffer[i] = select(buf0, buf, keep);
+        param[i] = select(p, fma(buf, vec4<f32>(h.neg_lr), p), keep);
     } else {
-        param[i] = p + (h.neg_lr * g) / avg;
+        param[i] = select(p, p + (h.neg_lr * g) / avg, keep);
     }
 }

@@ -7,7 +7,7 @@
 //! parameter group, which is all a kernel needs to step any element without knowing the model.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -18,7 +18,7 @@ static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Words before the tensor records in the layout table: `[tensor count, block count, 0, 0]`.
 pub(crate) const LAYOUT_HEADER_WORDS: u32 = 4;
-/// Words per tensor record: `[first global block, element count, group, 0]`.
+/// Words per tensor record: `[first global block, element count, group, flags]` (flag bit 0: frozen).
 pub(crate) const TENSOR_RECORD_WORDS: u32 = 4;
 
 /// A registered tensor: where it lives and which parameter group it steps with.
@@ -266,6 +266,9 @@ impl ArenaBuilder {
             gpu: gpu.clone(),
             groups: plan.groups,
             total_blocks: plan.total_blocks,
+            frozen: (0..plan.tensors.len())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             tensors: plan.tensors,
             chunks: plan.chunks,
             chunk_info: plan.chunk_info,
@@ -281,11 +284,17 @@ impl ArenaBuilder {
 /// Elements one tensor may have: kernels index a tensor's elements with u32.
 const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
 
-/// The largest storage binding, and so the largest chunk, that `limits` allow (as `Gpu::max_binding_bytes`).
+/// Bytes one chunk may hold whatever the adapter allows: kernels index a chunk's elements with u32, and some
+/// backends give wrong results for bindings past 4 GiB without an error.
+pub const MAX_CHUNK_BYTES: u64 = 2 << 30;
+
+/// The largest storage binding that `limits` allow (as `Gpu::max_binding_bytes`), and so the largest chunk,
+/// capped at [`MAX_CHUNK_BYTES`].
 fn binding_bytes(limits: &wgpu::Limits) -> u64 {
     limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size)
+        .min(MAX_CHUNK_BYTES)
 }
 
 /// How an arena's tensors are packed into chunk buffers: what [`ArenaBuilder::plan`] returns and
@@ -491,6 +500,8 @@ pub struct ParamArena {
     grads: Vec<wgpu::Buffer>,
     layout: wgpu::Buffer,
     chunk_uniforms: Vec<wgpu::Buffer>,
+    /// Per tensor: frozen (see [`ParamArena::set_frozen`]); mirrors flag bit 0 of the layout table.
+    frozen: Vec<AtomicBool>,
 }
 
 impl std::fmt::Debug for ParamArena {
@@ -600,6 +611,34 @@ impl ParamArena {
     /// Downloads a tensor's gradient.
     pub fn read_grads(&self, name: &str) -> Result<Vec<f32>> {
         read_segments(self, &self.grads, name)
+    }
+
+    /// Freezes tensor `name` (or makes it trainable again), as PyTorch's `requires_grad_(False)` does: every
+    /// optimizer leaves a frozen tensor's parameters and state untouched, whatever its gradient holds, and the
+    /// gradient norms of clipping and LAMB leave it out. Takes effect from the next submission; one word of the
+    /// layout table is written. Freezing is a property of the arena, not of a checkpoint: mark the same tensors
+    /// again after a restore.
+    pub fn set_frozen(&self, name: &str, frozen: bool) -> Result<()> {
+        self.gpu.check()?;
+        let index = *self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownTensor(name.to_string()))?;
+        self.frozen[index].store(frozen, Ordering::Relaxed);
+        let word = (LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * index as u32 + 3) as u64 * 4;
+        self.gpu
+            .queue()
+            .write_buffer(&self.layout, word, bytemuck::bytes_of(&(frozen as u32)));
+        Ok(())
+    }
+
+    /// Whether tensor `name` is frozen.
+    pub fn is_frozen(&self, name: &str) -> Result<bool> {
+        let index = *self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownTensor(name.to_string()))?;
+        Ok(self.frozen[index].load(Ordering::Relaxed))
     }
 
     /// Zeroes every gradient, on the GPU, in one submission.

@@ -194,13 +194,17 @@ const PARAMS_BYTES: u64 = 48;
 /// uploaded per step.
 const MAX_IN_FLIGHT: u64 = 64;
 
-/// The control kernel binds the optimizer's record buffer, so it is built on first use and kept for that
-/// optimizer.
+/// The control kernel binds the optimizer's record buffer (it writes the step's control words there, and with a
+/// loss scaler selects the records), so it is built on first use and kept for that optimizer.
 struct Gate {
     stage: Stage,
     records: wgpu::Buffer,
-    table: wgpu::Buffer,
+    /// The candidate records of the steps in flight; only with a loss scaler.
+    table: Option<wgpu::Buffer>,
     table_entries: u64,
+    /// Whether the optimizer's kernels apply the control words to the gradient themselves; when they do not,
+    /// the guard rewrites the gradients in place before the step.
+    fused: bool,
 }
 
 /// Set by a report's map callback: `Some(true)` once mapped, `Some(false)` if the mapping failed.
@@ -240,9 +244,11 @@ pub struct StepGuard {
     params: wgpu::Buffer,
     reduction: Option<Reduction>,
     partials: Option<Stage>,
-    control_stage: Option<Stage>,
     apply: Option<Stage>,
     gate: Option<Gate>,
+    /// Bound where a control stage has no reduction or no candidate table.
+    unused_reduction: wgpu::Buffer,
+    unused_table: wgpu::Buffer,
     /// Control words to upload before the next step (at the start, and after `load_state`).
     init: Option<GuardState>,
     submitted: u64,
@@ -316,19 +322,6 @@ impl StepGuard {
             )?),
             None => None,
         };
-        // With a loss scaler the control stage also selects the records, so it is built with the gate.
-        // Without one it still runs, so that every step is reported.
-        let control_stage = match config.loss_scale {
-            None => Some(Stage::single(
-                arena,
-                "guard",
-                "guard_control",
-                constants.clone(),
-                &slots,
-                (1, 1),
-            )?),
-            Some(_) => None,
-        };
         let apply = if rewrites {
             Some(Stage::per_chunk(
                 arena,
@@ -347,9 +340,10 @@ impl StepGuard {
             params,
             reduction,
             partials,
-            control_stage,
             apply,
             gate: None,
+            unused_reduction: unused,
+            unused_table,
             init: Some(GuardState {
                 loss_scale: config.loss_scale.map_or(1.0, |s| s.init_scale as f32),
                 growth_tracker: 0,
@@ -423,9 +417,7 @@ impl StepGuard {
             (None, None) => return Err(no_state()),
         };
         let gated = self.config.loss_scale.is_some();
-        if gated {
-            self.prepare_gate(arena, optimizer)?;
-        }
+        self.prepare_control(arena, optimizer)?;
         let readback = self.readback_buffer()?;
         let mut stats = StepStats::default();
         {
@@ -437,15 +429,14 @@ impl StepGuard {
                 stats.dispatches += partials.record(&mut pass);
                 stats.dispatches += reduction.record_finalize(&mut pass);
             }
-            let control = match &self.gate {
-                Some(gate) => Some(&gate.stage),
-                None => self.control_stage.as_ref(),
-            };
-            if let Some(control) = control {
-                stats.dispatches += control.record(&mut pass);
-            }
-            if let Some(apply) = &self.apply {
-                stats.dispatches += apply.record(&mut pass);
+            // `prepare_control` built the stage before anything was recorded.
+            if let Some(gate) = &self.gate {
+                stats.dispatches += gate.stage.record(&mut pass);
+                if !gate.fused
+                    && let Some(apply) = &self.apply
+                {
+                    stats.dispatches += apply.record(&mut pass);
+                }
             }
         }
         let optimizer_stats = optimizer.encode_dispatches(arena, encoder)?;
@@ -475,9 +466,9 @@ impl StepGuard {
             for (i, out) in table.chunks_exact_mut(per_entry).enumerate() {
                 optimizer.write_records(lr, base + i as u64, out);
             }
-            // `prepare_gate` built the gate before anything was recorded.
-            if let Some(gate) = &self.gate {
-                queue.write_buffer(&gate.table, 0, &table);
+            // `prepare_control` built the table before anything was recorded.
+            if let Some(table_buffer) = self.gate.as_ref().and_then(|g| g.table.as_ref()) {
+                queue.write_buffer(table_buffer, 0, &table);
             }
             (base, entries)
         } else {
@@ -604,64 +595,66 @@ impl StepGuard {
         self.binding.check(arena)
     }
 
-    /// Builds the record-selecting control stage for `optimizer` on first use, and grows its table of
-    /// candidate records when more steps are in flight than it holds.
-    fn prepare_gate(&mut self, arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<()> {
+    /// Builds the control stage for `optimizer` on first use (and, with a loss scaler, grows its table of
+    /// candidate records when more steps are in flight than it holds). A guard with a loss scaler counts one
+    /// optimizer's steps and refuses another; without one it rebinds to whichever optimizer it is given.
+    fn prepare_control(&mut self, arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<()> {
         let (records, _) = optimizer.record_buffer();
-        if let Some(gate) = &self.gate
-            && gate.records != *records
-        {
+        let gated = self.config.loss_scale.is_some();
+        let same_optimizer = self.gate.as_ref().is_some_and(|g| g.records == *records);
+        if gated && self.gate.is_some() && !same_optimizer {
             return Err(Error::GuardOptimizerMismatch);
         }
-        let needed = self.submitted - self.known_submitted() + 1;
-        if self
-            .gate
-            .as_ref()
-            .is_some_and(|g| g.table_entries >= needed)
+        let needed = if gated {
+            self.submitted - self.known_submitted() + 1
+        } else {
+            0
+        };
+        if same_optimizer
+            && self
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.table_entries >= needed)
         {
             return Ok(());
         }
-        let entries = needed.next_power_of_two().max(8);
-        let table = self.binding.gpu().scoped(|| {
-            self.binding
-                .gpu()
-                .device()
-                .create_buffer(&wgpu::BufferDescriptor {
+        let gpu = self.binding.gpu().clone();
+        let (table, entries) = if gated {
+            let entries = needed.next_power_of_two().max(8);
+            let table = gpu.scoped(|| {
+                gpu.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some("step guard candidate records"),
                     size: entries * record_bytes(arena) as u64,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
-        })?;
-        // A loss scaler always reduces the gradients (for its overflow check).
+            })?;
+            (Some(table), entries)
+        } else {
+            (None, 0)
+        };
         let reduction = self
             .reduction
             .as_ref()
-            .ok_or_else(|| {
-                Error::Gpu("a loss-scaling guard was built without its reduction".into())
-            })?
-            .buffer();
+            .map_or(&self.unused_reduction, |r| r.buffer());
         let slots = guard_slots(
             arena,
             reduction,
             &self.control,
             &self.params,
-            &table,
+            table.as_ref().unwrap_or(&self.unused_table),
             records,
         );
-        let stage = Stage::single(
-            arena,
-            "guard",
-            "guard_control",
-            guard_constants(&self.config),
-            &slots,
-            (1, 1),
-        )?;
+        let fused = optimizer.reads_grad_control();
+        let mut constants = guard_constants(&self.config);
+        constants.push(("FUSED", fused as u8 as f64));
+        let stage = Stage::single(arena, "guard", "guard_control", constants, &slots, (1, 1))?;
         self.gate = Some(Gate {
             stage,
             records: records.clone(),
             table,
             table_entries: entries,
+            fused,
         });
         Ok(())
     }

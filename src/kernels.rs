@@ -17,11 +17,26 @@ const COMMON: &str = include_str!("../shaders/common.wgsl");
 
 fn family_source(family: &str) -> Option<&'static str> {
     Some(match family {
-        "adam" => include_str!("../shaders/adam.wgsl"),
-        "sgd" => include_str!("../shaders/sgd.wgsl"),
-        "lion" => include_str!("../shaders/lion.wgsl"),
-        "rmsprop" => include_str!("../shaders/rmsprop.wgsl"),
-        "adagrad" => include_str!("../shaders/adagrad.wgsl"),
+        "adam" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/adam.wgsl")
+        ),
+        "sgd" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/sgd.wgsl")
+        ),
+        "lion" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/lion.wgsl")
+        ),
+        "rmsprop" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/rmsprop.wgsl")
+        ),
+        "adagrad" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/adagrad.wgsl")
+        ),
         // Families that reduce per tensor start with the shared reduction helpers.
         "norms" => concat!(
             include_str!("../shaders/reduce.wgsl"),
@@ -184,11 +199,14 @@ fn compile(gpu: &Gpu, spec: &KernelSpec) -> Result<Kernel> {
     })
 }
 
-/// Workgroup counts `(x, y)` that cover `blocks` workgroups within the per-dimension limit; kernels
-/// linearise the id as `y * x_count + x` and return past `blocks`.
+/// Workgroup counts `(x, y)` that cover `blocks` workgroups within the per-dimension limit, balanced so that
+/// at most `y - 1` workgroups are idle: `y = ceil(blocks / max)`, `x = ceil(blocks / y)` (65,536 blocks
+/// launch 32,768 x 2, not 65,535 x 2 with half the second row idle). Kernels linearise the id as
+/// `y * x_count + x` and return past `blocks`.
 pub(crate) fn grid(blocks: u32, max_per_dim: u32) -> (u32, u32) {
-    let x = blocks.clamp(1, max_per_dim.max(1));
-    (x, blocks.div_ceil(x).max(1))
+    let blocks = blocks.max(1);
+    let y = blocks.div_ceil(max_per_dim.max(1));
+    (blocks.div_ceil(y), y)
 }
 
 #[cfg(test)]
@@ -202,6 +220,9 @@ mod tests {
             assert!(x <= 65535 && y <= 65535);
             assert!(x as u64 * y as u64 >= blocks as u64);
             assert!((x as u64) * (y as u64 - 1) < blocks as u64);
+            // Balanced: fewer idle workgroups than rows.
+            assert!(x as u64 * y as u64 - (blocks as u64) < y as u64);
         }
+        assert_eq!(grid(65_536, 65_535), (32_768, 2));
     }
 }

@@ -44,6 +44,13 @@ pub(crate) trait StepKernel {
     /// Records the step's dispatches; the group records are staged by the caller.
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats;
 
+    /// Whether the kernels apply the step guard's control words (words 11-14 of the group record, see
+    /// `shaders/step.wgsl`) to the gradient as they read it. A guard rewrites the gradients in place for a
+    /// kernel that does not.
+    fn reads_grad_control(&self) -> bool {
+        false
+    }
+
     /// Bytes of state resident on the GPU, padding and the buffers that live as long as the kernel included.
     fn state_bytes(&self) -> u64;
 
@@ -79,6 +86,7 @@ pub trait OptimizerCore: OptimizerState {
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>>;
     fn write_records(&self, lr: f64, step: u64, out: &mut [u8]);
     fn record_buffer(&self) -> (&wgpu::Buffer, u64);
+    fn reads_grad_control(&self) -> bool;
     fn encode_dispatches(
         &self,
         arena: &ParamArena,
@@ -153,6 +161,10 @@ impl<C: OptimizerConfig, K: StepKernel> OptimizerCore for Core<C, K> {
         self.kernel.record_buffer()
     }
 
+    fn reads_grad_control(&self) -> bool {
+        self.kernel.reads_grad_control()
+    }
+
     fn encode_dispatches(
         &self,
         arena: &ParamArena,
@@ -224,10 +236,19 @@ pub(crate) fn word(x: f64) -> u32 {
     (x as f32).to_bits()
 }
 
-/// A group record from its leading words; the rest, the skip flag (word 15) included, stay 0.
+/// Words of a group record that belong to the optimizer family; the rest are the step guard's control words.
+pub(crate) const FAMILY_RECORD_WORDS: usize = 11;
+
+/// The neutral control words 11-15 of a group record (see `shaders/step.wgsl`): unscale 1, gradient scale 1,
+/// clip coefficient 1, no clip value, no skip. A step guard overwrites them on the GPU.
+pub(crate) const NEUTRAL_CONTROL: [u32; 5] = [0x3f80_0000, 0x3f80_0000, 0x3f80_0000, 0, 0];
+
+/// A group record from its leading words; the words up to 11 that are not given stay 0, and the guard's
+/// control words are neutral.
 pub(crate) fn record(words: &[u32]) -> [u32; 16] {
     assert!(words.len() < 16, "word 15 is the step guard's skip flag");
     let mut out = [0; 16];
+    out[FAMILY_RECORD_WORDS..].copy_from_slice(&NEUTRAL_CONTROL);
     out[..words.len()].copy_from_slice(words);
     out
 }

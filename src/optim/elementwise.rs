@@ -80,6 +80,10 @@ impl StepKernel for ElementwiseStep {
         compute_pass(encoder, "optimizer step", |pass| self.stage.record(pass))
     }
 
+    fn reads_grad_control(&self) -> bool {
+        true
+    }
+
     fn state_bytes(&self) -> u64 {
         self.state.bytes()
     }

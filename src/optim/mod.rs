@@ -201,6 +201,13 @@ pub trait Optimizer {
         self.core().record_buffer()
     }
 
+    /// Whether the optimizer's kernels apply a step guard's control words to the gradient themselves (so a
+    /// guarded step reads each gradient once); a guard rewrites the gradients first for one that does not.
+    #[doc(hidden)]
+    fn reads_grad_control(&self) -> bool {
+        self.core().reads_grad_control()
+    }
+
     /// Records the step's dispatches into `encoder` (records and step count untouched), after checking that
     /// `arena` is the one the optimizer was built for.
     #[doc(hidden)]
