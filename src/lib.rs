@@ -21,6 +21,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The README's code, compiled by `cargo test --doc` so that the front page cannot fall out of date.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod arena;
 mod averaging;
 mod checkpoint;

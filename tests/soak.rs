@@ -6,7 +6,7 @@
 //! WGOPTIM_SOAK_STEPS=20000 WGPU_BACKEND=gl cargo test --test soak -- --ignored --nocapture
 //! ```
 //!
-//! About 2.5 minutes for 100 000 steps on lavapipe in the default dev profile (the README has the figures).
+//! About 2.5 minutes for 100 000 steps on lavapipe in the default dev profile (docs/reliability.md has the figures).
 //!
 //! Comparing two f32 trajectories over 100 000 steps needs care, because they are not bit-identical: the
 //! kernel follows the reference's operation order, but WGSL's `fma` need not be fused (SPIR-V's and GLSL's

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Converts between a PyTorch AdamW run and a wgoptim checkpoint, both ways.
 
-A wgoptim checkpoint is a safetensors file (see `src/checkpoint.rs` and the README's "Checkpoints"
-section): entries `param/<tensor>` and `state/<state>/<tensor>` (float32, the tensor's shape), and in the
-header's `__metadata__` the keys `format` (`wgoptim-checkpoint`), `format_version` (`1`), `meta` (JSON:
+A wgoptim checkpoint is a safetensors file (see `src/checkpoint.rs` and `docs/checkpoints.md`): entries
+`param/<tensor>` and `state/<state>/<tensor>` (float32, the tensor's shape), and in the header's
+`__metadata__` the keys `format` (`wgoptim-checkpoint`), `format_version` (`1`), `meta` (JSON:
 optimizer kind and config, step, group table, tensor list, state names, schedule, extra, and a CRC-32 of
 every entry's bytes) and `meta_crc32` (the CRC-32 of the `meta` string).
 
