@@ -5,6 +5,7 @@ mod checkpoint;
 mod determinism;
 mod eightbit;
 mod errors;
+mod freezing;
 mod guard;
 mod harness;
 mod lr_finder;
@@ -35,5 +36,6 @@ fn main() {
     tests.extend(precision::tests());
     tests.extend(checkpoint::tests());
     tests.extend(determinism::tests());
+    tests.extend(freezing::tests());
     harness::run(tests)
 }
