@@ -2,8 +2,8 @@
 //! gradient accumulation's 1/k, dynamic loss scaling, clipping by global norm or by value — fused into the
 //! step's one submission, with overflowed steps skipped on the GPU.
 //!
-//! Per step, in this order, on the gradients as stored in the arena (rewritten in place, as PyTorch's
-//! `GradScaler.unscale_`, `clip_grad_norm_` and `clip_grad_value_` rewrite `.grad`):
+//! Per step, in this order, on the gradients the optimizer receives (each multiplication rounded as PyTorch's
+//! `GradScaler.unscale_`, `clip_grad_norm_` and `clip_grad_value_` round it when they rewrite `.grad`):
 //!
 //! ```text
 //! g ← g · (1/S)                                   with a loss scaler, S its current scale
@@ -20,6 +20,13 @@
 //! backoff 0.5) and `torch.nn.utils.clip_grad_norm_` / `clip_grad_value_`, each multiplication in f32 as
 //! they do it. The norm accumulates in a fixed order of its own (see [`crate::GradNorms`]), so it agrees with
 //! PyTorch's to rounding.
+//!
+//! A guarded step reads each gradient twice, not three times: once for the norm and overflow check, and once
+//! in the optimizer's own pass, which applies the unscale factor, the clip coefficient and the clip value as
+//! it loads the gradient (the guard's control stage writes them into the optimizer's group records, words
+//! 11-14; see `shaders/step.wgsl`). The gradients in the arena are left as the engine wrote them. An
+//! optimizer whose kernels do not read those words (one implemented outside this crate that opts out) gets
+//! the gradients rewritten in place by a separate pass before its step instead.
 //!
 //! A skipped step needs no host sync: the step counter lives on the GPU. The host does not know at
 //! submission time whether the steps still in flight will be skipped, so it uploads the group records
