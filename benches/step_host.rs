@@ -6,6 +6,9 @@
 //!   outside the timed region, so that a software adapter's worker threads do not compete with the host).
 //! - `step/empty_submit`: an empty encoder finished and submitted, the floor that wgpu and the driver set
 //!   for any submission.
+//! - `step_cold_cache/*`: `step/*` again, with 128 MiB of host memory written (untimed) before each step, as
+//!   a large step on a software adapter leaves the CPU caches: it separates what the host path costs from
+//!   what it costs when its code and data must come back from memory.
 //! - `guarded_step/*`: `StepGuard::step` with loss scaling and clipping by global norm around the same
 //!   AdamW: the step's candidate group records computed and written (one set: no earlier step is still in
 //!   flight), the guard's parameter write, the
@@ -35,6 +38,8 @@ use wgoptim::{
 /// `(benchmark id, tensors, elements per tensor)`
 const MODELS: [(&str, usize, usize); 3] =
     [("1", 1, 1000), ("1000", 1000, 1), ("1x256000", 1, 256_000)];
+/// Bytes written before each `step_cold_cache` step: several times any last-level cache.
+const COLD_BYTES: usize = 128 << 20;
 /// Encodings between submissions that release the staged hyperparameter writes.
 const FLUSH_EVERY: u64 = 64;
 
@@ -157,6 +162,34 @@ fn run() -> Result<(), String> {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters {
+                    let t = Clock::now();
+                    if let Err(e) = opt.step(&arena, 1e-3) {
+                        failed.keep(e);
+                    }
+                    timed += Clock::now().saturating_sub(t);
+                    if let Err(e) = gpu.wait() {
+                        failed.keep(e);
+                    }
+                }
+                timed
+            })
+        });
+        failed.take()?;
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("step_cold_cache");
+    group.sample_size(20);
+    let mut evict = vec![0u8; COLD_BYTES];
+    for (id, tensors, elements) in MODELS {
+        let arena = arena(&gpu, tensors, elements).map_err(|e| e.to_string())?;
+        let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(|e| e.to_string())?;
+        group.bench_function(BenchmarkId::new("adamw", id), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for i in 0..iters {
+                    evict.fill(i as u8);
+                    std::hint::black_box(&evict);
                     let t = Clock::now();
                     if let Err(e) = opt.step(&arena, 1e-3) {
                         failed.keep(e);
