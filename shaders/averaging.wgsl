@@ -18,7 +18,7 @@ struct Averaging {
 // per invocation. Every tensor is averaged, frozen ones included, as AveragedModel averages every parameter.
 @compute @workgroup_size(64)
 fn average_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = block_of(wg, lid);
+    let b = lookup_block(wg);
     if (quad_empty(b, lid)) {
         return;
     }

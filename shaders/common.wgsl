@@ -20,9 +20,9 @@ struct ChunkInfo {
 @group(0) @binding(0) var<storage, read> arena_layout: array<u32>;
 @group(0) @binding(1) var<uniform> chunk_info: ChunkInfo;
 
-// What every workgroup of a chunked stage needs to know about the block it covers. One invocation reads it from
-// the layout table and shares it through workgroup memory (`block_of`), so the table is read once per block,
-// not once per element.
+// What every workgroup of a chunked stage needs to know about the block it covers, read from the layout table
+// once per block: every invocation of the workgroup reads the same words (`lookup_block`), which a GPU serves
+// as a broadcast, and then steps its own elements with no lookup of its own.
 struct Block {
     // Index into the chunk's buffers of the block's first element.
     base: u32,
@@ -48,7 +48,7 @@ fn global_block_of(wg: vec3<u32>) -> u32 {
     return chunk_info.first_block + local_block;
 }
 
-// Reads the layout table for workgroup `wg`'s block (any invocation may call it; `block_of` shares one read).
+// Reads the layout table for workgroup `wg`'s block; the same for every invocation of the workgroup.
 fn lookup_block(wg: vec3<u32>) -> Block {
     var b: Block;
     let block = global_block_of(wg);
@@ -66,17 +66,6 @@ fn lookup_block(wg: vec3<u32>) -> Block {
     b.base = (block - chunk_info.first_block) * BLOCK;
     b.valid = min(len - b.offset, BLOCK);
     return b;
-}
-
-var<workgroup> shared_block: Block;
-
-// The workgroup's block, read from the layout table by invocation 0 and shared. Every invocation must call it,
-// in uniform control flow, before returning for any reason.
-fn block_of(wg: vec3<u32>, lid: u32) -> Block {
-    if (lid == 0u) {
-        shared_block = lookup_block(wg);
-    }
-    return workgroupUniformLoad(&shared_block);
 }
 
 // Vector-width kernels: a workgroup of QUAD_THREADS invocations covers one block, each invocation four

@@ -104,7 +104,7 @@ fn to_half_bits(x: u32) -> u32 {
 // wide <- f32(narrow), four elements (two 16-bit words) per invocation; padding is left alone.
 @compute @workgroup_size(64)
 fn widen(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = block_of(wg, lid);
+    let b = lookup_block(wg);
     if (quad_empty(b, lid)) {
         return;
     }
@@ -124,7 +124,7 @@ fn widen(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 // padding becomes zero.
 @compute @workgroup_size(64)
 fn narrow_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = block_of(wg, lid);
+    let b = lookup_block(wg);
     let local_block = wg.y * chunk_info.groups_x + wg.x;
     if (local_block >= chunk_info.blocks) {
         return;

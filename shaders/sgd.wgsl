@@ -25,7 +25,7 @@ struct GroupRecord {
 
 @compute @workgroup_size(64)
 fn sgd_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = step_block(wg, lid);
+    let b = step_block(wg);
     let h = step_record();
     if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;
