@@ -485,6 +485,16 @@ fn binary_params_runs_only_those_models() -> Result<(), Failed> {
         cases.len() == 6 && cases.iter().all(|c| c["layout"] == "1"),
         || format!("{} cases\n{stderr}", cases.len()),
     )?;
+    // Without warm-up, later rounds may only encode: the step's counts still come from the first round.
+    for c in cases
+        .iter()
+        .chain(json["results"]["extras"].as_array().ok_or("no extras")?)
+    {
+        check(
+            c["dispatches_per_step"].as_u64() >= Some(1) && c["submissions_per_step"] == 1,
+            || format!("{c:#?}"),
+        )?;
+    }
     let references = json["results"]["references"]
         .as_array()
         .ok_or("no references")?;
