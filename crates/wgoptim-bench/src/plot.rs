@@ -239,10 +239,14 @@ pub fn plot(report: &Report, path: &Path) -> Result<()> {
     )?;
     panel(
         &right,
-        &format!(
-            "bandwidth vs tensor count ({} params)",
-            crate::model::human_count(report.config.tensor_sweep_params)
-        ),
+        &if by_tensors.is_empty() {
+            "no tensor sweep in this run".to_string()
+        } else {
+            format!(
+                "bandwidth vs tensor count ({} params)",
+                crate::model::human_count(report.config.tensor_sweep_params)
+            )
+        },
         "tensors",
         &by_tensors,
         &|x: &f64| format!("{x:.0}"),
