@@ -79,6 +79,7 @@ class OnTheCpu(unittest.TestCase):
             self.assertGreater(c["step_ms"], 0)
             self.assertAlmostEqual(c["gbps"], c["bytes_per_step"] / (c["step_ms"] * 1e6))
             self.assertIsNotNone(c["vs_copy"])
+            self.assertAlmostEqual(c["time_vs_copy"] * c["vs_copy"], 1.0)
         by_name = {c["optimizer"]: c for c in results["cases"] if c["tensors"] == 1}
         # fp32 state: AdamW keeps m and v, AMSGrad adds v_max, momentum keeps one buffer.
         self.assertGreaterEqual(by_name["adamw"]["state_bytes_per_param"], 8)

@@ -14,8 +14,9 @@ use wgoptim_bench::suite::{self, CPU_ADAPTER_MAX_PARAMS, Progress, StepCount, Su
 use wgoptim_bench::{BenchError, plot};
 
 /// Benchmarks wgoptim's fused optimizer steps on one GPU adapter: step time over model sizes and tensor
-/// counts, effective bandwidth and its ratio to a copy kernel on the same adapter, dispatches and
-/// submissions per step, host time per step, and optimizer state per parameter.
+/// counts, effective bandwidth, its ratio to reference kernels (a vec4 copy, a naive AdamW) timed in the same
+/// interleaved rounds on the same adapter, dispatches and submissions per step, host time per step, and
+/// optimizer state per parameter.
 #[derive(Parser, Debug)]
 #[command(name = "wgoptim-bench", version, after_help = AFTER_HELP)]
 struct Args {
@@ -42,6 +43,15 @@ struct Args {
     /// Parameter counts of the size sweep (one tensor each) [default: 1M,16M,64M,256M; 256K added on CPU adapters]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     sizes: Option<Vec<String>>,
+    /// Only these models, one tensor each (e.g. 16M,64M): the size sweep becomes LIST, the tensor sweep runs
+    /// only if --tensors is given, and a CPU adapter's size cap is lifted unless --max-params is given
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LIST",
+        conflicts_with = "sizes"
+    )]
+    params: Option<Vec<String>>,
     /// Tensor counts of the tensor sweep; gpt2 is GPT-2 small's 148 tensors scaled to size [default: 1,16,gpt2,1000]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     tensors: Option<Vec<String>>,
@@ -51,13 +61,17 @@ struct Args {
     /// Skip models larger than N parameters, or `none` [default: 1M on CPU adapters, none on GPUs]
     #[arg(long, value_name = "N")]
     max_params: Option<String>,
-    /// Timed steps per phase [default: as many as fill --min-time, 3 to 200]
+    /// Timed steps per phase and round [default: as many as fill --min-time over the rounds, 3 to 200 in all]
     #[arg(long, value_name = "N")]
     steps: Option<u32>,
+    /// Interleaved rounds per model: each times the reference kernels, every optimizer and every extra once,
+    /// so that drift and load reach them alike [default: 3; 2 with --quick]
+    #[arg(long, value_name = "N")]
+    rounds: Option<u32>,
     /// Untimed steps before each measurement [default: 3; 1 with --quick]
     #[arg(long, value_name = "N")]
     warmup: Option<u32>,
-    /// Seconds each timing phase aims to fill when --steps is not given [default: 0.5; 0.05 with --quick]
+    /// Seconds each timing phase aims to fill, over all rounds, when --steps is not given [default: 0.5; 0.05 with --quick]
     #[arg(long, value_name = "SECONDS")]
     min_time: Option<f64>,
     /// Print the report as JSON on stdout instead of the table
@@ -76,10 +90,17 @@ struct Args {
 
 const AFTER_HELP: &str = "\
 Step time is GPU time from timestamp queries where the adapter has them, wall time otherwise. Effective GB/s
-counts the bytes a step must read and write (AdamW: 28 per parameter); `vs copy` divides it by the bandwidth
-of a plain f32 copy kernel moving the same bytes on the same adapter in the same run.
+counts the bytes a step must read and write (AdamW: 28 per parameter). `time ÷ copy` divides the step time by
+a vec4 f32 copy kernel's time scaled to the same bytes, and `time ÷ naive4` (AdamW) by a naive one-pass vec4
+AdamW's, both timed in the same interleaved rounds on the same model. On a CPU adapter the columns read
+`cost ÷ ...`: per-invocation cost against the reference kernels, not bandwidth. The `targets` table holds
+AdamW to 1.1x the naive vec4 AdamW, the other elementwise optimizers to 1.2x the copy of their bytes, LAMB to
+2x AdamW and a guarded AdamW step to 1.3x a plain one.
 
 Exit status: 0 on success, 1 when the run failed or no adapter matched, 2 for invalid arguments.";
+
+/// More rounds than this only repeat the same comparison.
+const MAX_ROUNDS: u32 = 100;
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
@@ -117,6 +138,15 @@ fn config(args: &Args, cpu_adapter: bool) -> Result<SuiteConfig, String> {
     if let Some(sizes) = &args.sizes {
         c.sizes = counts(sizes, "--sizes")?;
     }
+    if let Some(params) = &args.params {
+        c.sizes = counts(params, "--params")?;
+        if args.tensors.is_none() {
+            c.layouts.clear();
+        }
+        if args.max_params.is_none() {
+            c.max_params = None;
+        }
+    }
     if let Some(layouts) = &args.tensors {
         c.layouts = layouts
             .iter()
@@ -149,6 +179,12 @@ fn config(args: &Args, cpu_adapter: bool) -> Result<SuiteConfig, String> {
             return Err(format!("--steps {n}: give 1 to {}", suite::MAX_STEPS));
         }
         c.steps = StepCount::Fixed(n);
+    }
+    if let Some(r) = args.rounds {
+        if r == 0 || r > MAX_ROUNDS {
+            return Err(format!("--rounds {r}: give 1 to {MAX_ROUNDS}"));
+        }
+        c.rounds = r;
     }
     if c.optimizers.is_empty() {
         return Err("--optimizers: name at least one".into());

@@ -25,6 +25,9 @@ pub struct OptimizerEntry {
     /// Bytes read plus bytes written per parameter per step, with f32 parameters, gradients and state: the
     /// traffic the kernel cannot avoid, which the effective bandwidth is computed from.
     pub bytes_per_param: u32,
+    /// One pass of per-element arithmetic, no reductions or block quantisation: such a step should run
+    /// near the speed of a copy of its bytes, and the report holds it to that.
+    pub elementwise: bool,
     /// Constructor.
     pub make: MakeOptimizer,
 }
@@ -34,15 +37,29 @@ impl std::fmt::Debug for OptimizerEntry {
         f.debug_struct("OptimizerEntry")
             .field("name", &self.name)
             .field("bytes_per_param", &self.bytes_per_param)
+            .field("elementwise", &self.elementwise)
             .finish()
     }
 }
 
+/// The name of the AdamW row, which the report compares with the naive AdamW kernels.
+pub const ADAMW: &str = "adamw";
+
+/// An elementwise optimizer's entry.
 const fn entry(name: &'static str, bytes_per_param: u32, make: MakeOptimizer) -> OptimizerEntry {
     OptimizerEntry {
         name,
         bytes_per_param,
+        elementwise: true,
         make,
+    }
+}
+
+/// The entry of an optimizer with reductions or block-quantised state.
+const fn staged(name: &'static str, bytes_per_param: u32, make: MakeOptimizer) -> OptimizerEntry {
+    OptimizerEntry {
+        elementwise: false,
+        ..entry(name, bytes_per_param, make)
     }
 }
 
@@ -82,11 +99,12 @@ fn rmsprop_full() -> RmspropConfig {
 
 /// Every optimizer the bench knows, in the order it runs them. Bytes per parameter count 4 per f32 read or
 /// written: p and g are always read and p written; each state buffer is read and written; the per-block
-/// partial sums of the reductions (LAMB, LARS) are 1/256 of that or less and left out.
+/// partial sums of the reductions (LAMB, LARS) are 1/256 of that or less and left out. `staged` marks the
+/// optimizers that are not one elementwise pass (reductions, 8-bit blocks).
 #[rustfmt::skip]
 pub const OPTIMIZERS: &[OptimizerEntry] = &[
     // reads p, g, m, v; writes p, m, v
-    entry("adamw", 28, |a| boxed(Adam::new(a, AdamConfig::adamw()))),
+    entry(ADAMW, 28, |a| boxed(Adam::new(a, AdamConfig::adamw()))),
     // as AdamW, with v_max read and written too
     entry("adamw_amsgrad", 36, |a| boxed(Adam::new(a, amsgrad()))),
     // as AdamW (coupled L2 decay costs no traffic)
@@ -105,13 +123,13 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     // reads p, g, sum; writes p, sum
     entry("adagrad", 20, |a| boxed(Adagrad::new(a, AdagradConfig::default()))),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
-    entry("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
+    staged("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
     // norms read p, g; step reads p, g, b and writes p, b
-    entry("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
+    staged("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
     // reads p, g and one byte each of m and v; writes p and the two codes (absmax adds 16 bytes per block)
-    entry("adamw8bit", 16, |a| boxed(AdamW8bit::new(a, Adam8bitConfig::adamw()))),
+    staged("adamw8bit", 16, |a| boxed(AdamW8bit::new(a, Adam8bitConfig::adamw()))),
     // reads p, g and one byte of m; writes p and the code
-    entry("lion8bit", 14, |a| boxed(Lion8bit::new(a, Lion8bitConfig::default()))),
+    staged("lion8bit", 14, |a| boxed(Lion8bit::new(a, Lion8bitConfig::default()))),
 ];
 
 /// Looks optimizers up by name; `all` selects the whole table.
@@ -158,6 +176,8 @@ pub struct ExtraEntry {
     /// Whether the row includes the AdamW step itself (its overhead is then its time minus AdamW's); a row
     /// without it is a pass run in addition to the step, all of whose time is overhead.
     pub includes_step: bool,
+    /// Whether the step goes through a [`StepGuard`] (the report holds it to a ratio of plain AdamW's time).
+    pub guarded: bool,
     /// Constructor.
     pub make: MakeExtra,
 }
@@ -168,12 +188,13 @@ impl std::fmt::Debug for ExtraEntry {
             .field("name", &self.name)
             .field("bytes_per_param", &self.bytes_per_param)
             .field("includes_step", &self.includes_step)
+            .field("guarded", &self.guarded)
             .finish()
     }
 }
 
 /// The name of the plain AdamW row the other extras are compared with.
-pub const EXTRA_REFERENCE: &str = "adamw";
+pub const EXTRA_REFERENCE: &str = ADAMW;
 
 /// The learning rate every extra steps with (the suite's optimizers take theirs from the config).
 const EXTRA_LR: f64 = 1e-3;
@@ -372,15 +393,15 @@ fn bf16(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
 #[rustfmt::skip]
 pub const EXTRAS: &[ExtraEntry] = &[
     // reads p, g, m, v; writes p, m, v
-    ExtraEntry { name: EXTRA_REFERENCE, bytes_per_param: 28, includes_step: true, make: plain },
+    ExtraEntry { name: EXTRA_REFERENCE, bytes_per_param: 28, includes_step: true, guarded: false, make: plain },
     // the norm reads g; clipping reads and writes g; then AdamW's 28
-    ExtraEntry { name: "adamw+clip_norm", bytes_per_param: 40, includes_step: true, make: guarded_clip },
+    ExtraEntry { name: "adamw+clip_norm", bytes_per_param: 40, includes_step: true, guarded: true, make: guarded_clip },
     // as clip_norm: unscaling and the overflow test ride on the same two passes
-    ExtraEntry { name: "adamw+loss_scale+clip_norm", bytes_per_param: 40, includes_step: true, make: guarded_scale_clip },
+    ExtraEntry { name: "adamw+loss_scale+clip_norm", bytes_per_param: 40, includes_step: true, guarded: true, make: guarded_scale_clip },
     // reads p and the average; writes the average
-    ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, make: ema },
+    ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, guarded: false, make: ema },
     // upcast reads 2 and writes 4; AdamW's 28; downcast reads 4 and writes 2
-    ExtraEntry { name: "adamw_bf16_params", bytes_per_param: 40, includes_step: true, make: bf16 },
+    ExtraEntry { name: "adamw_bf16_params", bytes_per_param: 40, includes_step: true, guarded: false, make: bf16 },
 ];
 
 /// Looks extras up by name; `all` selects the whole table, `none` nothing.

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::baseline::Kind;
 use crate::error::{BenchError, Result};
 use crate::report::Report;
 
@@ -171,23 +172,18 @@ pub fn plot(report: &Report, path: &Path) -> Result<()> {
         })
         .filter(|s| !s.points.is_empty())
         .collect();
-    // Only the copies sized like a plotted step, so the line spans the same range as the optimizers'.
-    let plotted: Vec<u64> = r
-        .cases
-        .iter()
-        .filter(|c| c.layout == "1" && report.config.sizes.contains(&c.target_params))
-        .map(|c| c.bytes_per_step.div_ceil(8) * 8)
-        .collect();
+    // The vec4 copy of the size sweep's models, so that the line spans the same range as the optimizers'.
     let mut copy: Vec<(f64, f64)> = r
-        .copies
+        .references
         .iter()
-        .filter(|c| plotted.contains(&c.bytes))
-        .map(|c| (c.bytes as f64, c.gbps))
+        .filter(|k| k.kernel == Kind::CopyVec4 && k.layout == "1")
+        .filter(|k| report.config.sizes.contains(&k.target_params))
+        .map(|k| (k.bytes_per_step as f64, k.gbps))
         .collect();
     copy.sort_by(|a, b| a.0.total_cmp(&b.0));
     if !copy.is_empty() {
         by_size.push(Series {
-            label: "copy kernel".into(),
+            label: "vec4 copy kernel".into(),
             points: copy,
             dashed: true,
         });
@@ -243,10 +239,14 @@ pub fn plot(report: &Report, path: &Path) -> Result<()> {
     )?;
     panel(
         &right,
-        &format!(
-            "bandwidth vs tensor count ({} params)",
-            crate::model::human_count(report.config.tensor_sweep_params)
-        ),
+        &if by_tensors.is_empty() {
+            "no tensor sweep in this run".to_string()
+        } else {
+            format!(
+                "bandwidth vs tensor count ({} params)",
+                crate::model::human_count(report.config.tensor_sweep_params)
+            )
+        },
         "tensors",
         &by_tensors,
         &|x: &f64| format!("{x:.0}"),

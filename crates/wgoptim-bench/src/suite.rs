@@ -1,17 +1,16 @@
 //! What the bench runs and how it measures one case.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wgoptim::{ArenaBuilder, Gpu, Optimizer, ParamArena, StepStats};
 
-use crate::copy::CopyKernel;
+use crate::baseline::{AdamwHyper, Kind, ReferenceKernel, SplitMix};
 use crate::cpu_time::thread_cpu_time;
 use crate::error::{BenchError, Result};
 use crate::model::{Layout, human_count};
 use crate::optimizers::{
-    EXTRA_REFERENCE, EXTRAS, ExtraEntry, ExtraWork, OPTIMIZERS, OptimizerEntry,
+    ADAMW, EXTRA_REFERENCE, EXTRAS, ExtraEntry, ExtraWork, OPTIMIZERS, OptimizerEntry,
 };
 use crate::timer::{GpuTimer, MAX_INTERVALS};
 
@@ -54,8 +53,12 @@ pub struct SuiteConfig {
     pub max_params: Option<u64>,
     /// Untimed steps before measuring.
     pub warmup: u32,
-    /// Timed steps per phase.
+    /// Timed steps per phase and round.
     pub steps: StepCount,
+    /// Rounds per model: each round times the reference kernels, every optimizer and every extra once, in
+    /// that order, so that a change in the machine's speed during the run (clocks, a software adapter's
+    /// share of the host's cores) reaches the optimizers and the kernels they are compared with alike.
+    pub rounds: u32,
     /// The learning rate passed to every step.
     pub lr: f64,
 }
@@ -105,6 +108,7 @@ impl SuiteConfig {
                 min: 3,
                 max: 200,
             },
+            rounds: 3,
             lr: 1e-3,
         }
     }
@@ -129,6 +133,7 @@ impl SuiteConfig {
                 min: 2,
                 max: 10,
             },
+            rounds: 2,
             lr: 1e-3,
         }
     }
@@ -155,14 +160,25 @@ impl SuiteConfig {
         }
     }
 
-    /// How many cases the run has, optimizers and extras (for the progress bar).
+    /// How many workloads one round on `(layout, params)` times: the reference kernels, the optimizers and,
+    /// where they run, the extras.
+    pub fn workloads(&self, layout: Layout, params: u64) -> usize {
+        let extras = if self.runs_extras(layout, params) {
+            self.extras.len()
+        } else {
+            0
+        };
+        Kind::ALL.len() + self.optimizers.len() + extras
+    }
+
+    /// How many timings the run makes, every round of every workload on every model (for the progress bar).
     pub fn case_count(&self) -> usize {
-        let models = self.models();
-        let extra_models = models
+        let per_round: usize = self
+            .models()
             .iter()
-            .filter(|&&(l, p)| self.runs_extras(l, p))
-            .count();
-        models.len() * self.optimizers.len() + extra_models * self.extras.len()
+            .map(|&(l, p)| self.workloads(l, p))
+            .sum();
+        per_round * self.rounds.max(1) as usize
     }
 }
 
@@ -220,19 +236,25 @@ pub trait Workload {
     }
 }
 
-/// The timings of one workload.
+/// The timings of one workload, over every round.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
-    /// Timed steps per phase.
+    /// Timed steps per phase and round.
     pub steps: u32,
-    /// Per-step GPU time from timestamps, in milliseconds, where the adapter has them.
+    /// Rounds the workload was timed in.
+    pub rounds: u32,
+    /// Per-step GPU time from timestamps, in milliseconds, over the steps of every round, where the adapter
+    /// has them.
     pub gpu_ms: Option<Summary>,
-    /// Wall time per step of back-to-back steps, in milliseconds.
+    /// Wall time per step of back-to-back steps, in milliseconds: the mean over the rounds that measured it
+    /// (all of them without timestamps, else the first).
     pub wall_ms: f64,
-    /// Host time of one `step` call (encode and submit, the GPU idle), in microseconds.
+    /// Host time of one `step` call (encode and submit, the GPU idle), in microseconds (first round).
     pub host_us: Summary,
     /// CPU time the calling thread spent in one `step` call, in microseconds, where the platform tells it.
     pub host_cpu_us: Option<Summary>,
+    /// Each round's step time, in milliseconds (median GPU time, or wall time): how much the machine drifted.
+    pub round_ms: Vec<f64>,
 }
 
 impl Measurement {
@@ -249,29 +271,79 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Warms `work` up, then times it three ways: GPU timestamps around each step (where the adapter has them),
-/// wall time over back-to-back steps, and the host time of each `step` call with the GPU idle.
-pub fn measure(
+/// The samples of one workload, gathered round by round; [`Samples::measurement`] sums them up.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    /// Timed steps per phase and round, fixed by the first round.
+    steps: u32,
+    rounds: u32,
+    gpu_ms: Vec<f64>,
+    /// Whether every round got GPU times.
+    gpu_every_round: bool,
+    wall_ms: Vec<f64>,
+    host_us: Vec<f64>,
+    host_cpu_us: Vec<f64>,
+    round_ms: Vec<f64>,
+}
+
+impl Samples {
+    /// The timings so far; `None` before the first round.
+    pub fn measurement(&self) -> Option<Measurement> {
+        let host_us = Summary::of(&self.host_us)?;
+        let wall_ms = self.wall_ms.iter().sum::<f64>() / self.wall_ms.len().max(1) as f64;
+        Some(Measurement {
+            steps: self.steps,
+            rounds: self.rounds,
+            gpu_ms: if self.gpu_every_round {
+                Summary::of(&self.gpu_ms)
+            } else {
+                None
+            },
+            wall_ms,
+            host_us,
+            host_cpu_us: Summary::of(&self.host_cpu_us),
+            round_ms: self.round_ms.clone(),
+        })
+    }
+}
+
+/// Times one round of `work` into `samples`. The first round warms up with `warmup` steps, fixes the step
+/// count (`steps` spread over `rounds`), and times three ways: GPU timestamps around each step (where the
+/// adapter has them), wall time over back-to-back steps, and the host time of each `step` call with the GPU
+/// idle. Later rounds warm up with one step and time only what the step time comes from (timestamps, or
+/// wall time without them): the host's cost does not drift with the GPU's, and a software adapter's steps
+/// are too slow to repeat for nothing.
+pub fn measure_round(
     gpu: &Gpu,
     warmup: u32,
     steps: StepCount,
+    rounds: u32,
+    samples: &mut Samples,
     work: &mut dyn Workload,
-) -> Result<Measurement> {
-    for _ in 0..warmup {
+) -> Result<()> {
+    let first = samples.rounds == 0;
+    let rounds = rounds.max(1);
+    for _ in 0..if first { warmup } else { warmup.min(1) } {
         work.step()?;
     }
     gpu.wait()?;
-    let n = match steps {
-        StepCount::Fixed(n) => n.max(1),
-        StepCount::Adaptive { seconds, min, max } => {
-            let t = Instant::now();
-            work.step()?;
-            gpu.wait()?;
-            let one = t.elapsed().as_secs_f64().max(1e-6);
-            ((seconds / one).ceil() as u32).clamp(min.max(1), max.max(min).max(1))
+    if first {
+        let per_round = |n: u32| n.div_ceil(rounds).max(1);
+        samples.steps = match steps {
+            StepCount::Fixed(n) => n.max(1),
+            StepCount::Adaptive { seconds, min, max } => {
+                let t = Instant::now();
+                work.step()?;
+                gpu.wait()?;
+                let one = t.elapsed().as_secs_f64().max(1e-6);
+                let want = (seconds / one / rounds as f64).ceil().min(u32::MAX as f64) as u32;
+                want.clamp(per_round(min), per_round(max.max(min)))
+            }
         }
+        .min(MAX_INTERVALS);
+        samples.gpu_every_round = true;
     }
-    .min(MAX_INTERVALS);
+    let n = samples.steps;
 
     let gpu_ms = match GpuTimer::new(gpu, n) {
         Some(timer) => {
@@ -294,41 +366,68 @@ pub fn measure(
                 timer.end(&mut e, i);
                 gpu.queue().submit([e.finish()]);
             }
-            let ns = timer.read(gpu, n)?;
+            let ms: Vec<f64> = timer.read(gpu, n)?.iter().map(|t| t / 1e6).collect();
             // A driver that leaves the queries unwritten gives zeros; wall time is the better figure then.
-            Summary::of(&ns.iter().map(|t| t / 1e6).collect::<Vec<_>>()).filter(|s| s.median > 0.0)
+            Summary::of(&ms).filter(|s| s.median > 0.0).map(|s| (s, ms))
         }
         None => None,
     };
+    samples.gpu_every_round &= gpu_ms.is_some();
 
-    let t = Instant::now();
-    for _ in 0..n {
-        work.step()?;
-    }
-    gpu.wait()?;
-    let wall_ms = ms(t.elapsed()) / n as f64;
-
-    let mut host = Vec::with_capacity(n as usize);
-    let mut host_cpu = Vec::with_capacity(n as usize);
-    for _ in 0..n {
+    let mut wall = None;
+    if first || gpu_ms.is_none() {
         let t = Instant::now();
-        let cpu = thread_cpu_time();
-        work.step()?;
-        let cpu = cpu.zip(thread_cpu_time());
-        host.push(t.elapsed().as_secs_f64() * 1e6);
-        if let Some((a, b)) = cpu {
-            host_cpu.push(b.saturating_sub(a).as_secs_f64() * 1e6);
+        for _ in 0..n {
+            work.step()?;
         }
         gpu.wait()?;
+        let w = ms(t.elapsed()) / n as f64;
+        samples.wall_ms.push(w);
+        wall = Some(w);
     }
-    let host_us = Summary::of(&host).ok_or_else(|| BenchError::fatal("no host samples"))?;
-    Ok(Measurement {
-        steps: n,
-        gpu_ms,
-        wall_ms,
-        host_us,
-        host_cpu_us: Summary::of(&host_cpu),
-    })
+
+    if first {
+        for _ in 0..n {
+            let t = Instant::now();
+            let cpu = thread_cpu_time();
+            work.step()?;
+            let cpu = cpu.zip(thread_cpu_time());
+            samples.host_us.push(t.elapsed().as_secs_f64() * 1e6);
+            if let Some((a, b)) = cpu {
+                samples
+                    .host_cpu_us
+                    .push(b.saturating_sub(a).as_secs_f64() * 1e6);
+            }
+            gpu.wait()?;
+        }
+        if samples.host_us.is_empty() {
+            return Err(BenchError::fatal("no host samples"));
+        }
+    }
+    let round_ms = match gpu_ms {
+        Some((summary, ms)) => {
+            samples.gpu_ms.extend(ms);
+            summary.median
+        }
+        None => wall.unwrap_or(0.0),
+    };
+    samples.round_ms.push(round_ms);
+    samples.rounds += 1;
+    Ok(())
+}
+
+/// Times `work` in one round: warm-up, then GPU timestamps, wall time and host time (see [`measure_round`]).
+pub fn measure(
+    gpu: &Gpu,
+    warmup: u32,
+    steps: StepCount,
+    work: &mut dyn Workload,
+) -> Result<Measurement> {
+    let mut samples = Samples::default();
+    measure_round(gpu, warmup, steps, 1, &mut samples, work)?;
+    samples
+        .measurement()
+        .ok_or_else(|| BenchError::fatal("no samples"))
 }
 
 struct OptimizerWork<'a> {
@@ -350,14 +449,31 @@ impl Workload for OptimizerWork<'_> {
     }
 }
 
-/// The copy baseline for one byte count.
+/// One reference kernel on one model.
 #[derive(Clone, Debug, Serialize)]
-pub struct CopyResult {
-    /// Bytes one copy moves (read plus written).
-    pub bytes: u64,
+pub struct ReferenceResult {
+    pub kernel: Kind,
+    /// The layout of the model it ran beside (the kernel itself always works on flat buffers).
+    pub layout: String,
+    pub target_params: u64,
+    /// Parameters of the model it ran beside.
+    pub params: u64,
+    /// f32s per buffer, padded to the kernel's vector width.
+    pub elements: u64,
+    /// Buffer chunks per buffer.
+    pub chunks: usize,
+    /// Bytes one run moves (read plus written).
+    pub bytes_per_step: u64,
     pub measurement: Measurement,
-    /// Bytes moved per second, in GB/s (10⁹ bytes).
+    /// The step time the figures below use, in milliseconds.
+    pub step_ms: f64,
+    pub time_source: TimeSource,
+    /// Bytes moved per second, GB/s (10⁹ bytes).
     pub gbps: f64,
+    /// Step time ÷ the vec4 copy's time scaled to the same bytes (the naive AdamW kernels).
+    pub time_vs_copy: Option<f64>,
+    /// Step time ÷ the naive vec4 AdamW's (the scalar naive AdamW).
+    pub time_vs_naive_adamw_vec4: Option<f64>,
 }
 
 /// One optimizer stepping one model.
@@ -384,10 +500,15 @@ pub struct CaseResult {
     pub bytes_per_step: u64,
     /// Effective bandwidth, GB/s (10⁹ bytes).
     pub gbps: f64,
-    /// The copy kernel's bandwidth at the same byte count, GB/s.
+    /// The vec4 copy kernel's bandwidth on this model, in the same rounds, GB/s.
     pub copy_gbps: Option<f64>,
-    /// `gbps / copy_gbps`.
+    /// `gbps / copy_gbps`: the fraction of the copy's bandwidth the step reaches.
     pub vs_copy: Option<f64>,
+    /// Step time ÷ the copy's time scaled to this step's bytes (`copy_gbps / gbps`): 1 is copy speed. On a
+    /// CPU adapter it compares per-invocation cost, not bandwidth.
+    pub time_vs_copy: Option<f64>,
+    /// Step time ÷ the naive vec4 AdamW's on the same model (AdamW rows only).
+    pub time_vs_naive_adamw_vec4: Option<f64>,
     pub dispatches_per_step: u32,
     pub submissions_per_step: u32,
     pub buffer_writes_per_step: u32,
@@ -412,13 +533,14 @@ pub struct Skipped {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SuiteResults {
     pub cases: Vec<CaseResult>,
-    pub copies: Vec<CopyResult>,
+    /// The reference kernels, model by model.
+    pub references: Vec<ReferenceResult>,
     pub skipped: Vec<Skipped>,
     /// The extras beside AdamW, model by model in table order.
     pub extras: Vec<ExtraResult>,
 }
 
-/// One extra on one model, with its overhead over plain AdamW measured right before it on the same model.
+/// One extra on one model, with its overhead over plain AdamW timed in the same rounds on the same model.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExtraResult {
     /// The figures of an optimizer case; `optimizer` is the extra's name, and `state_bytes_per_param` counts
@@ -427,6 +549,8 @@ pub struct ExtraResult {
     pub case: CaseResult,
     /// Whether the row includes the AdamW step (else it is a pass added to the step).
     pub includes_step: bool,
+    /// Whether the step goes through a [`wgoptim::StepGuard`].
+    pub guarded: bool,
     /// Milliseconds it adds to an AdamW step: its step time minus plain AdamW's on the same model, or all of
     /// it for a pass run beside the step. `None` for the AdamW row itself, and when it was not run.
     pub adds_ms: Option<f64>,
@@ -436,9 +560,9 @@ pub struct ExtraResult {
 
 /// Progress reports from [`run`].
 pub trait Progress {
-    /// A case is about to start.
+    /// A timing is about to start.
     fn start(&mut self, _label: &str) {}
-    /// A case finished (ran or was skipped).
+    /// A timing finished (ran or was skipped).
     fn finish(&mut self) {}
     /// Something worth telling the person watching.
     fn note(&mut self, _message: &str) {}
@@ -448,12 +572,48 @@ pub trait Progress {
 pub struct Silent;
 impl Progress for Silent {}
 
-/// Runs every case of `config` on `gpu`. Cases the adapter cannot hold are skipped with a note; any other
-/// failure ends the run.
+/// The seed of the data the kernels work on (parameters, gradients, the copy's source).
+const DATA_SEED: u64 = 0x5EED_0000_0B0E_5EED;
+
+/// One workload's samples over the rounds, and what its steps reported.
+#[derive(Default)]
+struct Slot {
+    samples: Samples,
+    stats: StepStats,
+    resident_bytes: u64,
+    /// It could not run on this adapter (noted once; later rounds pass it by).
+    skipped: bool,
+}
+
+/// What the reference kernels measured on one model: the figures the optimizer rows are divided by.
+#[derive(Clone, Copy, Debug, Default)]
+struct Baselines {
+    copy_gbps: Option<f64>,
+    naive_vec4_ms: Option<f64>,
+}
+
+/// Fills every tensor's parameters and gradients with pseudo-random values, so that no kernel is timed on
+/// zeros (which can run faster than real data).
+fn fill_arena(arena: &ParamArena, tensors: &[(String, Vec<usize>, u32)]) -> Result<()> {
+    let mut rng = SplitMix(DATA_SEED);
+    for (name, shape, _) in tensors {
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len).map(|_| rng.next_f32()).collect();
+        arena.write_params(name, &values)?;
+        let values: Vec<f32> = values.iter().map(|_| rng.next_f32()).collect();
+        arena.write_grads(name, &values)?;
+    }
+    arena.gpu().wait()?;
+    Ok(())
+}
+
+/// Runs every model of `config` on `gpu`, each in `config.rounds` rounds of reference kernels, optimizers
+/// and extras. Cases the adapter cannot hold are skipped with a note; any other failure ends the run.
 pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Result<SuiteResults> {
     let mut results = SuiteResults::default();
-    let mut copies: HashMap<u64, Option<f64>> = HashMap::new();
+    let rounds = config.rounds.max(1);
     for (layout, target) in config.models() {
+        let per_model = config.workloads(layout, target) * rounds as usize;
         let skip_all = |results: &mut SuiteResults, progress: &mut dyn Progress, reason: String| {
             progress.note(&format!(
                 "skipped {} params × {} tensors: {reason}",
@@ -466,12 +626,7 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                 target_params: target,
                 reason,
             });
-            let extras = if config.runs_extras(layout, target) {
-                config.extras.len()
-            } else {
-                0
-            };
-            for _ in 0..config.optimizers.len() + extras {
+            for _ in 0..per_model {
                 progress.finish();
             }
         };
@@ -493,70 +648,6 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
             .iter()
             .map(|(_, s, _)| s.iter().map(|&d| d as u64).product::<u64>())
             .sum();
-
-        // Copies first, before the arena exists, so that the two never hold memory at the same time. Each
-        // model measures its own, right before its optimizers, so that a machine whose load changes during
-        // the run (a software adapter shares the host's cores) compares figures taken under the same load.
-        copies.clear();
-        let extras = if config.runs_extras(layout, target) {
-            config.extras.as_slice()
-        } else {
-            &[]
-        };
-        let byte_counts: Vec<u64> = config
-            .optimizers
-            .iter()
-            .map(|e| e.bytes_per_param)
-            .chain(extras.iter().map(|e| e.bytes_per_param))
-            .map(|b| b as u64 * params)
-            .collect();
-        for bytes in byte_counts {
-            if copies.contains_key(&bytes) {
-                continue;
-            }
-            progress.start(&format!("copy baseline, {} bytes", human_count(bytes)));
-            let copy = match CopyKernel::new(gpu, bytes) {
-                Ok(mut k) => {
-                    let m = measure(gpu, config.warmup, config.steps, &mut k)?;
-                    let gbps = k.bytes() as f64 / (m.step_ms().0 * 1e6);
-                    results.copies.push(CopyResult {
-                        bytes: k.bytes(),
-                        measurement: m,
-                        gbps,
-                    });
-                    Some(gbps)
-                }
-                Err(e) if e.skippable => {
-                    progress.note(&format!("no copy baseline: {e}"));
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            copies.insert(bytes, copy);
-        }
-
-        let mut builder = ArenaBuilder::new();
-        for (name, shape, group) in &tensors {
-            builder.add(name, shape, *group)?;
-        }
-        let arena = match builder.build(gpu) {
-            Ok(a) => a,
-            Err(e) => {
-                let e = BenchError::from(e);
-                if !e.skippable {
-                    return Err(e);
-                }
-                skip_all(&mut results, progress, e.to_string());
-                continue;
-            }
-        };
-        let start_one = |progress: &mut dyn Progress, name: &str| {
-            progress.start(&format!(
-                "{name} · {} params · {} tensors",
-                human_count(params),
-                layout.name()
-            ));
-        };
         let skip_one = |results: &mut SuiteResults,
                         progress: &mut dyn Progress,
                         name: &str,
@@ -572,101 +663,250 @@ pub fn run(gpu: &Gpu, config: &SuiteConfig, progress: &mut dyn Progress) -> Resu
                 reason: e.to_string(),
             });
         };
-        for entry in &config.optimizers {
-            start_one(progress, entry.name);
-            let outcome = run_case(gpu, config, entry, &arena, layout, target, &copies);
-            progress.finish();
-            match outcome {
-                Ok(r) => results.cases.push(r),
-                Err(e) if e.skippable => skip_one(&mut results, progress, entry.name, &e),
+
+        // The reference kernels and the arena are alive together, so that every round can time all of them.
+        let hyper = AdamwHyper::adamw(config.lr);
+        let mut references: Vec<(ReferenceKernel, Samples)> = Vec::new();
+        let mut missing_references = 0;
+        for (i, &kind) in Kind::ALL.iter().enumerate() {
+            let kernel = ReferenceKernel::new(gpu, kind, params, hyper).and_then(|k| {
+                k.fill(DATA_SEED.wrapping_add(i as u64 + 1))?;
+                Ok(k)
+            });
+            match kernel {
+                Ok(k) => references.push((k, Samples::default())),
+                Err(e) if e.skippable => {
+                    skip_one(&mut results, progress, kind.name(), &e);
+                    missing_references += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
-        let mut reference: Option<f64> = None;
-        for entry in extras {
-            start_one(progress, entry.name);
-            let outcome = run_extra(gpu, config, entry, &arena, layout, target, &copies);
-            progress.finish();
-            match outcome {
-                Ok(case) => {
-                    if entry.name == EXTRA_REFERENCE {
-                        reference = Some(case.step_ms);
-                    }
-                    let adds_ms = if entry.name == EXTRA_REFERENCE {
-                        None
-                    } else if entry.includes_step {
-                        reference.map(|r| case.step_ms - r)
-                    } else {
-                        Some(case.step_ms)
-                    };
-                    results.extras.push(ExtraResult {
-                        adds_fraction: adds_ms.zip(reference).map(|(a, r)| a / r),
-                        adds_ms,
-                        includes_step: entry.includes_step,
-                        case,
-                    });
+        let mut builder = ArenaBuilder::new();
+        for (name, shape, group) in &tensors {
+            builder.add(name, shape, *group)?;
+        }
+        let arena = match builder.build(gpu) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = BenchError::from(e);
+                if !e.skippable {
+                    return Err(e);
                 }
-                Err(e) if e.skippable => skip_one(&mut results, progress, entry.name, &e),
-                Err(e) => return Err(e),
+                skip_all(&mut results, progress, e.to_string());
+                continue;
             }
+        };
+        fill_arena(&arena, &tensors)?;
+
+        let extras = if config.runs_extras(layout, target) {
+            config.extras.as_slice()
+        } else {
+            &[]
+        };
+        let mut optimizer_slots: Vec<Slot> =
+            config.optimizers.iter().map(|_| Slot::default()).collect();
+        let mut extra_slots: Vec<Slot> = extras.iter().map(|_| Slot::default()).collect();
+        for round in 1..=rounds {
+            let start = |progress: &mut dyn Progress, name: &str| {
+                progress.start(&format!(
+                    "{name} · {} params · {} tensors · round {round}/{rounds}",
+                    human_count(params),
+                    layout.name()
+                ));
+            };
+            for _ in 0..missing_references {
+                progress.finish();
+            }
+            for (kernel, samples) in &mut references {
+                start(progress, kernel.kind().name());
+                measure_round(gpu, config.warmup, config.steps, rounds, samples, kernel)?;
+                progress.finish();
+            }
+            for (entry, slot) in config.optimizers.iter().zip(&mut optimizer_slots) {
+                if !slot.skipped {
+                    start(progress, entry.name);
+                    let outcome = time_optimizer(gpu, config, entry, &arena, rounds, slot);
+                    match outcome {
+                        Ok(()) => {}
+                        Err(e) if e.skippable => {
+                            slot.skipped = true;
+                            skip_one(&mut results, progress, entry.name, &e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                progress.finish();
+            }
+            for (entry, slot) in extras.iter().zip(&mut extra_slots) {
+                if !slot.skipped {
+                    start(progress, entry.name);
+                    let outcome = time_extra(gpu, config, entry, &arena, rounds, slot);
+                    match outcome {
+                        Ok(()) => {}
+                        Err(e) if e.skippable => {
+                            slot.skipped = true;
+                            skip_one(&mut results, progress, entry.name, &e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                progress.finish();
+            }
+        }
+
+        // The figures, once every round is in.
+        let mut reference_rows = Vec::new();
+        for (kernel, samples) in &references {
+            let Some(m) = samples.measurement() else {
+                continue;
+            };
+            let (step_ms, time_source) = m.step_ms();
+            reference_rows.push(ReferenceResult {
+                kernel: kernel.kind(),
+                layout: layout.name(),
+                target_params: target,
+                params,
+                elements: kernel.elements(),
+                chunks: kernel.chunk_count(),
+                bytes_per_step: kernel.bytes(),
+                step_ms,
+                time_source,
+                gbps: kernel.bytes() as f64 / (step_ms * 1e6),
+                time_vs_copy: None,
+                time_vs_naive_adamw_vec4: None,
+                measurement: m,
+            });
+        }
+        let find = |kind: Kind| reference_rows.iter().find(|r| r.kernel == kind);
+        let baselines = Baselines {
+            copy_gbps: find(Kind::CopyVec4).map(|r| r.gbps),
+            naive_vec4_ms: find(Kind::NaiveAdamwVec4).map(|r| r.step_ms),
+        };
+        for r in &mut reference_rows {
+            if r.kernel != Kind::CopyVec4 {
+                r.time_vs_copy = baselines.copy_gbps.map(|c| c / r.gbps);
+            }
+            if r.kernel == Kind::NaiveAdamw {
+                r.time_vs_naive_adamw_vec4 = baselines.naive_vec4_ms.map(|n| r.step_ms / n);
+            }
+        }
+        results.references.extend(reference_rows);
+
+        for (entry, slot) in config.optimizers.iter().zip(&optimizer_slots) {
+            if let (false, Some(m)) = (slot.skipped, slot.samples.measurement()) {
+                results.cases.push(case_result(
+                    entry.name,
+                    entry.bytes_per_param,
+                    &arena,
+                    layout,
+                    target,
+                    baselines,
+                    m,
+                    slot,
+                ));
+            }
+        }
+        let rows: Vec<(&&ExtraEntry, CaseResult)> = extras
+            .iter()
+            .zip(&extra_slots)
+            .filter_map(|(entry, slot)| {
+                let m = slot.samples.measurement().filter(|_| !slot.skipped)?;
+                let case = case_result(
+                    entry.name,
+                    entry.bytes_per_param,
+                    &arena,
+                    layout,
+                    target,
+                    baselines,
+                    m,
+                    slot,
+                );
+                Some((entry, case))
+            })
+            .collect();
+        let reference = rows
+            .iter()
+            .find(|(e, _)| e.name == EXTRA_REFERENCE)
+            .map(|(_, c)| c.step_ms);
+        for (entry, case) in rows {
+            let adds_ms = if entry.name == EXTRA_REFERENCE {
+                None
+            } else if entry.includes_step {
+                reference.map(|r| case.step_ms - r)
+            } else {
+                Some(case.step_ms)
+            };
+            results.extras.push(ExtraResult {
+                adds_fraction: adds_ms.zip(reference).map(|(a, r)| a / r),
+                adds_ms,
+                includes_step: entry.includes_step,
+                guarded: entry.guarded,
+                case,
+            });
         }
     }
     Ok(results)
 }
 
-fn run_case(
+/// Builds the optimizer afresh (zero state, so that no round holds more memory than one optimizer's) and
+/// times one round of it.
+fn time_optimizer(
     gpu: &Gpu,
     config: &SuiteConfig,
     entry: &OptimizerEntry,
     arena: &ParamArena,
-    layout: Layout,
-    target: u64,
-    copies: &HashMap<u64, Option<f64>>,
-) -> Result<CaseResult> {
+    rounds: u32,
+    slot: &mut Slot,
+) -> Result<()> {
     let opt = (entry.make)(arena)?;
-    let state_bytes = opt.state_bytes();
+    slot.resident_bytes = opt.state_bytes();
     let mut work = OptimizerWork {
         arena,
         opt,
         lr: config.lr,
         stats: StepStats::default(),
     };
-    let m = measure(gpu, config.warmup, config.steps, &mut work)?;
-    Ok(case_result(
-        entry.name,
-        entry.bytes_per_param,
-        arena,
-        layout,
-        target,
-        copies,
-        m,
-        work.stats,
-        state_bytes,
-    ))
+    let first = slot.samples.measurement().is_none();
+    measure_round(
+        gpu,
+        config.warmup,
+        config.steps,
+        rounds,
+        &mut slot.samples,
+        &mut work,
+    )?;
+    // Only the first round is sure to call `step` (later ones may only encode under timestamps).
+    if first {
+        slot.stats = work.stats;
+    }
+    Ok(())
 }
 
-fn run_extra(
+/// As [`time_optimizer`], for an extra.
+fn time_extra(
     gpu: &Gpu,
     config: &SuiteConfig,
     entry: &ExtraEntry,
     arena: &ParamArena,
-    layout: Layout,
-    target: u64,
-    copies: &HashMap<u64, Option<f64>>,
-) -> Result<CaseResult> {
+    rounds: u32,
+    slot: &mut Slot,
+) -> Result<()> {
     let mut work: Box<dyn ExtraWork + '_> = (entry.make)(arena)?;
-    let m = measure(gpu, config.warmup, config.steps, work.as_mut())?;
-    Ok(case_result(
-        entry.name,
-        entry.bytes_per_param,
-        arena,
-        layout,
-        target,
-        copies,
-        m,
-        work.stats(),
-        work.resident_bytes(),
-    ))
+    let first = slot.samples.measurement().is_none();
+    measure_round(
+        gpu,
+        config.warmup,
+        config.steps,
+        rounds,
+        &mut slot.samples,
+        work.as_mut(),
+    )?;
+    if first {
+        slot.stats = work.stats();
+    }
+    slot.resident_bytes = work.resident_bytes();
+    Ok(())
 }
 
 /// The figures of one measured case.
@@ -677,16 +917,15 @@ fn case_result(
     arena: &ParamArena,
     layout: Layout,
     target: u64,
-    copies: &HashMap<u64, Option<f64>>,
+    baselines: Baselines,
     m: Measurement,
-    stats: StepStats,
-    state_bytes: u64,
+    slot: &Slot,
 ) -> CaseResult {
     let params = arena.elements();
     let bytes = bytes_per_param as u64 * params;
     let (step_ms, time_source) = m.step_ms();
     let gbps = bytes as f64 / (step_ms * 1e6);
-    let copy_gbps = copies.get(&bytes).copied().flatten();
+    let copy_gbps = baselines.copy_gbps;
     CaseResult {
         optimizer: name.into(),
         layout: layout.name(),
@@ -702,12 +941,18 @@ fn case_result(
         gbps,
         copy_gbps,
         vs_copy: copy_gbps.map(|c| gbps / c),
-        dispatches_per_step: stats.dispatches,
-        submissions_per_step: stats.submissions,
-        buffer_writes_per_step: stats.buffer_writes,
+        time_vs_copy: copy_gbps.map(|c| c / gbps),
+        time_vs_naive_adamw_vec4: if name == ADAMW {
+            baselines.naive_vec4_ms.map(|n| step_ms / n)
+        } else {
+            None
+        },
+        dispatches_per_step: slot.stats.dispatches,
+        submissions_per_step: slot.stats.submissions,
+        buffer_writes_per_step: slot.stats.buffer_writes,
         host_us: m.host_us.median,
         host_cpu_us: m.host_cpu_us.map(|s| s.median),
-        state_bytes_per_param: state_bytes as f64 / params as f64,
+        state_bytes_per_param: slot.resident_bytes as f64 / params as f64,
         measurement: m,
     }
 }
@@ -733,7 +978,10 @@ mod tests {
         assert_eq!(m[0], (Layout::Split(1), 256_000));
         assert!(m.contains(&(Layout::Gpt2, 256_000)));
         // The extras run on the two sizes and the GPT-2 layout.
-        assert_eq!(c.case_count(), 5 * OPTIMIZERS.len() + 3 * EXTRAS.len());
+        assert_eq!(
+            c.case_count(),
+            2 * (5 * (3 + OPTIMIZERS.len()) + 3 * EXTRAS.len())
+        );
         assert!(c.runs_extras(Layout::Split(1), 2_000_000));
         assert!(c.runs_extras(Layout::Gpt2, 256_000));
         assert!(!c.runs_extras(Layout::Split(16), 256_000));
