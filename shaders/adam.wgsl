@@ -32,9 +32,13 @@ struct GroupRecord {
 // A placeholder buffer is bound here when AMSGRAD is off; it is never touched.
 @group(0) @binding(7) var<storage, read_write> max_exp_avg_sq: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
-fn adam_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = step_block(wg);
+@compute @workgroup_size(256)
+fn adam_step(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
     let h = step_record();
     if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;

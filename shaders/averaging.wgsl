@@ -16,9 +16,13 @@ struct Averaging {
 
 // torch._foreach_lerp_(averaged, model, weight): PyTorch's CPU float lerp, element by element, four elements
 // per invocation. Every tensor is averaged, frozen ones included, as AveragedModel averages every parameter.
-@compute @workgroup_size(64)
-fn average_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = lookup_block(wg);
+@compute @workgroup_size(256)
+fn average_update(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = quad_block(wg, grid, lid);
     if (quad_empty(b, lid)) {
         return;
     }
@@ -29,13 +33,18 @@ fn average_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 }
 
 // Exchanges the averaged and the model parameters, bit for bit (padding included, which is zero in both).
-@compute @workgroup_size(64)
-fn average_swap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let block = global_block_of(wg);
-    if (block == BLOCK_NONE) {
+@compute @workgroup_size(256)
+fn average_swap(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = quad_block(wg, grid, lid);
+    // Only a block past the chunk's end is empty; padding quads are swapped too.
+    if (b.valid == 0u) {
         return;
     }
-    let i = (block - chunk_info.first_block) * (BLOCK / 4u) + lid;
+    let i = quad_index(b, lid);
     let a = averaged[i];
     averaged[i] = model[i];
     model[i] = a;

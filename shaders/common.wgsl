@@ -48,10 +48,9 @@ fn global_block_of(wg: vec3<u32>) -> u32 {
     return chunk_info.first_block + local_block;
 }
 
-// Reads the layout table for workgroup `wg`'s block; the same for every invocation of the workgroup.
-fn lookup_block(wg: vec3<u32>) -> Block {
+// Reads the layout table for global block `block` (BLOCK_NONE gives an empty block: `valid` 0).
+fn read_block(block: u32) -> Block {
     var b: Block;
-    let block = global_block_of(wg);
     if (block == BLOCK_NONE) {
         return b;
     }
@@ -68,25 +67,45 @@ fn lookup_block(wg: vec3<u32>) -> Block {
     return b;
 }
 
-// Vector-width kernels: a workgroup of QUAD_THREADS invocations covers one block, each invocation four
-// consecutive elements read and written as one vec4 (tensors start on block boundaries, so a quad never
-// crosses from one tensor into another).
+// Workgroup `wg`'s block, for the kernels that cover one block per workgroup; the same for every invocation.
+fn lookup_block(wg: vec3<u32>) -> Block {
+    return read_block(global_block_of(wg));
+}
+
+// Vector-width kernels: a workgroup of QUAD_WORKGROUP invocations covers QUAD_BLOCKS consecutive blocks, each
+// block by QUAD_THREADS invocations that step four consecutive elements each, read and written as one vec4
+// (tensors start on block boundaries, so a quad never crosses from one tensor into another). Four blocks per
+// workgroup rather than one: a software adapter pays for every workgroup it launches (and for a loop over
+// blocks inside one: both measured slower on lavapipe), and 256 invocations is the portable maximum. The
+// host dispatches ceil(blocks / QUAD_BLOCKS) workgroups per chunk.
 const QUAD_THREADS: u32 = 64u;
+const QUAD_BLOCKS: u32 = 4u;
+
+// The block invocation `lid` of workgroup `wg` (of a grid `grid` wide) steps a quad of. The 64 invocations of
+// one block read the same words of the layout table, which a GPU serves as one broadcast: no invocation looks
+// anything up per element.
+fn quad_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
+    let local_block = (wg.y * grid.x + wg.x) * QUAD_BLOCKS + lid / QUAD_THREADS;
+    if (local_block >= chunk_info.blocks) {
+        return read_block(BLOCK_NONE);
+    }
+    return read_block(chunk_info.first_block + local_block);
+}
 
 // Index of invocation `lid`'s quad inside the chunk's vec4-typed buffers.
 fn quad_index(b: Block, lid: u32) -> u32 {
-    return b.base / 4u + lid;
+    return b.base / 4u + lid % QUAD_THREADS;
 }
 
 // Which of invocation `lid`'s four elements belong to the tensor; none past the chunk's end. Padding lanes are
 // computed with the rest but never stored, so a padding element keeps whatever it held.
 fn quad_mask(b: Block, lid: u32) -> vec4<bool> {
-    return vec4<u32>(4u * lid) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(b.valid);
+    return vec4<u32>(4u * (lid % QUAD_THREADS)) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(b.valid);
 }
 
-// True when none of invocation `lid`'s elements belongs to the tensor.
+// True when none of invocation `lid`'s elements belongs to the tensor (or the block lies past the chunk).
 fn quad_empty(b: Block, lid: u32) -> bool {
-    return 4u * lid >= b.valid;
+    return 4u * (lid % QUAD_THREADS) >= b.valid;
 }
 
 // Where one invocation's element lies, for the kernels that still step one element per invocation.

@@ -17,9 +17,13 @@ struct GroupRecord {
 @group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
-fn lion_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = step_block(wg);
+@compute @workgroup_size(256)
+fn lion_step(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
     let h = step_record();
     if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;

@@ -102,9 +102,13 @@ fn to_half_bits(x: u32) -> u32 {
 }
 
 // wide <- f32(narrow), four elements (two 16-bit words) per invocation; padding is left alone.
-@compute @workgroup_size(64)
-fn widen(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = lookup_block(wg);
+@compute @workgroup_size(256)
+fn widen(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = quad_block(wg, grid, lid);
     if (quad_empty(b, lid)) {
         return;
     }
@@ -122,19 +126,24 @@ fn widen(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 
 // narrow <- round(wide), four elements per invocation, so that no two invocations write the same word;
 // padding becomes zero.
-@compute @workgroup_size(64)
-fn narrow_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = lookup_block(wg);
-    let local_block = wg.y * chunk_info.groups_x + wg.x;
-    if (local_block >= chunk_info.blocks) {
+@compute @workgroup_size(256)
+fn narrow_down(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = quad_block(wg, grid, lid);
+    // Only a block past the chunk's end is empty; padding quads are written, as zeros.
+    if (b.valid == 0u) {
         return;
     }
-    let x = wide[local_block * (BLOCK / 4u) + lid];
+    let i = quad_index(b, lid);
+    let x = wide[i];
     let halves = vec4<u32>(
         to_half_bits(x.x),
         to_half_bits(x.y),
         to_half_bits(x.z),
         to_half_bits(x.w),
     ) & select(vec4<u32>(0u), vec4<u32>(0xFFFFu), quad_mask(b, lid));
-    narrow[local_block * (BLOCK / 4u) + lid] = vec2<u32>(halves.x | (halves.y << 16u), halves.z | (halves.w << 16u));
+    narrow[i] = vec2<u32>(halves.x | (halves.y << 16u), halves.z | (halves.w << 16u));
 }

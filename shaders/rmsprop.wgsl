@@ -24,9 +24,13 @@ struct GroupRecord {
 @group(0) @binding(6) var<storage, read_write> momentum_buffer: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> grad_avg: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
-fn rmsprop_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = step_block(wg);
+@compute @workgroup_size(256)
+fn rmsprop_step(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
     let h = step_record();
     if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;

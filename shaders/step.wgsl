@@ -24,12 +24,12 @@ struct GradControl {
 
 var<private> block_record: GroupRecord;
 
-// The workgroup's block, with its group's record kept for `step_record`. Every invocation reads the same
-// addresses: a GPU serves them as one broadcast per workgroup, and no invocation looks anything up per
-// element. (Sharing one read through workgroup memory instead costs a barrier per block, which measured 1.2x
-// to 2x slower on lavapipe for AdamW and SGD.)
-fn step_block(wg: vec3<u32>) -> Block {
-    let b = lookup_block(wg);
+// The block invocation `lid` steps (see `quad_block`), with its group's record kept for `step_record`. The 64
+// invocations of a block read the same addresses, which a GPU serves as one broadcast. (Sharing one read
+// through workgroup memory instead costs a barrier per workgroup, which measured 1.2x to 2x slower on
+// lavapipe for AdamW and SGD.)
+fn step_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
+    let b = quad_block(wg, grid, lid);
     block_record = groups[b.group];
     return b;
 }

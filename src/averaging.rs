@@ -136,8 +136,8 @@ impl AveragedParams {
             (Access::ReadWrite, Slot::PerChunk(averaged.chunks(0))),
             (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
         ];
-        let update = Stage::per_chunk(arena, "averaging", "average_update", vec![], &slots)?;
-        let swap = Stage::per_chunk(arena, "averaging", "average_swap", vec![], &slots)?;
+        let update = Stage::per_chunk_quads(arena, "averaging", "average_update", vec![], &slots)?;
+        let swap = Stage::per_chunk_quads(arena, "averaging", "average_swap", vec![], &slots)?;
         let this = Self {
             mode,
             binding: ArenaBinding::new(arena),

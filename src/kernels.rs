@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-/// Elements per block: one workgroup steps one block, and tensors start on block boundaries.
+/// Elements per block: tensors start on block boundaries, and a block's metadata is read once.
 pub const BLOCK: u32 = 256;
+
+/// Blocks one workgroup of a vector-width kernel covers (`QUAD_BLOCKS` in `shaders/common.wgsl`).
+pub(crate) const QUAD_BLOCKS: u32 = 4;
 
 const COMMON: &str = include_str!("../shaders/common.wgsl");
 

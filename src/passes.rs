@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::kernels::{Access, Kernel, KernelSpec, QUAD_BLOCKS};
 use crate::optim::StepStats;
 
 /// What one binding of a kernel is bound to.
@@ -45,6 +45,25 @@ impl Stage {
     ) -> Result<Self> {
         let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
         let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
+        Self::build(arena, family, entry, constants, slots, &chunks, grids)
+    }
+
+    /// A stage dispatched once per chunk with one workgroup per `QUAD_BLOCKS` blocks: the vector-width
+    /// kernels of `common.wgsl` (`quad_block`), whose workgroups of 256 invocations cover four blocks each.
+    pub fn per_chunk_quads(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+    ) -> Result<Self> {
+        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
+        let max_per_dim = arena.gpu().limits().max_compute_workgroups_per_dimension;
+        let grids = arena
+            .chunk_info()
+            .iter()
+            .map(|c| crate::kernels::grid(c.blocks.div_ceil(QUAD_BLOCKS), max_per_dim))
+            .collect();
         Self::build(arena, family, entry, constants, slots, &chunks, grids)
     }
 

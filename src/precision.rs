@@ -168,7 +168,7 @@ impl HalfParams {
         })?;
         let constants = vec![("BF16", (dtype == HalfDtype::Bf16) as u8 as f64)];
         let stage = |entry: &'static str, wide: &[wgpu::Buffer], narrow: &[wgpu::Buffer]| {
-            Stage::per_chunk(
+            Stage::per_chunk_quads(
                 arena,
                 "precision",
                 entry,

@@ -51,7 +51,7 @@ impl ElementwiseStep {
             };
             (Access::ReadWrite, slot)
         }));
-        let stage = Stage::per_chunk(arena, family, entry, constants, &bindings)?;
+        let stage = Stage::per_chunk_quads(arena, family, entry, constants, &bindings)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             groups,
