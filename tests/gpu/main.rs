@@ -6,6 +6,7 @@ mod determinism;
 mod eightbit;
 mod errors;
 mod guard;
+mod hardening;
 mod harness;
 mod lr_finder;
 mod precision;
@@ -35,5 +36,6 @@ fn main() {
     tests.extend(precision::tests());
     tests.extend(checkpoint::tests());
     tests.extend(determinism::tests());
+    tests.extend(hardening::tests());
     harness::run(tests)
 }
