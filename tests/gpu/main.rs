@@ -2,6 +2,7 @@
 
 mod averaging;
 mod checkpoint;
+mod custom_optimizer;
 mod determinism;
 mod eightbit;
 mod errors;
@@ -37,5 +38,6 @@ fn main() {
     tests.extend(checkpoint::tests());
     tests.extend(determinism::tests());
     tests.extend(hardening::tests());
+    tests.extend(custom_optimizer::tests());
     harness::run(tests)
 }
