@@ -4,7 +4,7 @@
 //! it: its config and the rules on it ([`OptimizerConfig`]), its kernel ([`StepKernel`]), and its
 //! constructor. The traits are public so that an optimizer defined outside this crate, with its own WGSL,
 //! steps under a [`StepGuard`](crate::StepGuard), a schedule and a [`Checkpoint`](crate::Checkpoint) like
-//! the built-in ones (see [`WgslKernel`](crate::optim::WgslKernel) and `examples/custom_optimizer.rs`).
+//! the built-in ones (see [`WgslKernel`](crate::optim::WgslKernel) and `examples/custom_optimizer/`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -28,7 +28,7 @@ pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
-pub use wgsl::WgslKernel;
+pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
@@ -89,7 +89,7 @@ pub enum GroupKnob {
 ///
 /// Everything is provided on top of two required methods that hand out the optimizer's machinery
 /// ([`OptimizerCore`]); the optimizers of this crate return their [`Core`], and so can one defined outside
-/// it (see [`WgslKernel`] and `examples/custom_optimizer.rs`). Every method that refuses its input changes
+/// it (see [`WgslKernel`] and `examples/custom_optimizer/`). Every method that refuses its input changes
 /// nothing: no parameter, state, step count, momentum or queued write.
 pub trait Optimizer {
     /// The parts every optimizer shares (groups, step counter, kernel and state), which the methods below

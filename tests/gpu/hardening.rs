@@ -65,6 +65,13 @@ fn refused_step_with_keeps_momentum(gpu: &Gpu) -> Result<(), String> {
     expect("adam, other arena", adam.step_with(&other, half), |e| {
         matches!(e, Error::ArenaMismatch)
     })?;
+    check(
+        &format!(
+            "adam betas.0 is {} after a refused step",
+            adam.config().betas.0
+        ),
+        adam.config().betas.0 == 0.9,
+    )?;
     let overflowing = ScheduleValue {
         lr: 1e39,
         momentum: Some(0.5),
