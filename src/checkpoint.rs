@@ -24,152 +24,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wgoptim_schedule::{Schedule, ScheduleState};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::optim::{Blockwise8, GroupConfig, Optimizer, QuantizedState};
-use crate::passes::StateSet;
+use crate::optim::StateLayout as Layout;
+use crate::optim::{GroupConfig, Optimizer, OptimizerState, StateData, StateRef};
 
 /// The value of the `format` metadata key.
 pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
 /// The layout version this crate writes and reads.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
-
-/// What the optimizers expose to checkpoints. Implemented by every optimizer of this crate; reached through
-/// the hidden [`Optimizer::checkpoint_ref`] / [`Optimizer::checkpoint_mut`].
-#[doc(hidden)]
-pub trait OptimizerState {
-    /// A stable name of the optimizer family, stored in the checkpoint and checked on restore.
-    fn kind(&self) -> &'static str;
-
-    /// The live config as JSON (including values a schedule has changed, such as β1).
-    fn config_value(&self) -> Result<Value>;
-
-    /// Checks that `config` is a valid config of this kind that the live optimizer can take: the fields
-    /// fixed at construction (kernel variant, state layout) must equal the live ones. Changes nothing.
-    fn check_config(&self, config: &Value) -> Result<()>;
-
-    /// Replaces the live config with `config` after [`OptimizerState::check_config`] accepted it.
-    fn load_config(&mut self, config: &Value) -> Result<()>;
-
-    /// The per-group overrides, in group order.
-    fn group_configs(&self) -> Vec<GroupConfig>;
-
-    /// Checks a group table without changing anything.
-    fn check_group_configs(&self, groups: &[GroupConfig]) -> Result<()>;
-
-    /// Replaces the group table.
-    fn load_group_configs(&mut self, groups: &[GroupConfig]) -> Result<()>;
-
-    /// The state buffers, bound to `arena` (refused for an arena the optimizer was not built for).
-    fn state_store(&self, arena: &ParamArena) -> Result<StateStore<'_>>;
-
-    /// The 8-bit optimizers' count of blocks skipped for a non-finite gradient (`None` elsewhere).
-    fn skipped_blocks(&self) -> Result<Option<u64>> {
-        Ok(None)
-    }
-
-    /// Sets that count.
-    fn load_skipped_blocks(&self, _blocks: u64) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Where an optimizer keeps its per-element state.
-#[doc(hidden)]
-pub struct StateStore<'a>(pub(crate) Store<'a>);
-
-pub(crate) enum Store<'a> {
-    Set(&'a StateSet),
-    Blockwise(&'a Blockwise8),
-}
-
-/// The form one state buffer of one tensor takes in a checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
-    F32,
-    Quantized { blocks: u64 },
-}
-
-impl Store<'_> {
-    pub fn names(&self) -> Vec<&'static str> {
-        match self {
-            Store::Set(s) => s.names(),
-            Store::Blockwise(b) => b.state_names(),
-        }
-    }
-}
-
-impl StateStore<'_> {
-    fn names(&self) -> Vec<&'static str> {
-        self.0.names()
-    }
-
-    fn layout(&self, arena: &ParamArena, tensor: &str) -> Result<Layout> {
-        match &self.0 {
-            Store::Blockwise(b) => Ok(match b.quantized_blocks(arena, tensor)? {
-                Some(blocks) => Layout::Quantized { blocks },
-                None => Layout::F32,
-            }),
-            _ => Ok(Layout::F32),
-        }
-    }
-
-    fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
-        match &self.0 {
-            Store::Set(s) => Ok(StateData::F32(s.read(arena, state, tensor)?)),
-            Store::Blockwise(b) => {
-                if b.is_quantized(arena, tensor)? {
-                    Ok(StateData::Quantized(
-                        b.read_quantized(arena, state, tensor)?,
-                    ))
-                } else {
-                    // The f32 fallback is stored as is, so this read is exact.
-                    Ok(StateData::F32(b.read_state(arena, state, tensor)?))
-                }
-            }
-        }
-    }
-
-    fn write(
-        &self,
-        arena: &ParamArena,
-        state: &str,
-        tensor: &str,
-        data: StateRef<'_>,
-    ) -> Result<()> {
-        match (&self.0, data) {
-            (Store::Set(s), StateRef::F32(v)) => s.write(arena, state, tensor, v),
-            (Store::Blockwise(b), StateRef::F32(v)) => b.write_f32_exact(arena, state, tensor, v),
-            (Store::Blockwise(b), StateRef::Quantized { codes, absmax }) => {
-                let data = QuantizedState {
-                    block_size: b.block_size(),
-                    codes: codes.to_vec(),
-                    absmax: absmax.to_vec(),
-                };
-                b.write_quantized(arena, state, tensor, &data)
-            }
-            _ => Err(Error::Checkpoint {
-                reason: format!("state `{state}` of `{tensor}` has the wrong form"),
-            }),
-        }
-    }
-}
-
-enum StateData {
-    F32(Vec<f32>),
-    Quantized(QuantizedState),
-}
-
-#[derive(Clone, Copy)]
-enum StateRef<'a> {
-    F32(&'a [f32]),
-    Quantized { codes: &'a [u8], absmax: &'a [f32] },
-}
 
 /// One tensor as the arena registered it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,9 +173,7 @@ fn mismatch(tensor: &str, reason: impl Into<String>) -> Error {
 }
 
 fn checkpointable(optimizer: &dyn Optimizer) -> Result<&dyn OptimizerState> {
-    optimizer
-        .checkpoint_ref()
-        .ok_or_else(|| corrupt("this optimizer does not support checkpoints"))
+    Ok(optimizer.core())
 }
 
 impl Checkpoint {
@@ -651,9 +516,7 @@ impl Checkpoint {
     /// the queue and land before the next submission.
     pub fn restore(&self, arena: &ParamArena, optimizer: &mut dyn Optimizer) -> Result<()> {
         let plan = self.plan(arena, optimizer)?;
-        let live = optimizer
-            .checkpoint_mut()
-            .ok_or_else(|| corrupt("this optimizer does not support checkpoints"))?;
+        let live: &mut dyn OptimizerState = optimizer.core_mut();
         {
             let store = live.state_store(arena)?;
             for t in arena.tensors() {
@@ -671,7 +534,7 @@ impl Checkpoint {
         if let Some(blocks) = self.meta.skipped_blocks {
             live.load_skipped_blocks(blocks)?;
         }
-        optimizer.set_step_count(self.meta.step);
+        optimizer.core_mut().set_step_count(self.meta.step);
         Ok(())
     }
 
@@ -882,30 +745,6 @@ fn check_framing(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Parses a config of type `T` from a checkpoint's JSON.
-pub(crate) fn parse_config<T: DeserializeOwned>(kind: &str, config: &Value) -> Result<T> {
-    T::deserialize(config).map_err(|e| corrupt(format!("unreadable `{kind}` config: {e}")))
-}
-
-/// Refuses a config field fixed at construction that differs between the checkpoint and the live optimizer.
-pub(crate) fn same<T: PartialEq + std::fmt::Debug>(field: &str, saved: T, live: T) -> Result<()> {
-    if saved == live {
-        Ok(())
-    } else {
-        Err(Error::Checkpoint {
-            reason: format!(
-                "config field `{field}` is {saved:?} in the checkpoint but {live:?} in this optimizer, \
-                 which fixes it at construction; build the optimizer with the checkpoint's config"
-            ),
-        })
-    }
-}
-
-/// The live config as JSON.
-pub(crate) fn to_config<T: Serialize>(config: &T) -> Result<Value> {
-    serde_json::to_value(config).map_err(|e| corrupt(format!("cannot encode the config: {e}")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, BLOCK, grid};
-use crate::optim::StepStats;
+use crate::passes::StepStats;
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
 /// Bytes of one reduction entry: two f32 lanes.

@@ -44,7 +44,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, Reduction};
 use crate::kernels::Access;
-use crate::optim::{Optimizer, StepStats, check_lr, record_bytes, stage_records};
+use crate::optim::{Optimizer, StepStats, next_records, record_bytes, stage_records};
 use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
@@ -120,15 +120,16 @@ impl GuardConfig {
             positive("clip_value", v)?;
         }
         if let Some(s) = &self.loss_scale {
-            positive("init_scale", s.init_scale)?;
-            if !(s.growth_factor.is_finite() && s.growth_factor > 1.0) {
+            check_scale("init_scale", s.init_scale)?;
+            if !(s.growth_factor > 1.0 && (s.growth_factor as f32).is_finite()) {
                 return Err(invalid(
                     "growth_factor",
                     s.growth_factor,
-                    "must be finite and > 1",
+                    "must be > 1 and finite in f32",
                 ));
             }
-            if !(s.backoff_factor > 0.0 && s.backoff_factor < 1.0) {
+            if !(s.backoff_factor > 0.0 && s.backoff_factor < 1.0 && s.backoff_factor as f32 > 0.0)
+            {
                 return Err(invalid(
                     "backoff_factor",
                     s.backoff_factor,
@@ -151,9 +152,28 @@ fn invalid(name: &'static str, value: f64, rule: &'static str) -> Error {
     Error::InvalidHyperparameter { name, value, rule }
 }
 
+/// A value the guard's kernels read as f32: it must stay finite and non-zero there.
 fn positive(name: &'static str, value: f64) -> Result<()> {
-    if !(value.is_finite() && value > 0.0) {
-        return Err(invalid(name, value, "must be finite and > 0"));
+    let single = value as f32;
+    if !(value.is_finite() && value > 0.0 && single.is_finite() && single > 0.0) {
+        return Err(invalid(
+            name,
+            value,
+            "must be > 0 and finite in f32 (between 1.4e-45 and 3.4e38)",
+        ));
+    }
+    Ok(())
+}
+
+/// A loss scale: the kernels divide by it in f32, so its reciprocal must be finite there too.
+fn check_scale(name: &'static str, value: f64) -> Result<()> {
+    positive(name, value)?;
+    if !(1.0 / value as f32).is_finite() {
+        return Err(invalid(
+            name,
+            value,
+            "its reciprocal must be finite in f32 (the scale at least 2.9e-39)",
+        ));
     }
     Ok(())
 }
@@ -256,8 +276,12 @@ pub struct StepGuard {
     /// Bound where a control stage has no reduction or no candidate table.
     unused_reduction: wgpu::Buffer,
     unused_table: wgpu::Buffer,
-    /// Control words to upload before the next step (at the start, and after `load_state`).
+    /// Control words to upload before the next step (at the start, after `load_state`, and after steps
+    /// taken outside this guard).
     init: Option<GuardState>,
+    /// The optimizer's step count as this guard's last gated step (or `sync`) left it: a different count
+    /// at the next step means steps were taken outside the guard, and the GPU's counter must catch up.
+    expected: Option<u64>,
     submitted: u64,
     known: Option<GuardReport>,
     pending: VecDeque<Pending>,
@@ -351,6 +375,7 @@ impl StepGuard {
             gate: None,
             unused_reduction: unused,
             unused_table,
+            expected: None,
             init: Some(GuardState {
                 loss_scale: config.loss_scale.map_or(1.0, |s| s.init_scale as f32),
                 growth_tracker: 0,
@@ -400,31 +425,44 @@ impl StepGuard {
         lr: f64,
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
-        self.check_arena(arena)?;
-        optimizer.check_arena(arena)?;
-        check_lr(lr)?;
-        if self.pending.iter().any(|p| !p.mapped) {
-            return Err(Error::GuardNotSubmitted);
-        }
+        self.check_step(optimizer, arena, lr, None)?;
         self.collect(false)?;
         while self.submitted - self.known_submitted() >= MAX_IN_FLIGHT {
             self.collect(true)?;
         }
-        if self.init.is_some() && u32::try_from(optimizer.step_count()).is_err() {
+        let gated = self.config.loss_scale.is_some();
+        if gated {
+            self.catch_up(optimizer)?;
+        }
+        let step_count = optimizer.core().step_count();
+        if self.init.is_some() && u32::try_from(step_count).is_err() {
             return Err(invalid(
                 "step",
-                optimizer.step_count() as f64,
+                step_count as f64,
                 "a guarded optimizer counts its steps in 32 bits on the GPU",
             ));
         }
         // What the GPU is known to have done: the state about to be uploaded, or the newest report.
         let known = match (self.init, self.known) {
-            (Some(init), _) => starting_report(self.submitted, optimizer.step_count(), init),
+            (Some(init), _) => starting_report(self.submitted, step_count, init),
             (None, Some(known)) => known,
             (None, None) => return Err(no_state()),
         };
-        let gated = self.config.loss_scale.is_some();
         self.prepare_control(arena, optimizer)?;
+        // The records are computed, and refused when a scalar overflows f32, before anything is recorded.
+        let (base, entries, records) = if gated {
+            let base = known.taken + 1;
+            let entries = self.submitted - known.submitted + 1;
+            let per_entry = record_bytes(arena);
+            let mut table = vec![0u8; per_entry * entries as usize];
+            for (i, out) in table.chunks_exact_mut(per_entry).enumerate() {
+                optimizer.core().write_records(lr, base + i as u64, out)?;
+            }
+            (base, entries, table)
+        } else {
+            let (t, records) = next_records(optimizer.core(), arena, lr)?;
+            (t, 1, records)
+        };
         let readback = self.readback_buffer()?;
         let mut stats = StepStats::default();
         {
@@ -446,7 +484,7 @@ impl StepGuard {
                 }
             }
         }
-        let optimizer_stats = optimizer.encode_dispatches(arena, encoder)?;
+        let optimizer_stats = optimizer.core().encode_dispatches(arena, encoder)?;
         stats.dispatches += optimizer_stats.dispatches;
 
         // Everything is validated and recorded: from here on the host only stages writes and submits.
@@ -465,24 +503,16 @@ impl StepGuard {
             stats.buffer_writes += 1;
             self.known = Some(known);
         }
-        let (base, entries) = if gated {
-            let base = known.taken + 1;
-            let entries = self.submitted - known.submitted + 1;
-            let per_entry = record_bytes(arena);
-            let mut table = vec![0u8; per_entry * entries as usize];
-            for (i, out) in table.chunks_exact_mut(per_entry).enumerate() {
-                optimizer.write_records(lr, base + i as u64, out);
-            }
+        if gated {
             // `prepare_control` built the table before anything was recorded.
             if let Some(table_buffer) = self.gate.as_ref().and_then(|g| g.table.as_ref()) {
-                queue.write_buffer(table_buffer, 0, &table);
+                queue.write_buffer(table_buffer, 0, &records);
             }
-            (base, entries)
         } else {
-            (stage_records(optimizer, arena, lr), 1)
-        };
+            stage_records(optimizer.core_mut(), arena, base, &records);
+        }
         stats.buffer_writes += 2;
-        let (_, record_offset) = optimizer.record_buffer();
+        let (_, record_offset) = optimizer.core().record_buffer();
         queue.write_buffer(
             &self.params,
             0,
@@ -498,7 +528,9 @@ impl StepGuard {
         });
         if gated {
             // Until the reports arrive, assume the steps in flight were taken; `sync` makes it exact.
-            optimizer.set_step_count(known.taken + (self.submitted - known.submitted));
+            let assumed = known.taken + (self.submitted - known.submitted);
+            optimizer.core_mut().set_step_count(assumed);
+            self.expected = Some(assumed);
         }
         Ok(stats)
     }
@@ -517,15 +549,15 @@ impl StepGuard {
         }
     }
 
-    /// Steps with a schedule's value (its learning rate, and its momentum when it cycles one).
+    /// Steps with a schedule's value (its learning rate, and its momentum when it cycles one). Everything
+    /// the step would refuse is checked before the momentum is changed, so a refused step changes nothing.
     pub fn step_with(
         &mut self,
         optimizer: &mut dyn Optimizer,
         arena: &ParamArena,
         value: ScheduleValue,
     ) -> Result<StepStats> {
-        check_lr(value.lr)?;
-        self.check_arena(arena)?;
+        self.check_step(optimizer, arena, value.lr, value.momentum)?;
         if let Some(m) = value.momentum {
             optimizer.set_momentum(m)?;
         }
@@ -562,12 +594,75 @@ impl StepGuard {
 
     /// Waits for every step submitted so far and sets `optimizer`'s step count to the number of steps it
     /// really took, skipped ones left out. Needed before reading `step_count` exactly (checkpoints).
+    ///
+    /// Steps taken outside this guard since its last one (plain steps, another guard's) are counted too:
+    /// the count is the steps this guard took plus those.
     pub fn sync(&mut self, optimizer: &mut dyn Optimizer) -> Result<Option<GuardReport>> {
         let report = self.wait()?;
-        if let (Some(r), Some(_)) = (report, self.config.loss_scale) {
-            optimizer.set_step_count(r.taken);
+        if let (Some(r), Some(_), None) = (report, self.config.loss_scale, self.init) {
+            let taken = self.with_outside_steps(r.taken, optimizer.core().step_count());
+            optimizer.core_mut().set_step_count(taken);
+            if taken == r.taken {
+                self.expected = Some(taken);
+            } else {
+                // The GPU's counter is behind the steps taken elsewhere: the next step uploads the count.
+                self.init = Some(guard_state(&r));
+                self.expected = None;
+            }
         }
         Ok(report)
+    }
+
+    /// The true step count, from the steps this guard's GPU counter took (`taken`) and the optimizer's
+    /// count now (`actual`): what the optimizer counted beyond what this guard left it at was taken
+    /// elsewhere. A count set lower (a restored checkpoint) is taken as given.
+    fn with_outside_steps(&self, taken: u64, actual: u64) -> u64 {
+        match self.expected {
+            Some(expected) if expected != actual => {
+                (taken + actual).checked_sub(expected).unwrap_or(actual)
+            }
+            _ => taken,
+        }
+    }
+
+    /// Brings the GPU's step counter up to the optimizer's when steps were taken outside this guard since
+    /// its last one: waits for this guard's reports, then uploads the reconciled count with the next step.
+    /// Without it, the GPU would pick the records (bias corrections) of a step already taken.
+    fn catch_up(&mut self, optimizer: &mut dyn Optimizer) -> Result<()> {
+        let actual = optimizer.core().step_count();
+        if self.init.is_some() || self.expected.is_none_or(|e| e == actual) {
+            return Ok(());
+        }
+        self.wait()?;
+        let known = self.known.ok_or_else(no_state)?;
+        let taken = self.with_outside_steps(known.taken, actual);
+        optimizer.core_mut().set_step_count(taken);
+        self.init = Some(guard_state(&known));
+        self.expected = None;
+        Ok(())
+    }
+
+    /// Refuses what [`StepGuard::encode_step`] would refuse for `optimizer` with learning rate `lr` (and a
+    /// schedule's `momentum`), before anything changes.
+    fn check_step(
+        &self,
+        optimizer: &dyn Optimizer,
+        arena: &ParamArena,
+        lr: f64,
+        momentum: Option<f64>,
+    ) -> Result<()> {
+        self.check_arena(arena)?;
+        optimizer.core().check_arena(arena)?;
+        optimizer.core().check_step(lr, momentum)?;
+        if self.pending.iter().any(|p| !p.mapped) {
+            return Err(Error::GuardNotSubmitted);
+        }
+        if let Some(gate) = &self.gate
+            && gate.records != *optimizer.core().record_buffer().0
+        {
+            return Err(Error::GuardOptimizerMismatch);
+        }
+        Ok(())
     }
 
     /// The state to store in a checkpoint (waits for the GPU).
@@ -577,20 +672,17 @@ impl StepGuard {
             return Ok(init);
         }
         let known = self.known.ok_or_else(no_state)?;
-        Ok(GuardState {
-            loss_scale: known.loss_scale,
-            growth_tracker: known.growth_tracker,
-            skipped: known.skipped,
-        })
+        Ok(guard_state(&known))
     }
 
     /// Restores a state saved by [`StepGuard::state`]; it takes effect at the next step, whose step count
     /// is the optimizer's at that time. Refuses a scale that is not finite and positive.
     pub fn load_state(&mut self, state: GuardState) -> Result<()> {
-        positive("loss_scale", state.loss_scale as f64)?;
+        check_scale("loss_scale", state.loss_scale as f64)?;
         self.wait()?;
         self.init = Some(state);
         self.known = None;
+        self.expected = None;
         Ok(())
     }
 
@@ -606,7 +698,7 @@ impl StepGuard {
     /// candidate records when more steps are in flight than it holds). A guard with a loss scaler counts one
     /// optimizer's steps and refuses another; without one it rebinds to whichever optimizer it is given.
     fn prepare_control(&mut self, arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<()> {
-        let (records, _) = optimizer.record_buffer();
+        let (records, _) = optimizer.core().record_buffer();
         let gated = self.config.loss_scale.is_some();
         let same_optimizer = self.gate.as_ref().is_some_and(|g| g.records == *records);
         if gated && self.gate.is_some() && !same_optimizer {
@@ -652,7 +744,7 @@ impl StepGuard {
             table.as_ref().unwrap_or(&self.unused_table),
             records,
         );
-        let fused = optimizer.reads_grad_control();
+        let fused = optimizer.core().reads_grad_control();
         let mut constants = guard_constants(&self.config);
         constants.push(("FUSED", fused as u8 as f64));
         let stage = Stage::single(arena, "guard", "guard_control", constants, &slots, (1, 1))?;
@@ -785,6 +877,15 @@ fn starting_report(submitted: u64, taken: u64, state: GuardState) -> GuardReport
         clip_coef: 1.0,
         loss_scale: state.loss_scale,
         growth_tracker: state.growth_tracker,
+    }
+}
+
+/// The resumable part of a report.
+fn guard_state(report: &GuardReport) -> GuardState {
+    GuardState {
+        loss_scale: report.loss_scale,
+        growth_tracker: report.growth_tracker,
+        skipped: report.skipped,
     }
 }
 

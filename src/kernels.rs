@@ -124,11 +124,28 @@ pub(crate) struct KernelCache {
 impl KernelCache {
     /// The pipeline for `spec`, compiled on first use.
     pub fn get(&self, gpu: &Gpu, spec: &KernelSpec) -> Result<Arc<Kernel>> {
-        let key = spec.key();
+        let family = family_source(spec.family)
+            .ok_or_else(|| Error::Gpu(format!("no shader family `{}`", spec.family)))?;
+        self.get_or_compile(gpu, spec, spec.key(), family)
+    }
+
+    /// The pipeline for `spec` compiled from a caller's `source` (after `common.wgsl`, as a family's file)
+    /// instead of a file of `shaders/`; keyed by the source too, so two sources never share a pipeline.
+    pub fn get_source(&self, gpu: &Gpu, spec: &KernelSpec, source: &str) -> Result<Arc<Kernel>> {
+        self.get_or_compile(gpu, spec, format!("{}\n{source}", spec.key()), source)
+    }
+
+    fn get_or_compile(
+        &self,
+        gpu: &Gpu,
+        spec: &KernelSpec,
+        key: String,
+        family: &str,
+    ) -> Result<Arc<Kernel>> {
         if let Some(k) = self.lock()?.get(&key) {
             return Ok(Arc::clone(k));
         }
-        let kernel = Arc::new(compile(gpu, spec)?);
+        let kernel = Arc::new(compile(gpu, spec, family)?);
         self.lock()?.insert(key, Arc::clone(&kernel));
         Ok(kernel)
     }
@@ -145,9 +162,7 @@ impl KernelCache {
     }
 }
 
-fn compile(gpu: &Gpu, spec: &KernelSpec) -> Result<Kernel> {
-    let family = family_source(spec.family)
-        .ok_or_else(|| Error::Gpu(format!("no shader family `{}`", spec.family)))?;
+fn compile(gpu: &Gpu, spec: &KernelSpec, family: &str) -> Result<Kernel> {
     let device = gpu.device();
     gpu.scoped(|| {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -44,8 +44,6 @@ mod readback;
 pub use arena::{ArenaBuilder, ArenaPlan, BufferSlice, ParamArena, Segment, TensorInfo};
 pub use averaging::{AveragedParams, AveragingMode};
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint, TensorEntry};
-#[doc(hidden)]
-pub use checkpoint::{OptimizerState, StateStore};
 pub use decay_rule::NoDecayRule;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

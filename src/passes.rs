@@ -11,7 +11,18 @@ use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec, QUAD_BLOCKS};
-use crate::optim::StepStats;
+
+/// What one step cost the host: the figures that must not grow with the model's tensor count. Defined with the
+/// dispatch helpers that count them, so that the arena's helpers need nothing from the optimizers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepStats {
+    /// Compute dispatches recorded (one per kernel stage per buffer chunk).
+    pub dispatches: u32,
+    /// Queue submissions made (0 when the caller's encoder was used, 1 for `step`).
+    pub submissions: u32,
+    /// Host-to-GPU buffer writes made (the per-step hyperparameter block).
+    pub buffer_writes: u32,
+}
 
 /// What one binding of a kernel is bound to.
 #[derive(Clone, Copy)]
@@ -45,7 +56,31 @@ impl Stage {
     ) -> Result<Self> {
         let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
         let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
-        Self::build(arena, family, entry, constants, slots, &chunks, grids)
+        Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
+    }
+
+    /// A stage dispatched once per chunk, compiled from a caller's WGSL `source` (after `common.wgsl`);
+    /// `label` names it in the pipeline cache and in wgpu's messages.
+    pub fn per_chunk_source(
+        arena: &ParamArena,
+        label: &'static str,
+        source: &str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+    ) -> Result<Self> {
+        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
+        let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
+        Self::build(
+            arena,
+            label,
+            Some(source),
+            entry,
+            constants,
+            slots,
+            &chunks,
+            grids,
+        )
     }
 
     /// A stage dispatched once per chunk with one workgroup per `QUAD_BLOCKS` blocks: the vector-width
@@ -64,7 +99,7 @@ impl Stage {
             .iter()
             .map(|c| crate::kernels::grid(c.blocks.div_ceil(QUAD_BLOCKS), max_per_dim))
             .collect();
-        Self::build(arena, family, entry, constants, slots, &chunks, grids)
+        Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
     }
 
     /// A stage dispatched once with workgroup grid `grid`; chunked slots bind chunk 0 (such a stage reads the
@@ -77,12 +112,23 @@ impl Stage {
         slots: &[(Access, Slot<'_>)],
         grid: (u32, u32),
     ) -> Result<Self> {
-        Self::build(arena, family, entry, constants, slots, &[0], vec![grid])
+        Self::build(
+            arena,
+            family,
+            None,
+            entry,
+            constants,
+            slots,
+            &[0],
+            vec![grid],
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         arena: &ParamArena,
         family: &'static str,
+        source: Option<&str>,
         entry: &'static str,
         constants: Vec<(&'static str, f64)>,
         slots: &[(Access, Slot<'_>)],
@@ -96,7 +142,10 @@ impl Stage {
             bindings: slots.iter().map(|(access, _)| *access).collect(),
             constants,
         };
-        let kernel = gpu.kernels().get(gpu, &spec)?;
+        let kernel = match source {
+            Some(source) => gpu.kernels().get_source(gpu, &spec, source)?,
+            None => gpu.kernels().get(gpu, &spec)?,
+        };
         let device = gpu.device();
         let bind_groups = gpu.scoped(|| {
             chunks

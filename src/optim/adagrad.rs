@@ -14,10 +14,10 @@
 //! `sum`, as in PyTorch.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::same;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::same;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
 };
@@ -96,18 +96,13 @@ impl Adagrad {
             kernel.fill_state("sum", config.initial_accumulator_value as f32)?;
         }
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &AdagradConfig {
         &self.core.config
-    }
-
-    /// Overrides the learning-rate scale and weight decay of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
     }
 }
 

@@ -17,10 +17,10 @@
 //! λ = 0.01 for AdamW, 0 for Adam.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::same;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::same;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
     check_range,
@@ -97,6 +97,16 @@ impl OptimizerConfig for AdamConfig {
         same("maximize", saved.maximize, self.maximize)
     }
 
+    /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
+    /// the new value, as in PyTorch.
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        check_range("betas.0", momentum, 0.0, 1.0)?;
+        Ok(Self {
+            betas: (momentum, self.betas.1),
+            ..*self
+        })
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         let (beta1, beta2) = group.betas.unwrap_or(self.betas);
         let bias_correction1 = 1.0 - beta1.powf(step as f64);
@@ -145,7 +155,7 @@ impl Adam {
             &states,
         )?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -153,22 +163,9 @@ impl Adam {
     pub fn config(&self) -> &AdamConfig {
         &self.core.config
     }
-
-    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
 }
 
 impl Optimizer for Adam {
-    /// Sets β1, as PyTorch's one-cycle scheduler sets `betas[0]`; the bias correction of later steps uses
-    /// the new value, as in PyTorch.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_range("betas.0", momentum, 0.0, 1.0)?;
-        self.core.config.betas.0 = momentum;
-        Ok(())
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

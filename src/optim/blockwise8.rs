@@ -17,9 +17,9 @@
 //! kind) and the per-step group records share one read-only buffer.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::Store;
 use crate::error::{Error, Result};
 use crate::kernels::Access;
+use crate::optim::KernelState;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass};
@@ -673,16 +673,6 @@ impl Blockwise8 {
         }
     }
 
-    /// Sets the skipped-block counter to zero (ordered with later submissions).
-    pub fn reset_skipped_blocks(&self) -> Result<()> {
-        self.binding.gpu().check()?;
-        self.binding
-            .gpu()
-            .queue()
-            .write_buffer(&self.counter, 0, bytemuck::cast_slice(&[0u32; 2]));
-        Ok(())
-    }
-
     /// The absmax count of a quantised tensor (blocks restart at chunk boundaries), `None` for a tensor that
     /// keeps f32 state: what a checkpoint must hold for it.
     pub fn quantized_blocks(&self, arena: &ParamArena, tensor: &str) -> Result<Option<u64>> {
@@ -806,8 +796,8 @@ impl StepKernel for Blockwise8 {
         self.footprint.state_bytes()
     }
 
-    fn store(&self) -> Store<'_> {
-        Store::Blockwise(self)
+    fn state(&self) -> &dyn KernelState {
+        self
     }
 }
 

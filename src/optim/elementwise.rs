@@ -2,9 +2,9 @@
 //! chunk, one hyperparameter block per step, and one dispatch per chunk.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::Store;
 use crate::error::Result;
 use crate::kernels::Access;
+use crate::optim::KernelState;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
 use crate::passes::{
@@ -88,7 +88,7 @@ impl StepKernel for ElementwiseStep {
         self.state.bytes()
     }
 
-    fn store(&self) -> Store<'_> {
-        Store::Set(&self.state)
+    fn state(&self) -> &dyn KernelState {
+        &self.state
     }
 }

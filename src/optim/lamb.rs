@@ -28,7 +28,6 @@
 //! order, not torch's, so they agree with timm's to rounding.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::{Store, same};
 use crate::error::Result;
 use crate::grad::{GradNorms, Lane, Reduction};
 use crate::kernels::Access;
@@ -37,6 +36,7 @@ use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range,
 };
+use crate::optim::{KernelState, same};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LAMB; `Default` gives timm's `Lamb` defaults.
@@ -109,6 +109,14 @@ impl OptimizerConfig for LambConfig {
             saved.max_grad_norm.is_some(),
             self.max_grad_norm.is_some(),
         )
+    }
+
+    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        Ok(Self {
+            betas: (momentum, self.betas.1),
+            ..*self
+        })
     }
 
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
@@ -223,8 +231,8 @@ impl StepKernel for LambKernel {
             + self.grad_norms.as_ref().map_or(0, GradNorms::bytes)
     }
 
-    fn store(&self) -> Store<'_> {
-        Store::Set(&self.state)
+    fn state(&self) -> &dyn KernelState {
+        &self.state
     }
 }
 
@@ -240,18 +248,13 @@ impl Lamb {
         config.validate()?;
         let kernel = LambKernel::new(arena, &config)?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &LambConfig {
         &self.core.config
-    }
-
-    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
     }
 
     /// The gradient norms computed for clipping in the last step (`None` without `max_grad_norm`): read the
@@ -262,14 +265,6 @@ impl Lamb {
 }
 
 impl Optimizer for Lamb {
-    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        self.core.reconfigure(LambConfig {
-            betas: (momentum, self.core.config.betas.1),
-            ..self.core.config
-        })
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

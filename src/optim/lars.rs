@@ -23,7 +23,6 @@
 //! Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::{Store, same};
 use crate::error::{Error, Result};
 use crate::grad::{Lane, Reduction};
 use crate::kernels::Access;
@@ -32,6 +31,7 @@ use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range, check_scheduled_momentum,
 };
+use crate::optim::{KernelState, same};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder};
 
 /// Hyperparameters of LARS; `Default` gives timm's `Lars` defaults.
@@ -104,6 +104,13 @@ impl OptimizerConfig for LarsConfig {
         )?;
         same("nesterov", saved.nesterov, self.nesterov)?;
         same("trust_clip", saved.trust_clip, self.trust_clip)
+    }
+
+    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
+    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        check_scheduled_momentum(self.momentum, momentum)?;
+        Ok(Self { momentum, ..*self })
     }
 
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
@@ -197,8 +204,8 @@ impl StepKernel for LarsKernel {
         self.state.bytes() + self.reduction.bytes()
     }
 
-    fn store(&self) -> Store<'_> {
-        Store::Set(&self.state)
+    fn state(&self) -> &dyn KernelState {
+        &self.state
     }
 }
 
@@ -213,7 +220,7 @@ impl Lars {
         config.validate()?;
         let kernel = LarsKernel::new(arena, &config)?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -221,25 +228,9 @@ impl Lars {
     pub fn config(&self) -> &LarsConfig {
         &self.core.config
     }
-
-    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
-    /// when built with non-zero momentum).
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
 }
 
 impl Optimizer for Lars {
-    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
-    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        self.core.reconfigure(LarsConfig {
-            momentum,
-            ..self.core.config
-        })
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

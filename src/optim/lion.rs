@@ -66,6 +66,14 @@ impl OptimizerConfig for LionConfig {
         Ok(())
     }
 
+    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        Ok(Self {
+            betas: (momentum, self.betas.1),
+            ..*self
+        })
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, _step: u64) -> [u32; 16] {
         let (beta1, beta2) = group.betas.unwrap_or(self.betas);
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
@@ -98,7 +106,7 @@ impl Lion {
             &["exp_avg"],
         )?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -106,22 +114,9 @@ impl Lion {
     pub fn config(&self) -> &LionConfig {
         &self.core.config
     }
-
-    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
 }
 
 impl Optimizer for Lion {
-    /// Sets β1 for the following steps, as PyTorch's one-cycle and cyclic schedulers set `betas[0]`.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        self.core.reconfigure(LionConfig {
-            betas: (momentum, self.core.config.betas.1),
-            ..self.core.config
-        })
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

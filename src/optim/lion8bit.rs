@@ -22,10 +22,10 @@
 //! by default, the signed dynamic map, torchao's rounding rule.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::same;
 use crate::error::Result;
-use crate::optim::blockwise8::{Blockwise8, Moment, QuantizedState, StateFootprint};
+use crate::optim::blockwise8::{Blockwise8, Moment, StateFootprint};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
+use crate::optim::same;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_range,
 };
@@ -78,6 +78,16 @@ impl OptimizerConfig for Lion8bitConfig {
         )
     }
 
+    /// Sets β1, the mix of momentum and gradient that gives the update's sign, as PyTorch's one-cycle
+    /// scheduler sets `betas[0]` of an optimizer with betas.
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        check_range("betas.0", momentum, 0.0, 1.0)?;
+        Ok(Self {
+            betas: (momentum, self.betas.1),
+            ..*self
+        })
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, _step: u64) -> [u32; 16] {
         let (beta1, beta2) = group.betas.unwrap_or(self.betas);
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
@@ -116,7 +126,7 @@ impl Lion8bit {
             config.min_quantized_numel,
         )?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -125,75 +135,13 @@ impl Lion8bit {
         &self.core.config
     }
 
-    /// Overrides the learning-rate scale, weight decay and betas of one parameter group.
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
-
     /// Resident state by kind, and the parameter counts it serves.
     pub fn footprint(&self) -> StateFootprint {
         self.core.kernel.footprint()
     }
-
-    /// Whether `tensor` keeps 8-bit state (else f32).
-    pub fn is_quantized(&self, arena: &ParamArena, tensor: &str) -> Result<bool> {
-        self.core.kernel.is_quantized(arena, tensor)
-    }
-
-    /// The raw codes and absmax values of a quantised tensor's `exp_avg`. Waits for the GPU.
-    pub fn read_quantized(
-        &self,
-        arena: &ParamArena,
-        state: &str,
-        tensor: &str,
-    ) -> Result<QuantizedState> {
-        self.core.kernel.read_quantized(arena, state, tensor)
-    }
-
-    /// Loads raw codes and absmax values into a quantised tensor's momentum, unchanged.
-    pub fn write_quantized(
-        &self,
-        arena: &ParamArena,
-        state: &str,
-        tensor: &str,
-        data: &QuantizedState,
-    ) -> Result<()> {
-        self.core.kernel.write_quantized(arena, state, tensor, data)
-    }
-
-    /// Loads f32 values into the momentum: quantised with the kernel's rule for an 8-bit tensor, stored as
-    /// is for an f32 one. Values must be finite.
-    pub fn write_state(
-        &self,
-        arena: &ParamArena,
-        state: &str,
-        tensor: &str,
-        values: &[f32],
-    ) -> Result<()> {
-        self.core.kernel.write_state(arena, state, tensor, values)
-    }
-
-    /// Blocks left unstepped because of a non-finite gradient, since creation or the last reset. Waits for
-    /// the GPU; stepping never does.
-    pub fn skipped_blocks(&self) -> Result<u64> {
-        self.core.kernel.skipped_blocks()
-    }
-
-    /// Zeroes the skipped-block counter.
-    pub fn reset_skipped_blocks(&self) -> Result<()> {
-        self.core.kernel.reset_skipped_blocks()
-    }
 }
 
 impl Optimizer for Lion8bit {
-    /// Sets β1, the mix of momentum and gradient that gives the update's sign, as PyTorch's one-cycle
-    /// scheduler sets `betas[0]` of an optimizer with betas.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_range("betas.0", momentum, 0.0, 1.0)?;
-        self.core.config.betas.0 = momentum;
-        Ok(())
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

@@ -13,34 +13,28 @@ mod lion;
 mod lion8bit;
 mod rmsprop;
 mod sgd;
+mod state;
+mod wgsl;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
 pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
-#[doc(hidden)]
-pub use common::OptimizerCore;
+pub use common::{Core, OptimizerConfig, OptimizerCore, StepKernel};
 pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
+pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
+pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
-/// What one step cost the host: the figures that must not grow with the model's tensor count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StepStats {
-    /// Compute dispatches recorded (one per kernel stage per buffer chunk).
-    pub dispatches: u32,
-    /// Queue submissions made (0 when the caller's encoder was used, 1 for `step`).
-    pub submissions: u32,
-    /// Host-to-GPU buffer writes made (the per-step hyperparameter block).
-    pub buffer_writes: u32,
-}
+pub use crate::passes::StepStats;
 
 /// Per-group settings that override the optimizer's config for the tensors registered in that group, as
 /// PyTorch's parameter groups do. An override the optimizer has no use for is refused, never ignored.
@@ -77,19 +71,34 @@ impl GroupConfig {
     }
 }
 
-/// Which per-group overrides an optimizer has a use for.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum GroupKnob {
+/// Which per-group overrides of [`GroupConfig`] an optimizer has a use for; the others are refused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GroupKnob {
     /// β1 and β2.
     Betas,
     /// μ, for an optimizer built with this momentum (0 means its kernel keeps no momentum buffer).
-    Momentum { built_with: f64 },
+    Momentum {
+        /// The momentum the optimizer was built with.
+        built_with: f64,
+    },
     /// Neither.
     Plain,
 }
 
-/// The interface every optimizer of this crate offers.
+/// The interface every optimizer offers: stepping, schedules, parameter groups and state.
+///
+/// Everything is provided on top of two required methods that hand out the optimizer's machinery
+/// ([`OptimizerCore`]); the optimizers of this crate return their [`Core`], and so can one defined outside
+/// it (see [`WgslKernel`] and `examples/custom_optimizer/`). Every method that refuses its input changes
+/// nothing: no parameter, state, step count, momentum or queued write.
 pub trait Optimizer {
+    /// The parts every optimizer shares (groups, step counter, kernel and state), which the methods below
+    /// forward to.
+    fn core(&self) -> &dyn OptimizerCore;
+
+    /// The same, for the methods that change them.
+    fn core_mut(&mut self) -> &mut dyn OptimizerCore;
+
     /// Records one step of every tensor into `encoder` and stages the step's hyperparameter write, which the
     /// queue applies at the next submission. For engines that submit their own work together with the step;
     /// submit once per step, since a later step's write would replace this one's.
@@ -99,7 +108,7 @@ pub trait Optimizer {
         lr: f64,
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
-        encode_plain_step(self, arena, lr, encoder)
+        encode_plain_step(self.core_mut(), arena, lr, encoder)
     }
 
     /// Steps every tensor of `arena` with learning rate `lr`: one buffer write and one submission, whatever
@@ -113,19 +122,18 @@ pub trait Optimizer {
     }
 
     /// Replaces the momentum coefficient for the following steps: β1 for Adam-style optimizers, μ for
-    /// SGD-style ones, as PyTorch's one-cycle and cyclic schedulers do. Optimizers without one refuse.
+    /// SGD-style ones, as PyTorch's one-cycle and cyclic schedulers do. Optimizers without one refuse; a
+    /// refused value changes nothing.
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        Err(Error::InvalidHyperparameter {
-            name: "momentum",
-            value: momentum,
-            rule: "this optimizer has no momentum coefficient for a schedule to set",
-        })
+        self.core_mut().set_momentum(momentum)
     }
 
     /// Steps with a schedule's value: its learning rate, and its momentum (β1) when it cycles one. The
-    /// learning rate is checked before the momentum is changed, so a refused value changes nothing.
+    /// arena, the learning rate, the momentum and the step's scalars are all checked before the momentum is
+    /// changed, so a refused step changes nothing.
     fn step_with(&mut self, arena: &ParamArena, value: ScheduleValue) -> Result<StepStats> {
-        check_lr(value.lr)?;
+        self.core().check_arena(arena)?;
+        self.core().check_step(value.lr, value.momentum)?;
         if let Some(m) = value.momentum {
             self.set_momentum(m)?;
         }
@@ -133,7 +141,7 @@ pub trait Optimizer {
     }
 
     /// Steps with the current value of `schedule`, then advances it; when the step is refused, the schedule
-    /// stays where it was. No allocation.
+    /// and the optimizer stay where they were. No allocation.
     fn step_scheduled(
         &mut self,
         arena: &ParamArena,
@@ -143,28 +151,6 @@ pub trait Optimizer {
         let stats = self.step_with(arena, value)?;
         schedule.advance()?;
         Ok(stats)
-    }
-
-    /// The parts every optimizer shares (groups, step counter, kernel and state), which the methods below
-    /// forward to.
-    #[doc(hidden)]
-    fn core(&self) -> &dyn OptimizerCore;
-
-    /// The same, for the methods that change them.
-    #[doc(hidden)]
-    fn core_mut(&mut self) -> &mut dyn OptimizerCore;
-
-    /// The optimizer's checkpoint interface (kind, config, groups, state), for
-    /// [`Checkpoint`](crate::Checkpoint); `None` for an optimizer that cannot be checkpointed.
-    #[doc(hidden)]
-    fn checkpoint_ref(&self) -> Option<&dyn crate::checkpoint::OptimizerState> {
-        Some(self.core())
-    }
-
-    /// The same interface, for restoring.
-    #[doc(hidden)]
-    fn checkpoint_mut(&mut self) -> Option<&mut dyn crate::checkpoint::OptimizerState> {
-        Some(self.core_mut())
     }
 
     /// Steps taken so far.
@@ -179,56 +165,101 @@ pub trait Optimizer {
 
     /// The names of the per-element state buffers, as PyTorch's `state_dict` calls them.
     fn state_names(&self) -> Vec<&'static str> {
-        self.core().state_names()
+        self.core().state().names()
     }
 
-    /// Downloads one state buffer of one tensor (for inspection and checkpoints; waits for the GPU).
+    /// Downloads one state buffer of one tensor in f32, an 8-bit tensor's dequantised (for inspection and
+    /// checkpoints; waits for the GPU).
     fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        self.core().read_state(arena, state, tensor)
+        self.core().check_arena(arena)?;
+        self.core().state().read(arena, state, tensor)
     }
 
-    /// Writes the group records of step `step` (1 for the first) with learning rate `lr` into `out`, one
-    /// [`GROUP_RECORD_BYTES`] record per parameter group. Word 15 of every record stays 0: it is the skip flag
-    /// a [`crate::StepGuard`] sets to drop a step on the GPU.
-    #[doc(hidden)]
-    fn write_records(&self, lr: f64, step: u64, out: &mut [u8]) {
-        self.core().write_records(lr, step, out)
-    }
-
-    /// The GPU buffer the kernels read the group records from, and the byte offset of the first record.
-    #[doc(hidden)]
-    fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        self.core().record_buffer()
-    }
-
-    /// Whether the optimizer's kernels apply a step guard's control words to the gradient themselves (so a
-    /// guarded step reads each gradient once); a guard rewrites the gradients first for one that does not.
-    #[doc(hidden)]
-    fn reads_grad_control(&self) -> bool {
-        self.core().reads_grad_control()
-    }
-
-    /// Records the step's dispatches into `encoder` (records and step count untouched), after checking that
-    /// `arena` is the one the optimizer was built for.
-    #[doc(hidden)]
-    fn encode_dispatches(
+    /// Loads f32 values into one state buffer of one tensor (for example from a PyTorch checkpoint): stored
+    /// as is in f32 state, quantised with the kernel's rule in 8-bit state (whose moments must be finite,
+    /// and ≥ 0 for `exp_avg_sq`). Checked before anything is staged.
+    fn write_state(
         &self,
         arena: &ParamArena,
-        encoder: &mut wgpu::CommandEncoder,
-    ) -> Result<StepStats> {
-        self.core().encode_dispatches(arena, encoder)
+        state: &str,
+        tensor: &str,
+        values: &[f32],
+    ) -> Result<()> {
+        self.core().check_arena(arena)?;
+        self.core().state().write(arena, state, tensor, values)
     }
 
-    /// Sets the number of steps taken (checkpoints and the step guard, which counts steps on the GPU).
-    #[doc(hidden)]
-    fn set_step_count(&mut self, step: u64) {
-        self.core_mut().set_step_count(step)
+    /// Whether `tensor` keeps 8-bit state (only the 8-bit optimizers' larger tensors do).
+    fn is_quantized(&self, arena: &ParamArena, tensor: &str) -> Result<bool> {
+        self.core().check_arena(arena)?;
+        Ok(matches!(
+            self.core().state().layout(arena, tensor)?,
+            StateLayout::Quantized { .. }
+        ))
     }
 
-    /// Refuses an arena other than the one the optimizer was built for, and a lost device.
-    #[doc(hidden)]
-    fn check_arena(&self, arena: &ParamArena) -> Result<()> {
-        self.core().check_arena(arena)
+    /// The raw codes and absmax values of an 8-bit tensor's state buffer (waits for the GPU); refused for
+    /// state kept in f32.
+    fn read_quantized(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> Result<QuantizedState> {
+        self.core().check_arena(arena)?;
+        match self.core().state().save(arena, state, tensor)? {
+            StateData::Quantized(q) => Ok(q),
+            StateData::F32(_) => Err(Error::InvalidStateData {
+                tensor: tensor.to_string(),
+                state: state.to_string(),
+                reason: "the tensor keeps f32 state (it is below the quantisation threshold)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Loads raw codes and absmax values into an 8-bit tensor's state buffer, bit for bit. Checked before
+    /// anything is written.
+    fn write_quantized(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+        data: &QuantizedState,
+    ) -> Result<()> {
+        self.core().check_arena(arena)?;
+        self.core()
+            .state()
+            .write_quantized(arena, state, tensor, data)
+    }
+
+    /// Blocks left unstepped because of a non-finite gradient since creation or the last reset (the 8-bit
+    /// optimizers skip per block; the others never do, and answer 0). Waits for the GPU; stepping never
+    /// does.
+    fn skipped_blocks(&self) -> Result<u64> {
+        Ok(self.core().state().skipped_blocks()?.unwrap_or(0))
+    }
+
+    /// Zeroes the skipped-block counter.
+    fn reset_skipped_blocks(&self) -> Result<()> {
+        self.core().state().set_skipped_blocks(0)
+    }
+
+    /// Overrides the settings of one parameter group: the learning-rate scale and weight decay, and β or μ
+    /// where the optimizer has them. An override the optimizer has no use for is refused, and a refused one
+    /// changes nothing.
+    fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
+        self.core_mut().set_group(group, config)
+    }
+
+    /// Every group's settings, in group order.
+    fn group_configs(&self) -> Vec<GroupConfig> {
+        self.core().group_configs()
+    }
+
+    /// A stable name of the optimizer family (`"adam"`, `"sgd"`, ...), as checkpoints store it.
+    fn kind(&self) -> &'static str {
+        self.core().kind()
     }
 }
 
@@ -246,60 +277,77 @@ pub(crate) fn put_record(out: &mut [u8], group: usize, words: [u32; 16]) {
     out[at..at + GROUP_RECORD_BYTES].copy_from_slice(bytemuck::bytes_of(&words));
 }
 
-/// Stages the group records of step `step` and records the dispatches: the whole of a plain step.
-pub(crate) fn encode_plain_step<O: Optimizer + ?Sized>(
-    optimizer: &mut O,
+/// Checks and stages the group records of the next step and records the dispatches: the whole of a plain
+/// step. The records are computed (and refused) before anything is recorded into `encoder`.
+pub(crate) fn encode_plain_step(
+    core: &mut dyn OptimizerCore,
     arena: &ParamArena,
     lr: f64,
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<StepStats> {
     check_lr(lr)?;
-    let mut stats = optimizer.encode_dispatches(arena, encoder)?;
-    stage_records(optimizer, arena, lr);
+    core.check_arena(arena)?;
+    let (t, records) = next_records(core, arena, lr)?;
+    let mut stats = core.encode_dispatches(arena, encoder)?;
+    stage_records(core, arena, t, &records);
     stats.buffer_writes += 1;
     Ok(stats)
 }
 
-/// Stages the group records of the optimizer's next step with learning rate `lr` and counts the step;
-/// returns its number.
-pub(crate) fn stage_records<O: Optimizer + ?Sized>(
-    optimizer: &mut O,
+/// The number and the checked group records of the optimizer's next step with learning rate `lr`.
+pub(crate) fn next_records(
+    core: &dyn OptimizerCore,
     arena: &ParamArena,
     lr: f64,
-) -> u64 {
-    let t = optimizer.step_count() + 1;
+) -> Result<(u64, Vec<u8>)> {
+    let t = core.step_count().saturating_add(1);
     let mut records = vec![0u8; record_bytes(arena)];
-    optimizer.write_records(lr, t, &mut records);
-    let (buffer, offset) = optimizer.record_buffer();
-    arena.gpu().queue().write_buffer(buffer, offset, &records);
-    optimizer.set_step_count(t);
-    t
+    core.write_records(lr, t, &mut records)?;
+    Ok((t, records))
 }
 
-/// The learning rate for a step: finite and not negative.
+/// Stages `records` (those of step `t`, from [`next_records`]) and counts the step.
+pub(crate) fn stage_records(
+    core: &mut dyn OptimizerCore,
+    arena: &ParamArena,
+    t: u64,
+    records: &[u8],
+) {
+    let (buffer, offset) = core.record_buffer();
+    arena.gpu().queue().write_buffer(buffer, offset, records);
+    core.set_step_count(t);
+}
+
+/// Whether `value` survives the conversion to the f32 the kernels compute in: finite there too.
+fn finite_in_f32(value: f64) -> bool {
+    value.is_finite() && (value as f32).is_finite()
+}
+
+/// The learning rate for a step: not negative, and finite in f32 (at most 3.4e38).
 pub(crate) fn check_lr(lr: f64) -> Result<()> {
-    if !lr.is_finite() || lr < 0.0 {
+    if !(finite_in_f32(lr) && lr >= 0.0) {
         return Err(Error::InvalidHyperparameter {
             name: "lr",
             value: lr,
-            rule: "must be finite and >= 0",
+            rule: "must be >= 0 and finite in f32 (at most 3.4e38)",
         });
     }
     Ok(())
 }
 
+/// Refuses `value` outside `[lo, hi_exclusive)`, or (for an unbounded range) not finite in f32.
 pub(crate) fn check_range(
     name: &'static str,
     value: f64,
     lo: f64,
     hi_exclusive: f64,
 ) -> Result<()> {
-    if !(value >= lo && value < hi_exclusive) {
+    if !(value >= lo && value < hi_exclusive && finite_in_f32(value)) {
         return Err(Error::InvalidHyperparameter {
             name,
             value,
             rule: if hi_exclusive == f64::INFINITY {
-                "must be finite and >= 0"
+                "must be >= 0 and finite in f32 (at most 3.4e38)"
             } else {
                 "must lie in [0, 1)"
             },
@@ -322,16 +370,20 @@ pub(crate) fn check_scheduled_momentum(built_with: f64, momentum: f64) -> Result
     Ok(())
 }
 
-pub(crate) fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
+/// Refuses a value below 0, or not finite in f32: for a hyperparameter that reaches a kernel as f32 and
+/// may be 0.
+pub fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
     check_range(name, value, 0.0, f64::INFINITY)
 }
 
-pub(crate) fn check_positive(name: &'static str, value: f64) -> Result<()> {
-    if !(value.is_finite() && value > 0.0) {
+/// Refuses a value that is not > 0 in f32 (below 1.4e-45 it rounds to 0) or not finite there: for a
+/// hyperparameter that reaches a kernel as f32 and is divided by or must not vanish.
+pub fn check_positive(name: &'static str, value: f64) -> Result<()> {
+    if !(finite_in_f32(value) && value as f32 > 0.0) {
         return Err(Error::InvalidHyperparameter {
             name,
             value,
-            rule: "must be finite and > 0",
+            rule: "must be > 0 and finite in f32 (between 1.4e-45 and 3.4e38)",
         });
     }
     Ok(())

@@ -16,10 +16,10 @@
 //! `square_avg`, plus `momentum_buffer` with momentum and `grad_avg` when centered.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::same;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::same;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
     check_range, check_scheduled_momentum,
@@ -81,6 +81,13 @@ impl OptimizerConfig for RmspropConfig {
         same("maximize", saved.maximize, self.maximize)
     }
 
+    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
+    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        check_scheduled_momentum(self.momentum, momentum)?;
+        Ok(Self { momentum, ..*self })
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, _step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
         record(&[
@@ -124,7 +131,7 @@ impl Rmsprop {
             &names,
         )?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -132,25 +139,9 @@ impl Rmsprop {
     pub fn config(&self) -> &RmspropConfig {
         &self.core.config
     }
-
-    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
-    /// when built with non-zero momentum).
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
 }
 
 impl Optimizer for Rmsprop {
-    /// Sets μ for the following steps, as PyTorch's one-cycle and cyclic schedulers set `momentum`. An
-    /// optimizer built without momentum refuses (its kernel variant keeps no momentum buffer).
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        self.core.reconfigure(RmspropConfig {
-            momentum,
-            ..self.core.config
-        })
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

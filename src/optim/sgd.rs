@@ -13,10 +13,10 @@
 //! PyTorch's: μ = 0, τ = 0, λ = 0, no Nesterov. As in PyTorch, Nesterov needs μ > 0 and τ = 0.
 
 use crate::arena::ParamArena;
-use crate::checkpoint::same;
 use crate::error::{Error, Result};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::same;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_range,
     check_scheduled_momentum,
@@ -70,6 +70,13 @@ impl OptimizerConfig for SgdConfig {
         same("maximize", saved.maximize, self.maximize)
     }
 
+    /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
+    /// without momentum refuses, as does Nesterov with μ = 0.
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        check_scheduled_momentum(self.momentum, momentum)?;
+        Ok(Self { momentum, ..*self })
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
         record(&[
@@ -106,7 +113,7 @@ impl Sgd {
             states,
         )?;
         Ok(Self {
-            core: Core::new(arena, config, kernel),
+            core: Core::new(arena, config, kernel)?,
         })
     }
 
@@ -114,25 +121,9 @@ impl Sgd {
     pub fn config(&self) -> &SgdConfig {
         &self.core.config
     }
-
-    /// Overrides the learning-rate scale, weight decay and momentum of one parameter group (momentum only
-    /// when built with non-zero momentum).
-    pub fn set_group(&mut self, group: u32, config: GroupConfig) -> Result<()> {
-        self.core.set_group(group, config)
-    }
 }
 
 impl Optimizer for Sgd {
-    /// Sets μ for the following steps. The kernel variant is chosen at construction, so an optimizer built
-    /// without momentum refuses, as does Nesterov with μ = 0.
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        check_scheduled_momentum(self.core.config.momentum, momentum)?;
-        self.core.reconfigure(SgdConfig {
-            momentum,
-            ..self.core.config
-        })
-    }
-
     fn core(&self) -> &dyn OptimizerCore {
         &self.core
     }

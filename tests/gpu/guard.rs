@@ -121,7 +121,7 @@ fn optimizer(
         }
         other => return Err(format!("fixture optimizer {other} is not covered")),
     };
-    opt.set_step_count(0);
+    opt.core_mut().set_step_count(0);
     Ok(opt)
 }
 

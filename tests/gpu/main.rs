@@ -2,11 +2,13 @@
 
 mod averaging;
 mod checkpoint;
+mod custom_optimizer;
 mod determinism;
 mod eightbit;
 mod errors;
 mod freezing;
 mod guard;
+mod hardening;
 mod harness;
 mod lr_finder;
 mod precision;
@@ -37,5 +39,7 @@ fn main() {
     tests.extend(checkpoint::tests());
     tests.extend(determinism::tests());
     tests.extend(freezing::tests());
+    tests.extend(hardening::tests());
+    tests.extend(custom_optimizer::tests());
     harness::run(tests)
 }
