@@ -97,7 +97,7 @@ fn check(gpu: &Gpu, build: Build) -> Result<(), String> {
         same_bits(
             &format!("parameters of {}", names[t]),
             &[p_frozen[t].clone()],
-            &[p_want.clone()],
+            std::slice::from_ref(p_want),
         )?;
         // State is listed state by state, each over every tensor.
         for s in (t..s_frozen.len()).step_by(tensors) {
@@ -109,7 +109,7 @@ fn check(gpu: &Gpu, build: Build) -> Result<(), String> {
             same_bits(
                 &format!("state {} of {}", s / tensors, names[t]),
                 &[s_frozen[s].clone()],
-                &[s_want.clone()],
+                std::slice::from_ref(s_want),
             )?;
         }
     }
