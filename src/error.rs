@@ -142,7 +142,7 @@ pub enum Error {
     },
     /// A step guard asked to encode a step while the previous encoded one was not reported submitted.
     #[error(
-        "call StepGuard::submitted after submitting an encoded guarded step, before encoding the next"
+        "call StepGuard::submitted after submitting an encoded guarded step, before encoding the next (or StepGuard::abandon_encoded if its encoder was dropped)"
     )]
     GuardNotSubmitted,
     /// A checkpoint that cannot be read or restored: a truncated or corrupted file, another format, another

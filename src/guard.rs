@@ -535,8 +535,37 @@ impl StepGuard {
         Ok(stats)
     }
 
+    /// Forgets the steps encoded since the last [`StepGuard::submitted`] whose encoder was dropped instead of
+    /// submitted: without this, the guard refuses every later step with [`Error::GuardNotSubmitted`]. The
+    /// guard's counters and `optimizer`'s step count go back to what they were before those steps were
+    /// encoded. The buffer writes the steps staged on the queue are replaced by the next step's. Returns how
+    /// many steps were forgotten. Never call it for an encoder that was (or will be) submitted.
+    pub fn abandon_encoded(&mut self, optimizer: &mut dyn Optimizer) -> usize {
+        let mut forgotten = 0;
+        while self.pending.back().is_some_and(|p| !p.mapped) {
+            if let Some(p) = self.pending.pop_back() {
+                self.spare.push(p.buffer);
+            }
+            forgotten += 1;
+        }
+        if forgotten == 0 {
+            return 0;
+        }
+        self.submitted -= forgotten as u64;
+        let count = optimizer
+            .core()
+            .step_count()
+            .saturating_sub(forgotten as u64);
+        optimizer.core_mut().set_step_count(count);
+        if self.expected.is_some() {
+            self.expected = Some(count);
+        }
+        forgotten
+    }
+
     /// Starts the readback of the reports of the steps encoded since the last call; call it once the
-    /// encoder holding them is submitted ([`StepGuard::step`] does).
+    /// encoder holding them is submitted ([`StepGuard::step`] does). If the encoder was dropped instead, call
+    /// [`StepGuard::abandon_encoded`].
     pub fn submitted(&mut self) {
         for p in self.pending.iter_mut().filter(|p| !p.mapped) {
             let signal = p.signal.clone();

@@ -28,6 +28,10 @@ pub fn tests() -> Vec<GpuTest> {
             "two_guards_on_one_optimizer_count_every_step",
             two_guards_on_one_optimizer_count_every_step,
         ),
+        test(
+            "guard_recovers_from_a_dropped_encoder",
+            guard_recovers_from_a_dropped_encoder,
+        ),
         test("f32_overflow_is_refused", f32_overflow_is_refused),
         test(
             "guard_f32_overflow_is_refused",
@@ -265,6 +269,48 @@ fn guard_counts_plain_steps_between_its_own(gpu: &Gpu) -> Result<(), String> {
         &format!("the guard's GPU counter says {} steps", report.taken),
         report.taken == 6,
     )
+}
+
+/// A guarded step encoded into an encoder that is then dropped: the guard refuses the next step until
+/// `abandon_encoded`, after which four steps end bit for bit where four plain steps do, with the right count.
+fn guard_recovers_from_a_dropped_encoder(gpu: &Gpu) -> Result<(), String> {
+    let (want_p, want_s) = plain_run(gpu)?;
+    let arena = model(gpu, &small_model(), None)?;
+    let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    let mut guard = scaling_guard(&arena)?;
+    for s in 1..=4 {
+        write_scaled_grads(&arena, s)?;
+        if s == 2 {
+            let mut encoder = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            guard
+                .encode_step(&mut opt, &arena, 1e-3, &mut encoder)
+                .map_err(err)?;
+            drop(encoder);
+            expect(
+                "a step after a dropped encoder",
+                guard.step(&mut opt, &arena, 1e-3),
+                |e| matches!(e, Error::GuardNotSubmitted),
+            )?;
+            check(
+                "abandon_encoded forgets the one dropped step",
+                guard.abandon_encoded(&mut opt) == 1,
+            )?;
+            check(
+                "nothing more to abandon",
+                guard.abandon_encoded(&mut opt) == 0,
+            )?;
+        }
+        guard.step(&mut opt, &arena, 1e-3).map_err(err)?;
+    }
+    guard.sync(&mut opt).map_err(err)?;
+    check(
+        &format!("step count {} after 4 steps", opt.step_count()),
+        opt.step_count() == 4,
+    )?;
+    same_bits("params", &params(&arena)?, &want_p)?;
+    same_bits("state", &state(&arena, &opt)?, &want_s)
 }
 
 fn two_guards_on_one_optimizer_count_every_step(gpu: &Gpu) -> Result<(), String> {

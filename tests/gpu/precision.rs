@@ -20,8 +20,8 @@ use crate::harness::{GpuTest, test};
 use crate::util::{close, err, noise};
 use wgoptim::half::{bf16, f16};
 use wgoptim::{
-    AdamConfig, AdamW, ArenaBuilder, Error, Gpu, HalfDtype, HalfFloat, HalfParams, Optimizer,
-    ParamArena,
+    AdamConfig, AdamW, ArenaBuilder, Checkpoint, Error, Gpu, HalfDtype, HalfFloat, HalfParams,
+    Optimizer, ParamArena,
 };
 use wgoptim_reference::precision::load_case;
 
@@ -42,6 +42,10 @@ pub fn tests() -> Vec<GpuTest> {
         test(
             "mixed_precision_bad_input_changes_nothing",
             bad_input_changes_nothing,
+        ),
+        test(
+            "mixed_precision_restore_then_downcast",
+            restore_then_downcast,
         ),
     ]
 }
@@ -390,4 +394,56 @@ fn shared_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<HalfParams>();
     check::<wgoptim::AveragedParams>();
+}
+
+/// A checkpoint holds the f32 master weights, not the 16-bit copies an engine reads: after `restore`, the
+/// 16-bit parameters are whatever the new `HalfParams` held (zero) until `downcast_params`, which makes them
+/// bit for bit the ones the saved run had.
+fn restore_then_downcast(gpu: &Gpu) -> Result<(), String> {
+    let build = || -> Result<ParamArena, String> {
+        let mut b = ArenaBuilder::new();
+        b.add("w", &[7, 9], 0).map_err(err)?;
+        b.build(gpu).map_err(err)
+    };
+    let arena = build()?;
+    let half = HalfParams::new(&arena, HalfDtype::Bf16).map_err(err)?;
+    let w: Vec<bf16> = noise(3, 63, 1.0).into_iter().map(bf16::from_f32).collect();
+    half.write_params("w", &w).map_err(err)?;
+    half.upcast_params(&arena).map_err(err)?;
+    let mut opt = AdamW::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    for step in 0..3 {
+        let g: Vec<bf16> = noise(10 + step, 63, 1.0)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        half.write_grads("w", &g).map_err(err)?;
+        half.step(&arena, &mut opt, 1e-2).map_err(err)?;
+    }
+    let saved: Vec<bf16> = half.read_params("w").map_err(err)?;
+    let bytes = Checkpoint::capture(&arena, &opt)
+        .and_then(|c| c.to_bytes())
+        .map_err(err)?;
+
+    let fresh = build()?;
+    let fresh_half = HalfParams::new(&fresh, HalfDtype::Bf16).map_err(err)?;
+    let mut fresh_opt = AdamW::new(&fresh, AdamConfig::adamw()).map_err(err)?;
+    Checkpoint::from_bytes(&bytes)
+        .and_then(|c| c.restore(&fresh, &mut fresh_opt))
+        .map_err(err)?;
+    let stale: Vec<bf16> = fresh_half.read_params("w").map_err(err)?;
+    if stale.iter().any(|x| x.to_bits() != 0) {
+        return Err("the 16-bit parameters changed before downcast_params".into());
+    }
+    fresh_half.downcast_params(&fresh).map_err(err)?;
+    let restored: Vec<bf16> = fresh_half.read_params("w").map_err(err)?;
+    if restored
+        .iter()
+        .map(|x| x.to_bits())
+        .ne(saved.iter().map(|x| x.to_bits()))
+    {
+        return Err(
+            "16-bit parameters after restore and downcast differ from the saved run's".into(),
+        );
+    }
+    Ok(())
 }
