@@ -1,19 +1,36 @@
 // Fixed-order reductions over the arena, shared by every kernel that needs a per-tensor or global quantity
-// (gradient norms, LAMB's and LARS's trust ratios). Prepended to those families' sources after common.wgsl.
+// (gradient norms, LAMB's and LARS's trust ratios). Prepended to those families' sources after common.wgsl
+// (and after step.wgsl for the optimizer families).
 //
 // A reduction buffer is an array of vec2<f32>: entry 0 is the total over every tensor, entry 1 + t is tensor t,
-// and entry 1 + (tensor count) + b is the partial of global block b. A kernel stage writes one partial per block
-// (the block's 256 elements reduced by a tree in workgroup memory); `reduce_tensors` then combines each tensor's
-// partials and `reduce_total` the tensors. Every combination happens in an order fixed by the layout alone, and
-// nothing uses float atomics, so a result is bit-identical from run to run on one adapter. Because partials are
-// indexed by global block, a tensor split over several chunks reduces exactly as it would in one.
+// entry 1 + T + b the partial of global block b (T tensors, B blocks), and entry 1 + T + B + s the partial of
+// segment s. A kernel stage writes one partial per block; the finalize passes of norms.wgsl then reduce each
+// segment (a run of at most SEGMENT_BLOCKS consecutive blocks of one tensor), each tensor's segments, and the
+// tensors. Every combination happens in an order fixed by the layout alone, and nothing uses float atomics,
+// so a result is bit-identical from run to run on one adapter. Block partials are indexed by global block and
+// segments count from a tensor's first block, so a tensor split over several chunks reduces exactly as it
+// would in one.
+//
+// The order, which a CPU can reproduce exactly:
+//   block:   the balanced binary tree over the block's 256 elements in index order (level k adds the pairs whose
+//            element indices differ in bit k), padding counted as 0;
+//   segment: invocation j of 64 combines the segment's block partials j, j + 64, ... in sequence, then the
+//            same tree over the 64 results;
+//   tensor:  its segments likewise; total: the tensors likewise.
+// The block tree does not depend on how an adapter groups invocations into subgroups: it is written with
+// workgroup memory and per-invocation arithmetic only.
 //
 // Each lane reduces by a sum, or by a maximum where REDUCE_MAX_X / REDUCE_MAX_Y is set.
 
 override REDUCE_MAX_X: bool = false;
 override REDUCE_MAX_Y: bool = false;
 
-var<workgroup> reduce_scratch: array<vec2<f32>, 256>;
+// Invocations of every reduction workgroup: one per quad of a 256-element block (QUAD_THREADS).
+const REDUCE_THREADS: u32 = 64u;
+// Block partials per segment: a segment's 64 invocations combine 16 partials each in sequence before the tree.
+const SEGMENT_BLOCKS: u32 = 1024u;
+
+var<workgroup> reduce_scratch: array<vec2<f32>, 64>;
 
 fn reduce_combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     var r = a + b;
@@ -26,29 +43,58 @@ fn reduce_combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     return r;
 }
 
+// Lane x and lane y of four elements combined as the first two levels of the block tree: (0 + 1) + (2 + 3).
+// Padding elements must already be 0.
+fn reduce_quad(x: vec4<f32>, y: vec4<f32>) -> vec2<f32> {
+    let lo = reduce_combine(vec2<f32>(x.x, y.x), vec2<f32>(x.y, y.y));
+    let hi = reduce_combine(vec2<f32>(x.z, y.z), vec2<f32>(x.w, y.w));
+    return reduce_combine(lo, hi);
+}
+
+// Eight consecutive scratch entries from `first`, `stride` apart, as three levels of a balanced tree.
+fn reduce_eight(first: u32, stride: u32) -> vec2<f32> {
+    var s: array<vec2<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        s[k] = reduce_scratch[first + k * stride];
+    }
+    let a = reduce_combine(reduce_combine(s[0], s[1]), reduce_combine(s[2], s[3]));
+    let b = reduce_combine(reduce_combine(s[4], s[5]), reduce_combine(s[6], s[7]));
+    return reduce_combine(a, b);
+}
+
+// Combines one value from each of the workgroup's 64 invocations as the balanced binary tree over invocation
+// indices (level k adds the pairs whose indices differ in bit k) and returns the result to invocation 0; the
+// other invocations get an unspecified value. Two barriers: invocations 0, 8, ..., 56 each combine eight
+// neighbours (levels 0-2), then invocation 0 combines their eight results (levels 3-5), which costs far fewer
+// barriers than one per level. Every invocation must call it, in uniform control flow, at most once per
+// kernel; kernels contribute a neutral value for padding instead of returning early.
+fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
+    reduce_scratch[lid] = value;
+    workgroupBarrier();
+    var r = value;
+    if (lid % 8u == 0u) {
+        r = reduce_eight(lid, 1u);
+        // Only this invocation reads entries lid .. lid + 7, so it may overwrite its own.
+        reduce_scratch[lid] = r;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        r = reduce_eight(0u, 8u);
+    }
+    return r;
+}
+
 // Where global block `block`'s partial lies in a reduction buffer.
 fn reduce_partial_index(block: u32) -> u32 {
     return 1u + arena_layout[0] + block;
 }
 
-// Combines one value from each of the workgroup's 256 invocations, as a binary tree over invocation indices,
-// and returns the result to all of them. Every invocation must call it (it holds barriers), so kernels that use
-// it contribute a neutral value for padding instead of returning early.
-fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
-    // The previous call's result may still be being read.
-    workgroupBarrier();
-    reduce_scratch[lid] = value;
-    workgroupBarrier();
-    for (var stride = BLOCK / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            reduce_scratch[lid] = reduce_combine(reduce_scratch[lid], reduce_scratch[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    return reduce_scratch[0];
+// The global block number of a block returned by `block_of` or `step_block` (with `valid` != 0).
+fn reduce_global_block(b: Block) -> u32 {
+    return chunk_info.first_block + b.base / BLOCK;
 }
 
-// The index of the block a workgroup of a chunked stage covers, or BLOCK_NONE past the chunk's end.
-fn reduce_block_of(wg: vec3<u32>) -> u32 {
-    return global_block_of(wg);
+// Lane-wise mask: the element where `keep` is set, 0 elsewhere (padding, or a block left out).
+fn reduce_masked(x: vec4<f32>, keep: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), x, keep);
 }

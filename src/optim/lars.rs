@@ -19,8 +19,10 @@
 //! μ > 0 and τ = 0.
 //!
 //! The norms are computed on the GPU in the step's one submission: a stage that reduces ‖p‖² and ‖g‖² per block
-//! (one dispatch per chunk), the reduction's two finalize dispatches, and the stage that steps (one per chunk).
-//! Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding.
+//! (one dispatch per chunk), the reduction's three finalize dispatches, and the stage that steps (one per
+//! chunk). Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding. Under a
+//! [`crate::StepGuard`] both stages read the gradient as the guard leaves it, through the control words of the
+//! group records. A frozen tensor (see [`ParamArena::set_frozen`]) keeps its parameters and momentum buffer.
 
 use crate::arena::ParamArena;
 use crate::checkpoint::{Store, same};
@@ -181,6 +183,11 @@ impl StepKernel for LarsKernel {
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
         (&self.group_buffer, 0)
+    }
+
+    /// Both stages read the gradient through the control words.
+    fn reads_grad_control(&self) -> bool {
+        true
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
