@@ -11,14 +11,15 @@
 // segments count from a tensor's first block, so a tensor split over several chunks reduces exactly as it
 // would in one.
 //
-// The order, which a CPU can reproduce exactly:
+// The order:
 //   block:   the balanced binary tree over the block's 256 elements in index order (level k adds the pairs whose
 //            element indices differ in bit k), padding counted as 0;
 //   segment: invocation j of 64 combines the segment's block partials j, j + 64, ... in sequence, then the
 //            same tree over the 64 results;
 //   tensor:  its segments likewise; total: the tensors likewise.
-// The block tree does not depend on how an adapter groups invocations into subgroups: it is written with
-// workgroup memory and per-invocation arithmetic only.
+// The order does not depend on how an adapter groups invocations into subgroups: it is written with workgroup
+// memory and per-invocation arithmetic only. A shader compiler may still contract a square and the sum it
+// feeds into one fma, so two adapters (or compilers) need not agree to the last bit.
 //
 // Each lane reduces by a sum, or by a maximum where REDUCE_MAX_X / REDUCE_MAX_Y is set.
 
