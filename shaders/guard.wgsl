@@ -78,7 +78,8 @@ fn is_finite4(x: vec4<f32>) -> vec4<bool> {
     return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
 }
 
-// What a `guard_partials` or `guard_apply` workgroup needs besides its data, read once by one invocation.
+// What a `guard_partials` or `guard_apply` workgroup needs besides its data. Every invocation reads the same few
+// words (they stay in cache) rather than one sharing them through workgroup memory, which would cost a barrier.
 struct GuardBlock {
     b: Block,
     // The factor undoing the loss scale.
@@ -87,54 +88,54 @@ struct GuardBlock {
     coef: f32,
 }
 
-var<workgroup> guard_shared: GuardBlock;
-
 // The workgroup's block and factors. Before the control stage (`applying` false) the reciprocal of the scale
-// is computed here with the same expression `guard_control` uses, so both have the same value; after it, the
-// words `guard_control` saved are read (it may already have changed the scale for the next step). Every
-// invocation must call it, in uniform control flow.
-fn guard_block(wg: vec3<u32>, lid: u32, applying: bool) -> GuardBlock {
-    if (lid == 0u) {
-        var s: GuardBlock;
-        s.b = lookup_block(wg);
-        if (applying) {
-            s.inv_scale = bitcast<f32>(control[INV_SCALE]);
-            s.coef = bitcast<f32>(control[COEF]);
-        } else {
-            s.inv_scale = 1.0 / bitcast<f32>(control[SCALE]);
-            s.coef = 1.0;
-        }
-        guard_shared = s;
+// is computed with the same expression `guard_control` uses, so both have the same value; after it, the words
+// `guard_control` saved are read (it may already have changed the scale for the next step).
+fn guard_block(b: Block, applying: bool) -> GuardBlock {
+    var s: GuardBlock;
+    s.b = b;
+    if (applying) {
+        s.inv_scale = bitcast<f32>(control[INV_SCALE]);
+        s.coef = bitcast<f32>(control[COEF]);
+    } else {
+        s.inv_scale = 1.0 / bitcast<f32>(control[SCALE]);
+        s.coef = 1.0;
     }
-    return workgroupUniformLoad(&guard_shared);
+    return s;
 }
 
 // Partials of the gradient as the optimizer will receive it, before clipping: unscaled, accumulation-scaled.
 // A frozen tensor's blocks count as 0 (it has no gradient, as a PyTorch parameter without `.grad`), so
 // neither its norm nor a non-finite value in it affects the step.
 @compute @workgroup_size(64)
-fn guard_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = guard_block(wg, lid, false);
-    var value = vec2<f32>(0.0);
-    if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
-        let keep = quad_mask(s.b, lid);
-        let g = grad[quad_index(s.b, lid)];
-        var u = g;
-        if (LOSS_SCALING) {
-            u = u * s.inv_scale;
+fn guard_partials(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let s = guard_block(partial_blocks[k], false);
+        var value = vec2<f32>(0.0);
+        if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
+            let keep = quad_mask(s.b, lid);
+            let g = grad[quad_index(s.b, lid)];
+            var u = g;
+            if (LOSS_SCALING) {
+                u = u * s.inv_scale;
+            }
+            if (GRAD_SCALE) {
+                u = u * params.grad_scale;
+            }
+            let bad = !(is_finite4(g) & is_finite4(u));
+            let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
+            u = reduce_masked(u, keep);
+            value = reduce_quad(u * u, reduce_masked(magnitude, keep));
         }
-        if (GRAD_SCALE) {
-            u = u * params.grad_scale;
-        }
-        let bad = !(is_finite4(g) & is_finite4(u));
-        let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
-        u = reduce_masked(u, keep);
-        value = reduce_quad(u * u, reduce_masked(magnitude, keep));
+        partial_put(lid, k, value);
     }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u && s.b.valid != 0u) {
-        reduction[reduce_partial_index(reduce_global_block(s.b))] = r;
-    }
+    partial_finish(lid);
 }
 
 @compute @workgroup_size(64)
@@ -235,7 +236,7 @@ fn guard_control(@builtin(local_invocation_index) lid: u32) {
 // tensor's gradient is left as it is.
 @compute @workgroup_size(64)
 fn guard_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = guard_block(wg, lid, true);
+    let s = guard_block(lookup_block(wg), true);
     if (s.b.valid == 0u || s.b.frozen != 0u || quad_empty(s.b, lid)) {
         return;
     }

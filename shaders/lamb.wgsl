@@ -71,41 +71,65 @@ fn lamb_direction(m: vec4<f32>, v: vec4<f32>, p: vec4<f32>, h: GroupRecord) -> D
     return d;
 }
 
+// The group records of the blocks of a partials workgroup, each read by one invocation.
+var<workgroup> partial_records: array<GroupRecord, 16>;
+
+// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
+// and group records into workgroup memory, once per block.
 @compute @workgroup_size(64)
-fn lamb_moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = step_block(wg, lid);
-    let h = step_record();
-    // A block left out (frozen, skipped, past the end) contributes 0; every invocation still reaches the tree.
-    var value = vec2<f32>(0.0);
-    if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-        let i = quad_index(b, lid);
-        let keep = quad_mask(b, lid);
-        var g = guarded_grad(grad[i], h.control);
-        if (CLIP) {
-            // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
-            let clip = max(sqrt(grad_norms[0].x) / h.max_grad_norm, 1.0);
-            g = g / clip;
+fn lamb_moments(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    if (lid < PARTIAL_BLOCKS) {
+        let b = partial_blocks[lid];
+        if (b.valid != 0u) {
+            partial_records[lid] = groups[b.group];
         }
-        let m0 = exp_avg[i];
-        let v0 = exp_avg_sq[i];
-        var m: vec4<f32>;
-        if (GRAD_AVERAGING) {
-            m = torch_lerp4(m0, g, h.beta1_weight);
-        } else {
-            m = m0 * h.beta1_weight + g;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let b = partial_blocks[k];
+        // A block left out (frozen, skipped, past the end) contributes 0.
+        var value = vec2<f32>(0.0);
+        if (b.valid != 0u) {
+            let h = partial_records[k];
+            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
+                value = lamb_moments_quad(b, h, lid);
+            }
         }
-        let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
-        exp_avg[i] = select(m0, m, keep);
-        exp_avg_sq[i] = select(v0, v, keep);
-        let d = lamb_direction(m, v, param[i], h);
-        let w = reduce_masked(d.param, keep);
-        let u = reduce_masked(d.update, keep);
-        value = reduce_quad(w * w, u * u);
+        partial_put(lid, k, value);
     }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u && b.valid != 0u) {
-        reduction[reduce_partial_index(reduce_global_block(b))] = r;
+    partial_finish(lid);
+}
+
+// Updates m and v of invocation `lid`'s quad of block `b`; returns its share of ||w||^2 and ||u||^2.
+fn lamb_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    var g = guarded_grad(grad[i], h.control);
+    if (CLIP) {
+        // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
+        let clip = max(sqrt(grad_norms[0].x) / h.max_grad_norm, 1.0);
+        g = g / clip;
     }
+    let m0 = exp_avg[i];
+    let v0 = exp_avg_sq[i];
+    var m: vec4<f32>;
+    if (GRAD_AVERAGING) {
+        m = torch_lerp4(m0, g, h.beta1_weight);
+    } else {
+        m = m0 * h.beta1_weight + g;
+    }
+    let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
+    exp_avg[i] = select(m0, m, keep);
+    exp_avg_sq[i] = select(v0, v, keep);
+    let d = lamb_direction(m, v, param[i], h);
+    let w = reduce_masked(d.param, keep);
+    let u = reduce_masked(d.update, keep);
+    return reduce_quad(w * w, u * u);
 }
 
 @compute @workgroup_size(64)

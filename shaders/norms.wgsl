@@ -16,7 +16,9 @@ override GRAD_CONTROL: bool = false;
 const RECORD_WORDS: u32 = 16u;
 const CONTROL_WORD: u32 = 11u;
 
-// The block a `grad_partials` workgroup covers and the control words of its group, read by one invocation.
+// The block a `grad_partials` workgroup covers and the control words of its group. Every invocation reads
+// them (the same few words, which stay in cache) rather than one sharing them through workgroup memory: that
+// would cost a barrier, and this stage's only other one is the reduction's.
 struct NormsBlock {
     b: Block,
     unscale: f32,
@@ -25,26 +27,21 @@ struct NormsBlock {
     clip_value: f32,
 }
 
-var<workgroup> norms_shared: NormsBlock;
-
-fn norms_block(wg: vec3<u32>, lid: u32) -> NormsBlock {
-    if (lid == 0u) {
-        var s: NormsBlock;
-        s.b = lookup_block(wg);
-        s.unscale = 1.0;
-        s.grad_scale = 1.0;
-        s.clip_coef = 1.0;
-        s.clip_value = 0.0;
-        if (GRAD_CONTROL && s.b.valid != 0u) {
-            let at = RECORD_WORDS * s.b.group + CONTROL_WORD;
-            s.unscale = bitcast<f32>(records[at]);
-            s.grad_scale = bitcast<f32>(records[at + 1u]);
-            s.clip_coef = bitcast<f32>(records[at + 2u]);
-            s.clip_value = bitcast<f32>(records[at + 3u]);
-        }
-        norms_shared = s;
+fn norms_block(b: Block) -> NormsBlock {
+    var s: NormsBlock;
+    s.b = b;
+    s.unscale = 1.0;
+    s.grad_scale = 1.0;
+    s.clip_coef = 1.0;
+    s.clip_value = 0.0;
+    if (GRAD_CONTROL && s.b.valid != 0u) {
+        let at = RECORD_WORDS * s.b.group + CONTROL_WORD;
+        s.unscale = bitcast<f32>(records[at]);
+        s.grad_scale = bitcast<f32>(records[at + 1u]);
+        s.clip_coef = bitcast<f32>(records[at + 2u]);
+        s.clip_value = bitcast<f32>(records[at + 3u]);
     }
-    return workgroupUniformLoad(&norms_shared);
+    return s;
 }
 
 // The same multiplications, in the same order, as step.wgsl's `guarded_grad`, so that the norm is of exactly
@@ -63,21 +60,27 @@ fn norms_guarded(g: vec4<f32>, s: NormsBlock) -> vec4<f32> {
 // sets REDUCE_MAX_Y), so one pass gives both the 2-norm and the inf-norm. A frozen tensor has no gradient, as
 // a PyTorch parameter without `.grad`: its blocks count as 0.
 @compute @workgroup_size(64)
-fn grad_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = norms_block(wg, lid);
-    var value = vec2<f32>(0.0);
-    if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
-        var g = grad[quad_index(s.b, lid)];
-        if (GRAD_CONTROL) {
-            g = norms_guarded(g, s);
+fn grad_partials(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let s = norms_block(partial_blocks[k]);
+        var value = vec2<f32>(0.0);
+        if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
+            var g = grad[quad_index(s.b, lid)];
+            if (GRAD_CONTROL) {
+                g = norms_guarded(g, s);
+            }
+            g = reduce_masked(g, quad_mask(s.b, lid));
+            value = reduce_quad(g * g, abs(g));
         }
-        g = reduce_masked(g, quad_mask(s.b, lid));
-        value = reduce_quad(g * g, abs(g));
+        partial_put(lid, k, value);
     }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u && s.b.valid != 0u) {
-        reduction[reduce_partial_index(reduce_global_block(s.b))] = r;
-    }
+    partial_finish(lid);
 }
 
 // Entries of the reduction buffer before the segment partials: the total, the tensors and the block partials.

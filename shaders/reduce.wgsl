@@ -52,12 +52,8 @@ fn reduce_quad(x: vec4<f32>, y: vec4<f32>) -> vec2<f32> {
     return reduce_combine(lo, hi);
 }
 
-// Eight consecutive scratch entries from `first`, `stride` apart, as three levels of a balanced tree.
-fn reduce_eight(first: u32, stride: u32) -> vec2<f32> {
-    var s: array<vec2<f32>, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        s[k] = reduce_scratch[first + k * stride];
-    }
+// Eight values as three levels of a balanced tree over adjacent pairs.
+fn reduce_eight(s: array<vec2<f32>, 8>) -> vec2<f32> {
     let a = reduce_combine(reduce_combine(s[0], s[1]), reduce_combine(s[2], s[3]));
     let b = reduce_combine(reduce_combine(s[4], s[5]), reduce_combine(s[6], s[7]));
     return reduce_combine(a, b);
@@ -65,24 +61,81 @@ fn reduce_eight(first: u32, stride: u32) -> vec2<f32> {
 
 // Combines one value from each of the workgroup's 64 invocations as the balanced binary tree over invocation
 // indices (level k adds the pairs whose indices differ in bit k) and returns the result to invocation 0; the
-// other invocations get an unspecified value. Two barriers: invocations 0, 8, ..., 56 each combine eight
-// neighbours (levels 0-2), then invocation 0 combines their eight results (levels 3-5), which costs far fewer
-// barriers than one per level. Every invocation must call it, in uniform control flow, at most once per
-// kernel; kernels contribute a neutral value for padding instead of returning early.
+// other invocations get an unspecified value. One barrier, after which invocation 0 computes the whole tree
+// (63 additions): on a software adapter a barrier costs more than that, and on a GPU the stage is bound by
+// memory, not by this. Every invocation must call it, in uniform control flow, at most once per kernel;
+// kernels contribute a neutral value for padding instead of returning early.
 fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
     reduce_scratch[lid] = value;
     workgroupBarrier();
     var r = value;
-    if (lid % 8u == 0u) {
-        r = reduce_eight(lid, 1u);
-        // Only this invocation reads entries lid .. lid + 7, so it may overwrite its own.
-        reduce_scratch[lid] = r;
-    }
-    workgroupBarrier();
     if (lid == 0u) {
-        r = reduce_eight(0u, 8u);
+        var groups: array<vec2<f32>, 8>;
+        for (var g = 0u; g < 8u; g++) {
+            var s: array<vec2<f32>, 8>;
+            for (var k = 0u; k < 8u; k++) {
+                s[k] = reduce_scratch[8u * g + k];
+            }
+            groups[g] = reduce_eight(s);
+        }
+        r = reduce_eight(groups);
     }
     return r;
+}
+
+// The block-partial stages give each workgroup PARTIAL_BLOCKS consecutive blocks of its chunk: a workgroup's
+// fixed cost (on a software adapter, far more than its arithmetic) is then shared by 16 blocks, and the 16
+// block trees need one barrier in all. Invocation `lid` covers quad `lid` of each block in turn.
+const PARTIAL_BLOCKS: u32 = 16u;
+
+var<workgroup> partial_scratch: array<vec2<f32>, 1024>;
+
+// Block `k` (0 .. PARTIAL_BLOCKS - 1) of the workgroup, read from the layout table; `valid` is 0 past the
+// chunk's end.
+fn partial_block(wg: vec3<u32>, grid: vec3<u32>, k: u32) -> Block {
+    let first = (wg.y * grid.x + wg.x) * PARTIAL_BLOCKS;
+    // lookup_block linearises as y * groups_x + x, so y = 0 makes x the block's index in the chunk.
+    return lookup_block(vec3<u32>(first + k, 0u, 0u));
+}
+
+// The workgroup's blocks, each read from the layout table by one invocation (`partial_stage_blocks`).
+var<workgroup> partial_blocks: array<Block, 16>;
+
+// Invocation k < PARTIAL_BLOCKS reads block k into `partial_blocks`. The caller stages anything else it needs
+// per block, then issues the barrier after which every invocation reads them.
+fn partial_stage_blocks(wg: vec3<u32>, grid: vec3<u32>, lid: u32) {
+    if (lid < PARTIAL_BLOCKS) {
+        partial_blocks[lid] = partial_block(wg, grid, lid);
+    }
+}
+
+// Stores invocation `lid`'s value for block `k` of its workgroup.
+fn partial_put(lid: u32, k: u32, value: vec2<f32>) {
+    partial_scratch[k * REDUCE_THREADS + lid] = value;
+}
+
+// After every invocation has stored its value for every block (`partial_put`), invocation k < PARTIAL_BLOCKS
+// combines block k's 64 values (the tree of `reduce_workgroup`) and writes the partial of that block. Every
+// invocation must call it, in uniform control flow.
+fn partial_finish(lid: u32) {
+    workgroupBarrier();
+    if (lid >= PARTIAL_BLOCKS) {
+        return;
+    }
+    let b = partial_blocks[lid];
+    if (b.valid == 0u) {
+        return;
+    }
+    var groups: array<vec2<f32>, 8>;
+    for (var g = 0u; g < 8u; g++) {
+        var s: array<vec2<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            s[j] = partial_scratch[lid * REDUCE_THREADS + 8u * g + j];
+        }
+        groups[g] = reduce_eight(s);
+    }
+    // Every family that includes this file declares its `reduction` buffer.
+    reduction[reduce_partial_index(reduce_global_block(b))] = reduce_eight(groups);
 }
 
 // Where global block `block`'s partial lies in a reduction buffer.

@@ -23,6 +23,9 @@ const ENTRY_BYTES: u64 = 8;
 /// Block partials per segment (`SEGMENT_BLOCKS` in `shaders/reduce.wgsl`).
 const SEGMENT_BLOCKS: u64 = 1024;
 
+/// Blocks per workgroup of a stage that writes block partials (`PARTIAL_BLOCKS` in `shaders/reduce.wgsl`).
+pub(crate) const PARTIAL_BLOCKS: u32 = 16;
+
 /// How one lane of a reduction combines values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Lane {
@@ -264,12 +267,13 @@ impl GradNorms {
             &reduction.segments,
             records.unwrap_or(&reduction.no_records),
         );
-        let partials = Stage::per_chunk(
+        let partials = Stage::per_chunk_grouped(
             arena,
             "norms",
             "grad_partials",
             norms_constants(reduction.lanes, records.is_some()),
             &slots,
+            PARTIAL_BLOCKS,
         )?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

@@ -48,6 +48,26 @@ impl Stage {
         Self::build(arena, family, entry, constants, slots, &chunks, grids)
     }
 
+    /// A stage dispatched once per chunk, one workgroup per `blocks_per_workgroup` consecutive blocks of the
+    /// chunk (the kernel linearises its workgroup id with the `num_workgroups` builtin).
+    pub fn per_chunk_grouped(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+        blocks_per_workgroup: u32,
+    ) -> Result<Self> {
+        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
+        let max_per_dim = arena.gpu().limits().max_compute_workgroups_per_dimension;
+        let grids = arena
+            .chunk_info()
+            .iter()
+            .map(|c| crate::kernels::grid(c.blocks.div_ceil(blocks_per_workgroup), max_per_dim))
+            .collect();
+        Self::build(arena, family, entry, constants, slots, &chunks, grids)
+    }
+
     /// A stage dispatched once with workgroup grid `grid`; chunked slots bind chunk 0 (such a stage reads the
     /// arena-wide buffers only).
     pub fn single(

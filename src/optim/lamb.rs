@@ -35,7 +35,7 @@
 use crate::arena::ParamArena;
 use crate::checkpoint::{Store, same};
 use crate::error::Result;
-use crate::grad::{GradNorms, Lane, Reduction};
+use crate::grad::{GradNorms, Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
@@ -192,7 +192,14 @@ impl LambKernel {
             ("TRUST_CLIP", config.trust_clip as u8 as f64),
             ("CLIP", config.max_grad_norm.is_some() as u8 as f64),
         ];
-        let moments = Stage::per_chunk(arena, "lamb", "lamb_moments", constants.clone(), &slots)?;
+        let moments = Stage::per_chunk_grouped(
+            arena,
+            "lamb",
+            "lamb_moments",
+            constants.clone(),
+            &slots,
+            PARTIAL_BLOCKS,
+        )?;
         let apply = Stage::per_chunk(arena, "lamb", "lamb_apply", constants, &slots)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

@@ -27,7 +27,7 @@
 use crate::arena::ParamArena;
 use crate::checkpoint::{Store, same};
 use crate::error::{Error, Result};
-use crate::grad::{Lane, Reduction};
+use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
@@ -163,7 +163,14 @@ impl LarsKernel {
             ("NESTEROV", config.nesterov as u8 as f64),
             ("TRUST_CLIP", config.trust_clip as u8 as f64),
         ];
-        let norms = Stage::per_chunk(arena, "lars", "lars_norms", constants.clone(), &slots)?;
+        let norms = Stage::per_chunk_grouped(
+            arena,
+            "lars",
+            "lars_norms",
+            constants.clone(),
+            &slots,
+            PARTIAL_BLOCKS,
+        )?;
         let update = Stage::per_chunk(arena, "lars", "lars_step", constants, &slots)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
