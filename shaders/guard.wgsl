@@ -62,7 +62,7 @@ const SKIP_WORD: u32 = 15u;
 const CONTROL_THREADS: u32 = 64u;
 
 @group(0) @binding(2) var<storage, read_write> reduction: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> control: array<u32>;
 @group(0) @binding(5) var<uniform> params: GuardParams;
 @group(0) @binding(6) var<storage, read> table: array<u32>;
@@ -74,40 +74,68 @@ fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
-// The gradient as the optimizer will receive it, before clipping. The reciprocal is recomputed by every kernel
-// from the same scale with the same expression, so all of them use the same value.
-fn unscaled(g: f32) -> f32 {
-    var u = g;
-    if (LOSS_SCALING) {
-        u = u * (1.0 / bitcast<f32>(control[SCALE]));
-    }
-    if (GRAD_SCALE) {
-        u = u * params.grad_scale;
-    }
-    return u;
+fn is_finite4(x: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
 }
 
-@compute @workgroup_size(256)
-fn guard_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let block = reduce_block_of(wg);
-    if (block == BLOCK_NONE) {
-        return;
+// What a `guard_partials` or `guard_apply` workgroup needs besides its data. Every invocation reads the same few
+// words (they stay in cache) rather than one sharing them through workgroup memory, which would cost a barrier.
+struct GuardBlock {
+    b: Block,
+    // The factor undoing the loss scale.
+    inv_scale: f32,
+    // guard_apply: this step's clip coefficient.
+    coef: f32,
+}
+
+// The workgroup's block and factors. Before the control stage (`applying` false) the reciprocal of the scale
+// is computed with the same expression `guard_control` uses, so both have the same value; after it, the words
+// `guard_control` saved are read (it may already have changed the scale for the next step).
+fn guard_block(b: Block, applying: bool) -> GuardBlock {
+    var s: GuardBlock;
+    s.b = b;
+    if (applying) {
+        s.inv_scale = bitcast<f32>(control[INV_SCALE]);
+        s.coef = bitcast<f32>(control[COEF]);
+    } else {
+        s.inv_scale = 1.0 / bitcast<f32>(control[SCALE]);
+        s.coef = 1.0;
     }
-    let e = locate(wg, lid);
-    var value = vec2<f32>(0.0);
-    if (e.valid) {
-        let g = grad[e.index];
-        let u = unscaled(g);
-        var magnitude = abs(u);
-        if (!is_finite(g) || !is_finite(u)) {
-            magnitude = bitcast<f32>(params.inf_bits);
+    return s;
+}
+
+// Partials of the gradient as the optimizer will receive it, before clipping: unscaled, accumulation-scaled.
+// A frozen tensor's blocks count as 0 (it has no gradient, as a PyTorch parameter without `.grad`), so
+// neither its norm nor a non-finite value in it affects the step.
+@compute @workgroup_size(64)
+fn guard_partials(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let s = guard_block(partial_blocks[k], false);
+        var value = vec2<f32>(0.0);
+        if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
+            let keep = quad_mask(s.b, lid);
+            let g = grad[quad_index(s.b, lid)];
+            var u = g;
+            if (LOSS_SCALING) {
+                u = u * s.inv_scale;
+            }
+            if (GRAD_SCALE) {
+                u = u * params.grad_scale;
+            }
+            let bad = !(is_finite4(g) & is_finite4(u));
+            let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
+            u = reduce_masked(u, keep);
+            value = reduce_quad(u * u, reduce_masked(magnitude, keep));
         }
-        value = vec2<f32>(u * u, magnitude);
+        partial_put(lid, k, value);
     }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u) {
-        reduction[reduce_partial_index(block)] = r;
-    }
+    partial_finish(lid);
 }
 
 @compute @workgroup_size(64)
@@ -204,24 +232,29 @@ fn guard_control(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+// Rewrites the gradients in place, for an optimizer whose kernels do not read the control words; a frozen
+// tensor's gradient is left as it is.
+@compute @workgroup_size(64)
 fn guard_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = locate(wg, lid);
-    if (!e.valid) {
+    let s = guard_block(lookup_block(wg), true);
+    if (s.b.valid == 0u || s.b.frozen != 0u || quad_empty(s.b, lid)) {
         return;
     }
-    var g = grad[e.index];
+    let i = quad_index(s.b, lid);
+    let g0 = grad[i];
+    var g = g0;
     if (LOSS_SCALING) {
-        g = g * bitcast<f32>(control[INV_SCALE]);
+        g = g * s.inv_scale;
     }
     if (GRAD_SCALE) {
         g = g * params.grad_scale;
     }
     if (CLIP_NORM) {
-        g = g * bitcast<f32>(control[COEF]);
+        g = g * s.coef;
     }
     if (CLIP_VALUE) {
-        g = clamp(g, -params.clip_value, params.clip_value);
+        g = clamp(g, vec4<f32>(-params.clip_value), vec4<f32>(params.clip_value));
     }
-    grad[e.index] = g;
+    // Padding lanes keep what they held.
+    grad[i] = select(g0, g, quad_mask(s.b, lid));
 }

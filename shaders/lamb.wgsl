@@ -1,11 +1,13 @@
-// LAMB in two chunked stages around a per-tensor reduction (reduce.wgsl precedes this file):
+// LAMB in two chunked stages around a per-tensor reduction (step.wgsl and reduce.wgsl precede this file):
 //   lamb_moments: clip the gradient by the global norm, update m and v, and write per-block partials of
 //                 ||w||^2 and ||u||^2, where u is the Adam-style direction (plus L2 decay) and w the parameter
 //                 it will be applied to (decayed first with decoupled decay);
-//   (reduce_tensors, reduce_total in norms.wgsl)
+//   (the finalize passes in norms.wgsl)
 //   lamb_apply:   recompute u from m and v, scale it by the tensor's trust ratio ||w|| / ||u||, and step.
 // Recomputing u costs no extra memory and uses the same function in both stages, so the norm is that of the
-// update applied. The operation order follows timm's single-tensor Lamb.
+// update applied. The operation order follows timm's single-tensor Lamb. Both stages read the gradient through
+// the step guard's control words (`guarded_grad`), as does the gradient norm LAMB clips by, so a guarded step
+// reads each gradient as the guard leaves it without rewriting it in place.
 
 // timm's decoupled_decay: p -= lr * wd * p before the step, instead of adding wd * p to the update.
 override DECOUPLED: bool = false;
@@ -17,10 +19,9 @@ override TRUST_CLIP: bool = false;
 override CLIP: bool = true;
 
 // Scalars the host computes in f64 each step, per parameter group; 16 words to match the host record.
-struct LambGroup {
-    beta1: f32,
-    // 1 - beta1
-    one_minus_beta1: f32,
+struct GroupRecord {
+    // 1 - beta1 with GRAD_AVERAGING (the lerp weight), beta1 without: each variant uses only one of them.
+    beta1_weight: f32,
     beta2: f32,
     one_minus_beta2: f32,
     // 1 - beta1^t, or 1 without bias correction
@@ -34,95 +35,120 @@ struct LambGroup {
     neg_lr: f32,
     // 1 where the trust ratio applies: weight decay != 0, or always_adapt
     adapt: u32,
+    // The optimizer's max_grad_norm (the same in every group's record).
     max_grad_norm: f32,
-    pad: array<f32, 3>,
-    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
-    skip: u32,
+    control: GradControl,
 }
 
-@group(0) @binding(2) var<storage, read> groups: array<LambGroup>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
-@group(0) @binding(5) var<storage, read_write> exp_avg: array<f32>;
-@group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<vec4<f32>>;
 // This optimizer's reduction: lane x sums ||w||^2, lane y ||u||^2.
 @group(0) @binding(7) var<storage, read_write> reduction: array<vec2<f32>>;
-// The gradient norms (GradNorms' buffer) when CLIP is set; a placeholder otherwise.
+// The gradient norms (a GradNorms buffer reading the same control words) when CLIP is set; a placeholder
+// otherwise.
 @group(0) @binding(8) var<storage, read> grad_norms: array<vec2<f32>>;
 
 struct Direction {
-    update: f32,
+    update: vec4<f32>,
     // The parameter the update is applied to.
-    param: f32,
+    param: vec4<f32>,
 }
 
-fn lamb_direction(m: f32, v: f32, p: f32, h: LambGroup) -> Direction {
+fn lamb_direction(m: vec4<f32>, v: vec4<f32>, p: vec4<f32>, h: GroupRecord) -> Direction {
     let denom = sqrt(v) / h.bias_correction2_sqrt + h.eps;
     var d: Direction;
     d.update = (m / h.bias_correction1) / denom;
     d.param = p;
     if (h.weight_decay != 0.0) {
         if (DECOUPLED) {
-            d.param = fma(p, h.neg_lr_wd, p);
+            d.param = fma(p, vec4<f32>(h.neg_lr_wd), p);
         } else {
-            d.update = fma(p, h.weight_decay, d.update);
+            d.update = fma(p, vec4<f32>(h.weight_decay), d.update);
         }
     }
     return d;
 }
 
-@compute @workgroup_size(256)
-fn lamb_moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (groups[0].skip != 0u) {
-        return;
-    }
-    let block = reduce_block_of(wg);
-    if (block == BLOCK_NONE) {
-        return;
-    }
-    let e = locate(wg, lid);
-    var value = vec2<f32>(0.0);
-    if (e.valid) {
-        let h = groups[e.group];
-        let i = e.index;
-        var g = grad[i];
-        if (CLIP) {
-            let clip = max(sqrt(grad_norms[0].x) / h.max_grad_norm, 1.0);
-            g = g / clip;
+// The group records of the blocks of a partials workgroup, each read by one invocation.
+var<workgroup> partial_records: array<GroupRecord, 16>;
+
+// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
+// and group records into workgroup memory, once per block.
+@compute @workgroup_size(64)
+fn lamb_moments(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    if (lid < PARTIAL_BLOCKS) {
+        let b = partial_blocks[lid];
+        if (b.valid != 0u) {
+            partial_records[lid] = groups[b.group];
         }
-        var m: f32;
-        if (GRAD_AVERAGING) {
-            m = torch_lerp(exp_avg[i], g, h.one_minus_beta1);
-        } else {
-            m = exp_avg[i] * h.beta1 + g;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let b = partial_blocks[k];
+        // A block left out (frozen, skipped, past the end) contributes 0.
+        var value = vec2<f32>(0.0);
+        if (b.valid != 0u) {
+            let h = partial_records[k];
+            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
+                value = lamb_moments_quad(b, h, lid);
+            }
         }
-        let v = fma(h.one_minus_beta2 * g, g, exp_avg_sq[i] * h.beta2);
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        let d = lamb_direction(m, v, param[i], h);
-        value = vec2<f32>(d.param * d.param, d.update * d.update);
+        partial_put(lid, k, value);
     }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u) {
-        reduction[reduce_partial_index(block)] = r;
+    partial_finish(lid);
+}
+
+// Updates m and v of invocation `lid`'s quad of block `b`; returns its share of ||w||^2 and ||u||^2.
+fn lamb_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    var g = guarded_grad(grad[i], h.control);
+    if (CLIP) {
+        // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
+        let clip = max(sqrt(grad_norms[0].x) / h.max_grad_norm, 1.0);
+        g = g / clip;
     }
+    let m0 = exp_avg[i];
+    let v0 = exp_avg_sq[i];
+    var m: vec4<f32>;
+    if (GRAD_AVERAGING) {
+        m = torch_lerp4(m0, g, h.beta1_weight);
+    } else {
+        m = m0 * h.beta1_weight + g;
+    }
+    let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
+    exp_avg[i] = select(m0, m, keep);
+    exp_avg_sq[i] = select(v0, v, keep);
+    let d = lamb_direction(m, v, param[i], h);
+    let w = reduce_masked(d.param, keep);
+    let u = reduce_masked(d.update, keep);
+    return reduce_quad(w * w, u * u);
 }
 
 @compute @workgroup_size(256)
-fn lamb_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (groups[0].skip != 0u) {
+fn lamb_apply(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
+    let h = step_record();
+    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;
     }
-    let e = locate(wg, lid);
-    if (!e.valid) {
-        return;
-    }
-    let h = groups[e.group];
-    let i = e.index;
-    let d = lamb_direction(exp_avg[i], exp_avg_sq[i], param[i], h);
+    let i = quad_index(b, lid);
+    let p0 = param[i];
+    let d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
     var u = d.update;
     if (h.adapt != 0u) {
-        let norms = reduction[1u + e.tensor];
+        let norms = reduction[1u + b.tensor];
         let w_norm = sqrt(norms.x);
         let u_norm = sqrt(norms.y);
         // 1 when either norm is 0, as timm (and apex) do.
@@ -135,5 +161,5 @@ fn lamb_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         u = u * ratio;
     }
-    param[i] = fma(u, h.neg_lr, d.param);
+    param[i] = select(p0, fma(u, vec4<f32>(h.neg_lr), d.param), quad_mask(b, lid));
 }

@@ -1,8 +1,9 @@
-// LARS in two chunked stages around a per-tensor reduction (reduce.wgsl precedes this file):
+// LARS in two chunked stages around a per-tensor reduction (step.wgsl and reduce.wgsl precede this file):
 //   lars_norms: per-block partials of ||w||^2 and ||g||^2;
-//   (reduce_tensors, reduce_total in norms.wgsl)
+//   (the finalize passes in norms.wgsl)
 //   lars_step:  scale g + wd * w by the tensor's trust ratio, then SGD with momentum.
-// The operation order follows timm's single-tensor Lars.
+// The operation order follows timm's single-tensor Lars. Both stages read the gradient through the step
+// guard's control words (`guarded_grad`), so ||g|| is the norm of the gradient the step uses.
 
 override MOMENTUM: bool = false;
 override NESTEROV: bool = false;
@@ -10,7 +11,7 @@ override NESTEROV: bool = false;
 override TRUST_CLIP: bool = false;
 
 // Scalars the host computes each step, per parameter group; 16 words to match the host record.
-struct LarsGroup {
+struct GroupRecord {
     neg_lr: f32,
     lr: f32,
     weight_decay: f32,
@@ -23,59 +24,72 @@ struct LarsGroup {
     adapt: u32,
     // 1 on the first step, when the momentum buffer starts as a copy of the scaled gradient.
     first_step: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-    pad: array<f32, 3>,
-    // Word 15: set by a step guard to leave this step out (an overflowed loss-scaled gradient).
-    skip: u32,
+    pad: array<u32, 2>,
+    control: GradControl,
 }
 
-@group(0) @binding(2) var<storage, read> groups: array<LarsGroup>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
 // A placeholder is bound here when MOMENTUM is off; it is never touched.
-@group(0) @binding(5) var<storage, read_write> momentum_buffer: array<f32>;
+@group(0) @binding(5) var<storage, read_write> momentum_buffer: array<vec4<f32>>;
 // This optimizer's reduction: lane x sums ||w||^2, lane y ||g||^2.
 @group(0) @binding(6) var<storage, read_write> reduction: array<vec2<f32>>;
 
-@compute @workgroup_size(256)
-fn lars_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (groups[0].skip != 0u) {
-        return;
+// The group records of the blocks of a partials workgroup, each read by one invocation.
+var<workgroup> partial_records: array<GroupRecord, 16>;
+
+// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
+// and group records into workgroup memory, once per block.
+@compute @workgroup_size(64)
+fn lars_norms(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    if (lid < PARTIAL_BLOCKS) {
+        let b = partial_blocks[lid];
+        if (b.valid != 0u) {
+            partial_records[lid] = groups[b.group];
+        }
     }
-    let block = reduce_block_of(wg);
-    if (block == BLOCK_NONE) {
-        return;
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let b = partial_blocks[k];
+        // A block left out (frozen, skipped, past the end) contributes 0.
+        var value = vec2<f32>(0.0);
+        if (b.valid != 0u) {
+            let h = partial_records[k];
+            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
+                let i = quad_index(b, lid);
+                let keep = quad_mask(b, lid);
+                let p = reduce_masked(param[i], keep);
+                let g = reduce_masked(guarded_grad(grad[i], h.control), keep);
+                value = reduce_quad(p * p, g * g);
+            }
+        }
+        partial_put(lid, k, value);
     }
-    let e = locate(wg, lid);
-    var value = vec2<f32>(0.0);
-    if (e.valid) {
-        let p = param[e.index];
-        let g = grad[e.index];
-        value = vec2<f32>(p * p, g * g);
-    }
-    let r = reduce_workgroup(lid, value);
-    if (lid == 0u) {
-        reduction[reduce_partial_index(block)] = r;
-    }
+    partial_finish(lid);
 }
 
 @compute @workgroup_size(256)
-fn lars_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (groups[0].skip != 0u) {
+fn lars_step(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
+    let h = step_record();
+    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
         return;
     }
-    let e = locate(wg, lid);
-    if (!e.valid) {
-        return;
-    }
-    let h = groups[e.group];
-    let i = e.index;
-    var g = grad[i];
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    var g = guarded_grad(grad[i], h.control);
     let p = param[i];
     if (h.adapt != 0u) {
-        let norms = reduction[1u + e.tensor];
+        let norms = reduction[1u + b.tensor];
         let w_norm = sqrt(norms.x);
         let g_norm = sqrt(norms.y);
         // 1 when either norm is 0, as timm does.
@@ -86,19 +100,20 @@ fn lars_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         if (TRUST_CLIP) {
             ratio = min(ratio / h.lr, 1.0);
         }
-        g = fma(p, h.weight_decay, g) * ratio;
+        g = fma(p, vec4<f32>(h.weight_decay), g) * ratio;
     }
     if (MOMENTUM) {
         var buf = g;
+        let buf0 = momentum_buffer[i];
         if (h.first_step == 0u) {
-            buf = fma(g, h.one_minus_dampening, momentum_buffer[i] * h.momentum);
+            buf = fma(g, vec4<f32>(h.one_minus_dampening), buf0 * h.momentum);
         }
-        momentum_buffer[i] = buf;
+        momentum_buffer[i] = select(buf0, buf, keep);
         if (NESTEROV) {
-            g = fma(buf, h.momentum, g);
+            g = fma(buf, vec4<f32>(h.momentum), g);
         } else {
             g = buf;
         }
     }
-    param[i] = fma(g, h.neg_lr, p);
+    param[i] = select(p, fma(g, vec4<f32>(h.neg_lr), p), keep);
 }

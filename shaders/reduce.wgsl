@@ -1,19 +1,37 @@
 // Fixed-order reductions over the arena, shared by every kernel that needs a per-tensor or global quantity
-// (gradient norms, LAMB's and LARS's trust ratios). Prepended to those families' sources after common.wgsl.
+// (gradient norms, LAMB's and LARS's trust ratios). Prepended to those families' sources after common.wgsl
+// (and after step.wgsl for the optimizer families).
 //
 // A reduction buffer is an array of vec2<f32>: entry 0 is the total over every tensor, entry 1 + t is tensor t,
-// and entry 1 + (tensor count) + b is the partial of global block b. A kernel stage writes one partial per block
-// (the block's 256 elements reduced by a tree in workgroup memory); `reduce_tensors` then combines each tensor's
-// partials and `reduce_total` the tensors. Every combination happens in an order fixed by the layout alone, and
-// nothing uses float atomics, so a result is bit-identical from run to run on one adapter. Because partials are
-// indexed by global block, a tensor split over several chunks reduces exactly as it would in one.
+// entry 1 + T + b the partial of global block b (T tensors, B blocks), and entry 1 + T + B + s the partial of
+// segment s. A kernel stage writes one partial per block; the finalize passes of norms.wgsl then reduce each
+// segment (a run of at most SEGMENT_BLOCKS consecutive blocks of one tensor), each tensor's segments, and the
+// tensors. Every combination happens in an order fixed by the layout alone, and nothing uses float atomics,
+// so a result is bit-identical from run to run on one adapter. Block partials are indexed by global block and
+// segments count from a tensor's first block, so a tensor split over several chunks reduces exactly as it
+// would in one.
+//
+// The order:
+//   block:   the balanced binary tree over the block's 256 elements in index order (level k adds the pairs whose
+//            element indices differ in bit k), padding counted as 0;
+//   segment: invocation j of 64 combines the segment's block partials j, j + 64, ... in sequence, then the
+//            same tree over the 64 results;
+//   tensor:  its segments likewise; total: the tensors likewise.
+// The order does not depend on how an adapter groups invocations into subgroups: it is written with workgroup
+// memory and per-invocation arithmetic only. A shader compiler may still contract a square and the sum it
+// feeds into one fma, so two adapters (or compilers) need not agree to the last bit.
 //
 // Each lane reduces by a sum, or by a maximum where REDUCE_MAX_X / REDUCE_MAX_Y is set.
 
 override REDUCE_MAX_X: bool = false;
 override REDUCE_MAX_Y: bool = false;
 
-var<workgroup> reduce_scratch: array<vec2<f32>, 256>;
+// Invocations of every reduction workgroup: one per quad of a 256-element block (QUAD_THREADS).
+const REDUCE_THREADS: u32 = 64u;
+// Block partials per segment: a segment's 64 invocations combine 16 partials each in sequence before the tree.
+const SEGMENT_BLOCKS: u32 = 1024u;
+
+var<workgroup> reduce_scratch: array<vec2<f32>, 64>;
 
 fn reduce_combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     var r = a + b;
@@ -26,29 +44,111 @@ fn reduce_combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     return r;
 }
 
+// Lane x and lane y of four elements combined as the first two levels of the block tree: (0 + 1) + (2 + 3).
+// Padding elements must already be 0.
+fn reduce_quad(x: vec4<f32>, y: vec4<f32>) -> vec2<f32> {
+    let lo = reduce_combine(vec2<f32>(x.x, y.x), vec2<f32>(x.y, y.y));
+    let hi = reduce_combine(vec2<f32>(x.z, y.z), vec2<f32>(x.w, y.w));
+    return reduce_combine(lo, hi);
+}
+
+// Eight values as three levels of a balanced tree over adjacent pairs.
+fn reduce_eight(s: array<vec2<f32>, 8>) -> vec2<f32> {
+    let a = reduce_combine(reduce_combine(s[0], s[1]), reduce_combine(s[2], s[3]));
+    let b = reduce_combine(reduce_combine(s[4], s[5]), reduce_combine(s[6], s[7]));
+    return reduce_combine(a, b);
+}
+
+// Combines one value from each of the workgroup's 64 invocations as the balanced binary tree over invocation
+// indices (level k adds the pairs whose indices differ in bit k) and returns the result to invocation 0; the
+// other invocations get an unspecified value. One barrier, after which invocation 0 computes the whole tree
+// (63 additions): on a software adapter a barrier costs more than that, and on a GPU the stage is bound by
+// memory, not by this. Every invocation must call it, in uniform control flow, at most once per kernel;
+// kernels contribute a neutral value for padding instead of returning early.
+fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
+    reduce_scratch[lid] = value;
+    workgroupBarrier();
+    var r = value;
+    if (lid == 0u) {
+        var groups: array<vec2<f32>, 8>;
+        for (var g = 0u; g < 8u; g++) {
+            var s: array<vec2<f32>, 8>;
+            for (var k = 0u; k < 8u; k++) {
+                s[k] = reduce_scratch[8u * g + k];
+            }
+            groups[g] = reduce_eight(s);
+        }
+        r = reduce_eight(groups);
+    }
+    return r;
+}
+
+// The block-partial stages give each workgroup PARTIAL_BLOCKS consecutive blocks of its chunk: a workgroup's
+// fixed cost (on a software adapter, far more than its arithmetic) is then shared by 16 blocks, and the 16
+// block trees need one barrier in all. Invocation `lid` covers quad `lid` of each block in turn.
+const PARTIAL_BLOCKS: u32 = 16u;
+
+var<workgroup> partial_scratch: array<vec2<f32>, 1024>;
+
+// Block `k` (0 .. PARTIAL_BLOCKS - 1) of the workgroup, read from the layout table; `valid` is 0 past the
+// chunk's end.
+fn partial_block(wg: vec3<u32>, grid: vec3<u32>, k: u32) -> Block {
+    let first = (wg.y * grid.x + wg.x) * PARTIAL_BLOCKS;
+    // lookup_block linearises as y * groups_x + x, so y = 0 makes x the block's index in the chunk.
+    return lookup_block(vec3<u32>(first + k, 0u, 0u));
+}
+
+// The workgroup's blocks, each read from the layout table by one invocation (`partial_stage_blocks`).
+var<workgroup> partial_blocks: array<Block, 16>;
+
+// Invocation k < PARTIAL_BLOCKS reads block k into `partial_blocks`. The caller stages anything else it needs
+// per block, then issues the barrier after which every invocation reads them.
+fn partial_stage_blocks(wg: vec3<u32>, grid: vec3<u32>, lid: u32) {
+    if (lid < PARTIAL_BLOCKS) {
+        partial_blocks[lid] = partial_block(wg, grid, lid);
+    }
+}
+
+// Stores invocation `lid`'s value for block `k` of its workgroup.
+fn partial_put(lid: u32, k: u32, value: vec2<f32>) {
+    partial_scratch[k * REDUCE_THREADS + lid] = value;
+}
+
+// After every invocation has stored its value for every block (`partial_put`), invocation k < PARTIAL_BLOCKS
+// combines block k's 64 values (the tree of `reduce_workgroup`) and writes the partial of that block. Every
+// invocation must call it, in uniform control flow.
+fn partial_finish(lid: u32) {
+    workgroupBarrier();
+    if (lid >= PARTIAL_BLOCKS) {
+        return;
+    }
+    let b = partial_blocks[lid];
+    if (b.valid == 0u) {
+        return;
+    }
+    var groups: array<vec2<f32>, 8>;
+    for (var g = 0u; g < 8u; g++) {
+        var s: array<vec2<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            s[j] = partial_scratch[lid * REDUCE_THREADS + 8u * g + j];
+        }
+        groups[g] = reduce_eight(s);
+    }
+    // Every family that includes this file declares its `reduction` buffer.
+    reduction[reduce_partial_index(reduce_global_block(b))] = reduce_eight(groups);
+}
+
 // Where global block `block`'s partial lies in a reduction buffer.
 fn reduce_partial_index(block: u32) -> u32 {
     return 1u + arena_layout[0] + block;
 }
 
-// Combines one value from each of the workgroup's 256 invocations, as a binary tree over invocation indices,
-// and returns the result to all of them. Every invocation must call it (it holds barriers), so kernels that use
-// it contribute a neutral value for padding instead of returning early.
-fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
-    // The previous call's result may still be being read.
-    workgroupBarrier();
-    reduce_scratch[lid] = value;
-    workgroupBarrier();
-    for (var stride = BLOCK / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            reduce_scratch[lid] = reduce_combine(reduce_scratch[lid], reduce_scratch[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    return reduce_scratch[0];
+// The global block number of a block returned by `lookup_block`, `quad_block` or `step_block` (with `valid` != 0).
+fn reduce_global_block(b: Block) -> u32 {
+    return chunk_info.first_block + b.base / BLOCK;
 }
 
-// The index of the block a workgroup of a chunked stage covers, or BLOCK_NONE past the chunk's end.
-fn reduce_block_of(wg: vec3<u32>) -> u32 {
-    return global_block_of(wg);
+// Lane-wise mask: the element where `keep` is set, 0 elsewhere (padding, or a block left out).
+fn reduce_masked(x: vec4<f32>, keep: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), x, keep);
 }

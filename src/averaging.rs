@@ -30,6 +30,7 @@
 use crate::arena::{BufferSlice, ParamArena};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
+use crate::kernels::QUAD_BLOCKS;
 use crate::optim::StepStats;
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
 
@@ -136,8 +137,22 @@ impl AveragedParams {
             (Access::ReadWrite, Slot::PerChunk(averaged.chunks(0))),
             (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
         ];
-        let update = Stage::per_chunk_quads(arena, "averaging", "average_update", vec![], &slots)?;
-        let swap = Stage::per_chunk_quads(arena, "averaging", "average_swap", vec![], &slots)?;
+        let update = Stage::per_chunk_grouped(
+            arena,
+            "averaging",
+            "average_update",
+            vec![],
+            &slots,
+            QUAD_BLOCKS,
+        )?;
+        let swap = Stage::per_chunk_grouped(
+            arena,
+            "averaging",
+            "average_swap",
+            vec![],
+            &slots,
+            QUAD_BLOCKS,
+        )?;
         let this = Self {
             mode,
             binding: ArenaBinding::new(arena),

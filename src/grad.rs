@@ -2,21 +2,30 @@
 //! clipping and logging) and the per-tensor norms behind LAMB's and LARS's trust ratios.
 //!
 //! Every reduction has the same shape, so it is one piece of machinery: a kernel stage writes one partial per
-//! 256-element block (a fixed-order tree in workgroup memory), then two finalize dispatches combine each
-//! tensor's partials and then all tensors, again in fixed order. There are no float atomics, so results are
-//! bit-identical from run to run on one adapter, and partials are indexed by global block, so a tensor split
-//! over several chunk buffers reduces exactly as it would in one. The cost is a fixed number of dispatches
-//! whatever the tensor count: one per chunk for the partials, plus two.
+//! 256-element block (a fixed-order tree in workgroup memory), then three finalize dispatches combine runs of
+//! at most 1024 block partials of one tensor (segments, one workgroup each, so a large tensor is combined by
+//! many workgroups at once), each tensor's segments, and all tensors, again in fixed order (see
+//! `shaders/reduce.wgsl`). There are no float atomics, so results are bit-identical from run to run on one
+//! adapter, and partials are indexed by global block, so a tensor split over several chunk buffers reduces
+//! exactly as it would in one. The cost is a fixed number of dispatches whatever the tensor count: one per
+//! chunk for the partials, plus three.
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, BLOCK, grid};
-use crate::passes::StepStats;
-use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
+use crate::passes::{
+    ArenaBinding, Slot, Stage, StepStats, compute_pass, placeholder_named, submit_alone,
+};
 
 /// Bytes of one reduction entry: two f32 lanes.
 const ENTRY_BYTES: u64 = 8;
+
+/// Block partials per segment (`SEGMENT_BLOCKS` in `shaders/reduce.wgsl`).
+const SEGMENT_BLOCKS: u64 = 1024;
+
+/// Blocks per workgroup of a stage that writes block partials (`PARTIAL_BLOCKS` in `shaders/reduce.wgsl`).
+pub(crate) const PARTIAL_BLOCKS: u32 = 16;
 
 /// How one lane of a reduction combines values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,25 +34,52 @@ pub(crate) enum Lane {
     Max,
 }
 
-/// A reduction buffer and its two finalize stages. Layout, in `vec2<f32>` entries: `[0]` the total over all
-/// tensors, `[1 + t]` tensor `t`, `[1 + tensors + b]` the partial of global block `b` (see
-/// `shaders/reduce.wgsl`). A kernel stage of the caller writes the partials; [`Reduction::record_finalize`]
-/// turns them into per-tensor values and the total.
+/// The segment table of `arena` (layout in `shaders/norms.wgsl`): `[S]`, then each tensor's first segment
+/// (`T + 1` entries, the last one `S`), then each segment's tensor.
+fn segment_table(arena: &ParamArena) -> Vec<u32> {
+    let tensors = arena.tensors();
+    let mut firsts = Vec::with_capacity(tensors.len() + 1);
+    let mut owners = Vec::new();
+    for (t, info) in tensors.iter().enumerate() {
+        firsts.push(owners.len() as u32);
+        let blocks = info.numel.div_ceil(BLOCK as u64);
+        let segments = blocks.div_ceil(SEGMENT_BLOCKS).max(1);
+        owners.extend(std::iter::repeat_n(t as u32, segments as usize));
+    }
+    firsts.push(owners.len() as u32);
+    let mut words = Vec::with_capacity(1 + firsts.len() + owners.len());
+    words.push(owners.len() as u32);
+    words.extend(firsts);
+    words.extend(owners);
+    words
+}
+
+/// A reduction buffer, its segment table and its three finalize stages. Layout, in `vec2<f32>` entries: `[0]`
+/// the total over all tensors, `[1 + t]` tensor `t`, `[1 + tensors + b]` the partial of global block `b`, then
+/// the segment partials (see `shaders/reduce.wgsl`). A kernel stage of the caller writes the block partials;
+/// [`Reduction::record_finalize`] turns them into per-tensor values and the total.
 pub(crate) struct Reduction {
     gpu: Gpu,
     buffer: wgpu::Buffer,
+    segments: wgpu::Buffer,
+    /// Bound where a stage reads no group records.
+    no_records: wgpu::Buffer,
+    lanes: [Lane; 2],
     tensors: u32,
+    per_segment: Stage,
     per_tensor: Stage,
     total: Stage,
 }
 
 impl Reduction {
-    /// Allocates the buffer for `arena` and compiles the finalize stages with lane operations `lanes`.
+    /// Allocates the buffers for `arena` and compiles the finalize stages with lane operations `lanes`.
     pub fn new(arena: &ParamArena, lanes: [Lane; 2]) -> Result<Self> {
         let gpu = arena.gpu().clone();
         let tensors = arena.tensors().len() as u32;
         let blocks = arena.padded_elements() / BLOCK as u64;
-        let bytes = (1 + tensors as u64 + blocks) * ENTRY_BYTES;
+        let table = segment_table(arena);
+        let segment_count = table[0] as u64;
+        let bytes = (1 + tensors as u64 + blocks + segment_count) * ENTRY_BYTES;
         if bytes > gpu.max_binding_bytes() {
             return Err(Error::TooLarge {
                 name: "<reduction buffer>".into(),
@@ -52,19 +88,37 @@ impl Reduction {
                 what: "max_storage_buffer_binding_size",
             });
         }
-        let buffer = gpu.scoped(|| {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        let (buffer, segments) = gpu.scoped(|| {
+            let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("reduction"),
                 size: bytes,
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            })
+            });
+            let segments = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("reduction segments"),
+                size: (table.len() * 4) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (buffer, segments)
         })?;
-        let constants = lane_constants(lanes);
-        let slots = finalize_slots(arena, &buffer);
+        gpu.queue()
+            .write_buffer(&segments, 0, bytemuck::cast_slice(&table));
+        let no_records = placeholder_named(&gpu, "reduction: no group records")?;
+        let constants = norms_constants(lanes, false);
+        let slots = norms_slots(arena, &buffer, &segments, &no_records);
         let max_per_dim = gpu.limits().max_compute_workgroups_per_dimension;
+        let per_segment = Stage::single(
+            arena,
+            "norms",
+            "reduce_segments",
+            constants.clone(),
+            &slots,
+            grid(segment_count as u32, max_per_dim),
+        )?;
         let per_tensor = Stage::single(
             arena,
             "norms",
@@ -77,7 +131,11 @@ impl Reduction {
         Ok(Self {
             gpu,
             buffer,
+            segments,
+            no_records,
+            lanes,
             tensors,
+            per_segment,
             per_tensor,
             total,
         })
@@ -88,14 +146,14 @@ impl Reduction {
         &self.buffer
     }
 
-    /// Bytes of the reduction buffer.
+    /// Bytes of the reduction buffer and its segment table.
     pub fn bytes(&self) -> u64 {
-        self.buffer.size()
+        self.buffer.size() + self.segments.size()
     }
 
-    /// Records the two finalize dispatches (per tensor, then total); returns 2.
+    /// Records the three finalize dispatches (segments, tensors, total); returns 3.
     pub fn record_finalize(&self, pass: &mut wgpu::ComputePass<'_>) -> u32 {
-        self.per_tensor.record(pass) + self.total.record(pass)
+        self.per_segment.record(pass) + self.per_tensor.record(pass) + self.total.record(pass)
     }
 
     /// Downloads the total and the per-tensor entries, `[total, tensor 0, ...]` (waits for the GPU).
@@ -114,23 +172,31 @@ impl Reduction {
     }
 }
 
-fn lane_constants(lanes: [Lane; 2]) -> Vec<(&'static str, f64)> {
+/// The override constants of the `norms` family: the lane operations, and whether `grad_partials` reads the
+/// gradient through the group records' control words.
+fn norms_constants(lanes: [Lane; 2], grad_control: bool) -> Vec<(&'static str, f64)> {
     vec![
         ("REDUCE_MAX_X", (lanes[0] == Lane::Max) as u8 as f64),
         ("REDUCE_MAX_Y", (lanes[1] == Lane::Max) as u8 as f64),
+        ("GRAD_CONTROL", grad_control as u8 as f64),
     ]
 }
 
-/// The bindings of the `norms` family: layout, chunk uniform, reduction buffer, gradients.
-fn finalize_slots<'a>(
+/// The bindings of the `norms` family: layout, chunk uniform, reduction buffer, gradients, segment table, group
+/// records.
+fn norms_slots<'a>(
     arena: &'a ParamArena,
     reduction: &'a wgpu::Buffer,
-) -> [(Access, Slot<'a>); 4] {
+    segments: &'a wgpu::Buffer,
+    records: &'a wgpu::Buffer,
+) -> [(Access, Slot<'a>); 6] {
     [
         (Access::Read, Slot::Layout),
         (Access::Uniform, Slot::Chunk),
         (Access::ReadWrite, Slot::Buffer(reduction)),
         (Access::Read, Slot::PerChunk(arena.grad_buffers())),
+        (Access::Read, Slot::Buffer(segments)),
+        (Access::Read, Slot::Buffer(records)),
     ]
 }
 
@@ -157,12 +223,16 @@ impl Norms {
 /// them only when asked.
 ///
 /// [`GradNorms::buffer`] holds `vec2<f32>` entries: `[0]` the whole model, `[1 + t]` tensor `t` in registration
-/// order (then per-block partials). Lane x is Σ g² (the 2-norm squared: take its square root), lane y is max |g|.
-/// Both come from one pass over the gradients, so clipping by either norm type costs the same.
+/// order (then per-block and per-segment partials). Lane x is Σ g² (the 2-norm squared: take its square root),
+/// lane y is max |g|. Both come from one pass over the gradients, so clipping by either norm type costs the same.
+/// A frozen tensor (see [`ParamArena::set_frozen`]) has no gradient, as a PyTorch parameter without `.grad`: it
+/// counts as 0, in its own entry and in the total.
 ///
-/// Accumulation is in f32: each block's 256 squares by a binary tree, each tensor's blocks in strided order, then
-/// the tensors. PyTorch's `torch.linalg.vector_norm` sums in another order, so the two agree to rounding (a few
-/// ulp of the norm), not bit for bit. A non-finite gradient element makes the 2-norm non-finite.
+/// Accumulation is in f32: each block's 256 squares by a balanced binary tree in index order, each run of up to
+/// 1024 blocks of a tensor in strided order then a tree, the same for a tensor's runs, then the tensors (the
+/// exact order is in `shaders/reduce.wgsl`). PyTorch's `torch.linalg.vector_norm` sums in another order, so the
+/// two agree to rounding (a few ulp of the norm), not bit for bit. A non-finite gradient element makes the
+/// 2-norm non-finite.
 pub struct GradNorms {
     binding: ArenaBinding,
     reduction: Reduction,
@@ -180,14 +250,31 @@ impl std::fmt::Debug for GradNorms {
 impl GradNorms {
     /// Compiles the kernels and allocates the buffer for `arena`.
     pub fn new(arena: &ParamArena) -> Result<Self> {
+        Self::build(arena, None)
+    }
+
+    /// Norms of the gradient as an optimizer's kernels read it: through the control words (unscale, gradient
+    /// scale, clip coefficient, clip value; words 11-14 of each group record, see `shaders/step.wgsl`) of the
+    /// records in `records`, which a [`crate::StepGuard`] sets earlier in the same submission.
+    pub(crate) fn with_grad_control(arena: &ParamArena, records: &wgpu::Buffer) -> Result<Self> {
+        Self::build(arena, Some(records))
+    }
+
+    fn build(arena: &ParamArena, records: Option<&wgpu::Buffer>) -> Result<Self> {
         let reduction = Reduction::new(arena, [Lane::Sum, Lane::Max])?;
-        let slots = finalize_slots(arena, reduction.buffer());
-        let partials = Stage::per_chunk(
+        let slots = norms_slots(
+            arena,
+            reduction.buffer(),
+            &reduction.segments,
+            records.unwrap_or(&reduction.no_records),
+        );
+        let partials = Stage::per_chunk_grouped(
             arena,
             "norms",
             "grad_partials",
-            lane_constants([Lane::Sum, Lane::Max]),
+            norms_constants(reduction.lanes, records.is_some()),
             &slots,
+            PARTIAL_BLOCKS,
         )?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
@@ -200,7 +287,7 @@ impl GradNorms {
         self.binding.check(arena)
     }
 
-    /// Records the computation into `encoder` (its own compute pass): one dispatch per chunk plus two. Later
+    /// Records the computation into `encoder` (its own compute pass): one dispatch per chunk plus three. Later
     /// work in the same submission sees the results in [`GradNorms::buffer`].
     pub fn encode(
         &self,

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, Reduction};
+use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
 use crate::optim::{Optimizer, StepStats, next_records, record_bytes, stage_records};
 use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
@@ -344,12 +344,13 @@ impl StepGuard {
             &unused_records,
         );
         let partials = match &reduction {
-            Some(_) => Some(Stage::per_chunk(
+            Some(_) => Some(Stage::per_chunk_grouped(
                 arena,
                 "guard",
                 "guard_partials",
                 constants.clone(),
                 &slots,
+                PARTIAL_BLOCKS,
             )?),
             None => None,
         };

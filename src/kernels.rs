@@ -40,12 +40,13 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adagrad.wgsl")
         ),
-        // Families that reduce per tensor start with the shared reduction helpers.
+        // Families that reduce per tensor start with the shared reduction helpers (optimizers after step.wgsl).
         "norms" => concat!(
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/norms.wgsl")
         ),
         "lamb" => concat!(
+            include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lamb.wgsl")
         ),
@@ -54,6 +55,7 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/guard.wgsl")
         ),
         "lars" => concat!(
+            include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")
         ),

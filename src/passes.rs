@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{Access, Kernel, KernelSpec, QUAD_BLOCKS};
+use crate::kernels::{Access, Kernel, KernelSpec};
 
 /// What one step cost the host: the figures that must not grow with the model's tensor count. Defined with the
 /// dispatch helpers that count them, so that the arena's helpers need nothing from the optimizers.
@@ -83,21 +83,23 @@ impl Stage {
         )
     }
 
-    /// A stage dispatched once per chunk with one workgroup per `QUAD_BLOCKS` blocks: the vector-width
-    /// kernels of `common.wgsl` (`quad_block`), whose workgroups of 256 invocations cover four blocks each.
-    pub fn per_chunk_quads(
+    /// A stage dispatched once per chunk, one workgroup per `blocks_per_workgroup` consecutive blocks of the
+    /// chunk (the kernel linearises its workgroup id with the `num_workgroups` builtin): `QUAD_BLOCKS` for the
+    /// vector-width kernels of `common.wgsl`, `PARTIAL_BLOCKS` for the block partials of `reduce.wgsl`.
+    pub fn per_chunk_grouped(
         arena: &ParamArena,
         family: &'static str,
         entry: &'static str,
         constants: Vec<(&'static str, f64)>,
         slots: &[(Access, Slot<'_>)],
+        blocks_per_workgroup: u32,
     ) -> Result<Self> {
         let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
         let max_per_dim = arena.gpu().limits().max_compute_workgroups_per_dimension;
         let grids = arena
             .chunk_info()
             .iter()
-            .map(|c| crate::kernels::grid(c.blocks.div_ceil(QUAD_BLOCKS), max_per_dim))
+            .map(|c| crate::kernels::grid(c.blocks.div_ceil(blocks_per_workgroup), max_per_dim))
             .collect();
         Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
     }

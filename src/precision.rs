@@ -29,6 +29,7 @@
 use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
+use crate::kernels::QUAD_BLOCKS;
 use crate::optim::{Optimizer, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 
@@ -168,7 +169,7 @@ impl HalfParams {
         })?;
         let constants = vec![("BF16", (dtype == HalfDtype::Bf16) as u8 as f64)];
         let stage = |entry: &'static str, wide: &[wgpu::Buffer], narrow: &[wgpu::Buffer]| {
-            Stage::per_chunk_quads(
+            Stage::per_chunk_grouped(
                 arena,
                 "precision",
                 entry,
@@ -179,6 +180,7 @@ impl HalfParams {
                     (Access::ReadWrite, Slot::PerChunk(wide)),
                     (Access::ReadWrite, Slot::PerChunk(narrow)),
                 ],
+                QUAD_BLOCKS,
             )
         };
         let widen_params = stage("widen", arena.param_buffers(), &params)?;

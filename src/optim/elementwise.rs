@@ -4,6 +4,7 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::kernels::Access;
+use crate::kernels::QUAD_BLOCKS;
 use crate::optim::KernelState;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
@@ -51,7 +52,8 @@ impl ElementwiseStep {
             };
             (Access::ReadWrite, slot)
         }));
-        let stage = Stage::per_chunk_quads(arena, family, entry, constants, &bindings)?;
+        let stage =
+            Stage::per_chunk_grouped(arena, family, entry, constants, &bindings, QUAD_BLOCKS)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             groups,

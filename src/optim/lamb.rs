@@ -22,15 +22,21 @@
 //! offered.
 //!
 //! The global gradient norm, the per-tensor norms and the trust ratios are all computed on the GPU, in the
-//! step's one submission: a step is [`GradNorms`] (one dispatch per chunk plus two, when clipping), a stage
-//! that updates the moments and reduces ‖p‖² and ‖u‖² per block (one per chunk), the two finalize dispatches of
-//! that reduction, and the stage that applies the update (one per chunk). Norms accumulate in f32 in a fixed
+//! step's one submission: a step is [`GradNorms`] (one dispatch per chunk plus three, when clipping), a stage
+//! that updates the moments and reduces ‖p‖² and ‖u‖² per block (one per chunk), the three finalize dispatches
+//! of that reduction, and the stage that applies the update (one per chunk). Norms accumulate in f32 in a fixed
 //! order, not torch's, so they agree with timm's to rounding.
+//!
+//! Under a [`crate::StepGuard`] the kernels read the gradient as the guard leaves it (unscaled, scaled,
+//! clipped) through the control words of the group records, and so does the norm LAMB clips by. A frozen
+//! tensor (see [`ParamArena::set_frozen`]) keeps its parameters and moments, and is left out of that norm as
+//! PyTorch leaves out a parameter without a gradient.
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::grad::{GradNorms, Lane, Reduction};
+use crate::grad::{GradNorms, Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
+use crate::kernels::QUAD_BLOCKS;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -128,9 +134,15 @@ impl OptimizerConfig for LambConfig {
         };
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
         let adapt = wd != 0.0 || self.always_adapt;
+        // Each kernel variant reads only one of β1 and 1 − β1, which leaves word 10 for max_grad_norm: the
+        // record's words 11-15 are the step guard's.
+        let beta1_weight = if self.grad_averaging {
+            1.0 - beta1
+        } else {
+            beta1
+        };
         record(&[
-            word(beta1),
-            word(1.0 - beta1),
+            word(beta1_weight),
             word(beta2),
             word(1.0 - beta2),
             word(bias_correction1),
@@ -162,8 +174,9 @@ impl LambKernel {
         let gpu = arena.gpu();
         let state = StateSet::new(arena, &["exp_avg", "exp_avg_sq"])?;
         let group_buffer = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        // The norm LAMB clips by is of the gradient its kernels read: through the guard's control words.
         let grad_norms = match config.max_grad_norm {
-            Some(_) => Some(GradNorms::new(arena)?),
+            Some(_) => Some(GradNorms::with_grad_control(arena, &group_buffer)?),
             None => None,
         };
         let reduction = Reduction::new(arena, [Lane::Sum, Lane::Sum])?;
@@ -188,8 +201,16 @@ impl LambKernel {
             ("TRUST_CLIP", config.trust_clip as u8 as f64),
             ("CLIP", config.max_grad_norm.is_some() as u8 as f64),
         ];
-        let moments = Stage::per_chunk(arena, "lamb", "lamb_moments", constants.clone(), &slots)?;
-        let apply = Stage::per_chunk(arena, "lamb", "lamb_apply", constants, &slots)?;
+        let moments = Stage::per_chunk_grouped(
+            arena,
+            "lamb",
+            "lamb_moments",
+            constants.clone(),
+            &slots,
+            PARTIAL_BLOCKS,
+        )?;
+        let apply =
+            Stage::per_chunk_grouped(arena, "lamb", "lamb_apply", constants, &slots, QUAD_BLOCKS)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             state,
@@ -209,6 +230,11 @@ impl StepKernel for LambKernel {
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
         (&self.group_buffer, 0)
+    }
+
+    /// Both stages and the clipping norm read the gradient through the control words.
+    fn reads_grad_control(&self) -> bool {
+        true
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {

@@ -19,13 +19,16 @@
 //! μ > 0 and τ = 0.
 //!
 //! The norms are computed on the GPU in the step's one submission: a stage that reduces ‖p‖² and ‖g‖² per block
-//! (one dispatch per chunk), the reduction's two finalize dispatches, and the stage that steps (one per chunk).
-//! Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding.
+//! (one dispatch per chunk), the reduction's three finalize dispatches, and the stage that steps (one per
+//! chunk). Norms accumulate in f32 in a fixed order, not torch's, so they agree with timm's to rounding. Under a
+//! [`crate::StepGuard`] both stages read the gradient as the guard leaves it, through the control words of the
+//! group records. A frozen tensor (see [`ParamArena::set_frozen`]) keeps its parameters and momentum buffer.
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, Reduction};
+use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
+use crate::kernels::QUAD_BLOCKS;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -168,8 +171,16 @@ impl LarsKernel {
             ("NESTEROV", config.nesterov as u8 as f64),
             ("TRUST_CLIP", config.trust_clip as u8 as f64),
         ];
-        let norms = Stage::per_chunk(arena, "lars", "lars_norms", constants.clone(), &slots)?;
-        let update = Stage::per_chunk(arena, "lars", "lars_step", constants, &slots)?;
+        let norms = Stage::per_chunk_grouped(
+            arena,
+            "lars",
+            "lars_norms",
+            constants.clone(),
+            &slots,
+            PARTIAL_BLOCKS,
+        )?;
+        let update =
+            Stage::per_chunk_grouped(arena, "lars", "lars_step", constants, &slots, QUAD_BLOCKS)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             state,
@@ -188,6 +199,11 @@ impl StepKernel for LarsKernel {
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
         (&self.group_buffer, 0)
+    }
+
+    /// Both stages read the gradient through the control words.
+    fn reads_grad_control(&self) -> bool {
+        true
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {

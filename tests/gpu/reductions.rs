@@ -6,8 +6,9 @@ use crate::harness::{GpuTest, test};
 use crate::util::{err, model, noise, params, run, same_bits, small_model, state, write_grads};
 use wgoptim::model_shapes::gpt2_small;
 use wgoptim::{
-    Adagrad, AdagradConfig, Error, Gpu, GradNorms, GroupConfig, Lamb, LambConfig, Lars, LarsConfig,
-    Lion, LionConfig, Norms, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+    Adagrad, AdagradConfig, Error, Gpu, GradNorms, GroupConfig, GuardConfig, Lamb, LambConfig,
+    Lars, LarsConfig, Lion, LionConfig, Norms, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+    StepGuard,
 };
 
 pub fn tests() -> Vec<GpuTest> {
@@ -33,6 +34,22 @@ pub fn tests() -> Vec<GpuTest> {
         test(
             "new_optimizers_refuse_bad_input",
             new_optimizers_refuse_bad_input,
+        ),
+        test(
+            "grad_norms_leave_frozen_tensors_out",
+            grad_norms_leave_frozen_tensors_out,
+        ),
+        test(
+            "lamb_and_lars_leave_frozen_tensors_alone",
+            lamb_and_lars_leave_frozen_tensors_alone,
+        ),
+        test(
+            "large_tensor_reduction_matches_f64_and_repeats",
+            large_tensor_reduction_matches_f64_and_repeats,
+        ),
+        test(
+            "lamb_under_guard_clipping_matches_preclipped_reference",
+            lamb_under_guard_clipping_matches_preclipped_reference,
         ),
     ]
 }
@@ -165,7 +182,7 @@ fn grad_norms_cost_is_independent_of_tensor_count(gpu: &Gpu) -> Result<(), Strin
         write_grads(&arena, 1)?;
         let norms = GradNorms::new(&arena).map_err(err)?;
         let s = norms.compute(&arena).map_err(err)?;
-        let want = arena.chunk_count() as u32 + 2;
+        let want = arena.chunk_count() as u32 + 3;
         if s.dispatches != want || s.submissions != 1 || s.buffer_writes != 0 {
             return Err(format!(
                 "{s:?}, expected {want} dispatches and 1 submission"
@@ -184,10 +201,10 @@ fn grad_norms_cost_is_independent_of_tensor_count(gpu: &Gpu) -> Result<(), Strin
 }
 
 /// LAMB with GPT-2 small's 148 tensors records exactly the dispatches and the single submission it records for
-/// one tensor of the same size: 3 stages per chunk (gradient partials, moments, apply) and 4 finalize passes
-/// (two per reduction), with clipping; 2 per chunk and 2 without.
+/// one tensor of the same size: 3 stages per chunk (gradient partials, moments, apply) and 6 finalize passes
+/// (three per reduction: segments, tensors, total), with clipping; 2 per chunk and 3 without.
 fn lamb_cost_is_independent_of_tensor_count(gpu: &Gpu) -> Result<(), String> {
-    for (clip, per_chunk, fixed) in [(Some(1.0), 3, 4), (None, 2, 2)] {
+    for (clip, per_chunk, fixed) in [(Some(1.0), 3, 6), (None, 2, 3)] {
         let mut stats = Vec::new();
         for tensors in &gpt2_and_one_tensor() {
             let arena = model(gpu, tensors, None)?;
@@ -404,4 +421,262 @@ fn new_optimizers_refuse_bad_input(gpu: &Gpu) -> Result<(), String> {
         Err(Error::ArenaMismatch) => Ok(()),
         r => Err(format!("grad norms on another arena: {r:?}")),
     }
+}
+
+/// The tensors `grad_norms_leave_frozen_tensors_out` and the frozen-tensor optimizer test freeze: a tensor of
+/// four blocks (plus part of a fifth) and the 1172-block one.
+const FROZEN: [&str; 2] = ["t3", "big"];
+
+/// A frozen tensor has no gradient, as a PyTorch parameter without `.grad`: its own norms are exactly 0, and
+/// every other entry and the total are bit-identical to an arena where its gradient is zero (whose blocks
+/// also reduce to exact zeros, in the same order).
+fn grad_norms_leave_frozen_tensors_out(gpu: &Gpu) -> Result<(), String> {
+    let frozen = model(gpu, &reduction_model(), None)?;
+    let zeroed = model(gpu, &reduction_model(), None)?;
+    grads(&frozen)?;
+    grads(&zeroed)?;
+    for name in FROZEN {
+        frozen.set_frozen(name, true).map_err(err)?;
+        let n = zeroed.tensor(name).map_err(err)?.numel as usize;
+        zeroed.write_grads(name, &vec![0.0; n]).map_err(err)?;
+    }
+    let mut results = Vec::new();
+    for arena in [&frozen, &zeroed] {
+        let norms = GradNorms::new(arena).map_err(err)?;
+        norms.compute(arena).map_err(err)?;
+        let mut all = norms.read_tensors().map_err(err)?;
+        all.push(norms.read_global().map_err(err)?);
+        results.push(all);
+    }
+    for name in FROZEN {
+        let t = frozen
+            .tensors()
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or("frozen tensor not in the arena")?;
+        let n = results[0][t];
+        if n.l2.to_bits() != 0 || n.inf.to_bits() != 0 {
+            return Err(format!("frozen {name}: norms {n:?}, expected exact zeros"));
+        }
+    }
+    for (i, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+        if a.l2.to_bits() != b.l2.to_bits() || a.inf.to_bits() != b.inf.to_bits() {
+            return Err(format!(
+                "entry {i}: {a:?} frozen, {b:?} with zero gradients"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// LAMB (clipping, always adapting) and LARS (momentum, always adapting) step an arena with two frozen
+/// tensors: those keep their parameters and their zero state bit for bit, and every other tensor follows,
+/// bit for bit, the trajectory of an arena where the two tensors are not frozen but get zero gradients (so
+/// LAMB's global clipping norm is the same).
+fn lamb_and_lars_leave_frozen_tensors_alone(gpu: &Gpu) -> Result<(), String> {
+    let lamb = LambConfig {
+        always_adapt: true,
+        max_grad_norm: Some(0.5),
+        ..LambConfig::default()
+    };
+    let lars = LarsConfig {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        always_adapt: true,
+        ..LarsConfig::default()
+    };
+    type Build = fn(&ParamArena, LambConfig, LarsConfig) -> wgoptim::Result<Box<dyn Optimizer>>;
+    let builds: [(&str, Build); 2] = [
+        ("lamb", |a, c, _| Ok(Box::new(Lamb::new(a, c)?))),
+        ("lars", |a, _, c| Ok(Box::new(Lars::new(a, c)?))),
+    ];
+    for (name, build) in builds {
+        let frozen = model(gpu, &reduction_model(), Some(16 * 256 * 4))?;
+        let zeroed = model(gpu, &reduction_model(), Some(16 * 256 * 4))?;
+        let initial = params(&frozen)?;
+        for t in FROZEN {
+            frozen.set_frozen(t, true).map_err(err)?;
+        }
+        let mut opt_f = build(&frozen, lamb, lars).map_err(err)?;
+        let mut opt_z = build(&zeroed, lamb, lars).map_err(err)?;
+        for step in 1..=3u64 {
+            write_grads(&frozen, step)?;
+            write_grads(&zeroed, step)?;
+            for t in FROZEN {
+                let n = zeroed.tensor(t).map_err(err)?.numel as usize;
+                zeroed.write_grads(t, &vec![0.0; n]).map_err(err)?;
+            }
+            let lr = 1e-2 * step as f64;
+            opt_f.step(&frozen, lr).map_err(err)?;
+            opt_z.step(&zeroed, lr).map_err(err)?;
+        }
+        let (pf, pz) = (params(&frozen)?, params(&zeroed)?);
+        let (sf, sz) = (
+            state(&frozen, opt_f.as_ref())?,
+            state(&zeroed, opt_z.as_ref())?,
+        );
+        let tensors = frozen.tensors().len();
+        for (i, t) in frozen.tensors().iter().enumerate() {
+            let is_frozen = FROZEN.contains(&t.name.as_str());
+            let states: Vec<usize> = (0..sf.len() / tensors).map(|s| s * tensors + i).collect();
+            if is_frozen {
+                same_bits(
+                    &format!("{name} frozen {} params", t.name),
+                    &initial[i..=i],
+                    &pf[i..=i],
+                )?;
+                for &s in &states {
+                    if let Some(x) = sf[s].iter().find(|x| x.to_bits() != 0) {
+                        return Err(format!("{name} frozen {}: state holds {x}", t.name));
+                    }
+                }
+                if same_bits("", &initial[i..=i], &pz[i..=i]).is_ok() {
+                    return Err(format!("{name}: the unfrozen {} did not move", t.name));
+                }
+            } else {
+                same_bits(&format!("{name} {} params", t.name), &pf[i..=i], &pz[i..=i])?;
+                for &s in &states {
+                    same_bits(&format!("{name} {} state", t.name), &sf[s..=s], &sz[s..=s])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One tensor of 5,000 blocks (less 77 elements) between two small ones, reduced in one chunk and in 1 MiB
+/// chunks (the large tensor spans five buffers and five 1024-block segments). Reference: the f64 sum of
+/// squares. Tolerance: every partial sum is of non-negative terms, and the longest chain of f32 roundings from
+/// an element to the total is 8 (block tree) + 16 (a segment's sequential sums) + 6 (its tree) + 1 + 6 (the
+/// tensor's) + 1 + 6 (the total's) = 44, so the sum's relative error is at most 44 · 2⁻²⁴ ≈ 2.6e-6 and the
+/// norm's half that plus the square root's rounding: 1.5e-6. The inf-norm is exact. Two runs and both
+/// chunkings must agree bit for bit.
+fn large_tensor_reduction_matches_f64_and_repeats(gpu: &Gpu) -> Result<(), String> {
+    const L2_RTOL: f64 = 1.5e-6;
+    let tensors = vec![
+        ("small".to_string(), vec![1000], 0),
+        ("large".to_string(), vec![5000 * 256 - 77], 0),
+        ("after".to_string(), vec![300], 1),
+    ];
+    let mut runs = Vec::new();
+    let mut host = Vec::new();
+    for chunk in [None, Some(1u64 << 20)] {
+        let arena = model(gpu, &tensors, chunk)?;
+        if chunk.is_some() && arena.chunk_count() < 5 {
+            return Err(format!(
+                "{} chunks, expected at least 5",
+                arena.chunk_count()
+            ));
+        }
+        host.clear();
+        for (i, t) in arena.tensors().iter().enumerate() {
+            let mut g = noise(7000 + i as u64, t.numel as usize, 1.0);
+            for (k, x) in g.iter_mut().enumerate().step_by(4099) {
+                *x *= 1.0 + (k % 7) as f32 * 100.0;
+            }
+            arena.write_grads(&t.name, &g).map_err(err)?;
+            host.push(g);
+        }
+        let norms = GradNorms::new(&arena).map_err(err)?;
+        for _ in 0..2 {
+            norms.compute(&arena).map_err(err)?;
+            let mut all = norms.read_tensors().map_err(err)?;
+            all.push(norms.read_global().map_err(err)?);
+            runs.push(all);
+        }
+    }
+    for (r, run) in runs.iter().enumerate().skip(1) {
+        for (i, (a, b)) in runs[0].iter().zip(run).enumerate() {
+            if a.l2.to_bits() != b.l2.to_bits() || a.inf.to_bits() != b.inf.to_bits() {
+                return Err(format!("run {r} entry {i}: {b:?}, first run {a:?}"));
+            }
+        }
+    }
+    let mut want: Vec<(f64, f64)> = host.iter().map(|g| f64_norms(g)).collect();
+    want.push(f64_norms(&host.concat()));
+    let mut worst = 0f64;
+    for (i, (got, want)) in runs[0].iter().zip(&want).enumerate() {
+        let rel = (got.l2 as f64 - want.0).abs() / want.0;
+        worst = worst.max(rel);
+        if rel > L2_RTOL || got.inf as f64 != want.1 {
+            return Err(format!(
+                "entry {i}: {got:?} vs f64 {want:?} (relative {rel:e})"
+            ));
+        }
+    }
+    println!("large reduction: worst relative error of the 2-norm {worst:e}");
+    Ok(())
+}
+
+/// LAMB stepped through a StepGuard that clips the global norm to 1 reads the clipped gradient in its own
+/// pass, and clips by the norm of that gradient: it matches the CPU oracle (`wgoptim_reference::lamb`) run on
+/// gradients clipped on the host as `clip_grad_norm_` clips them, coefficient min(1 / (N + 1e-6), 1) with N
+/// the f64 norm rounded to f32. LAMB's own max_grad_norm is 2 (the guarded gradient is not clipped again; the
+/// raw one, of norm ≈ 1.3e3, would be) and 0.5 (clipped again). ε = 1e-4 makes the step sensitive to the
+/// gradient's scale, so a missing or doubled clip shows. Tolerance: `util::close` (1e-6 of the tensor's largest
+/// magnitude) per tensor after every step; the GPU's norms differ from the oracle's by a few ulp.
+fn lamb_under_guard_clipping_matches_preclipped_reference(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim_reference::lamb as reference;
+    for lamb_clip in [2.0, 0.5] {
+        let arena = model(gpu, &small_model(), None)?;
+        let config = LambConfig {
+            eps: 1e-4,
+            max_grad_norm: Some(lamb_clip),
+            ..LambConfig::default()
+        };
+        let mut opt = Lamb::new(&arena, config).map_err(err)?;
+        let mut guard = StepGuard::new(
+            &arena,
+            GuardConfig {
+                max_grad_norm: Some(1.0),
+                ..GuardConfig::default()
+            },
+        )
+        .map_err(err)?;
+        let ref_config = reference::LambConfig {
+            eps: 1e-4,
+            max_grad_norm: Some(lamb_clip),
+            ..reference::LambConfig::default()
+        };
+        let mut ref_params = params(&arena)?;
+        let mut ref_state: Vec<reference::LambState> = ref_params
+            .iter()
+            .map(|p| reference::LambState::new(p.len()))
+            .collect();
+        for step in 1..=4u64 {
+            let g: Vec<Vec<f32>> = arena
+                .tensors()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| noise(300 * step + i as u64, t.numel as usize, 30.0))
+                .collect();
+            for (t, g) in arena.tensors().iter().zip(&g) {
+                arena.write_grads(&t.name, g).map_err(err)?;
+            }
+            let lr = 1e-2 * (1.0 + 0.3 * step as f64);
+            guard.step(&mut opt, &arena, lr).map_err(err)?;
+
+            let norm = f64_norms(&g.concat()).0 as f32;
+            let coef = ((1.0 / (norm + 1e-6)) * 1.0f32).min(1.0);
+            if coef >= 0.01 {
+                return Err(format!("the guard should clip: coefficient {coef}"));
+            }
+            let clipped: Vec<Vec<f32>> = g
+                .iter()
+                .map(|g| g.iter().map(|x| x * coef).collect())
+                .collect();
+            let slices: Vec<&[f32]> = clipped.iter().map(|g| g.as_slice()).collect();
+            let divisor = reference::clip_divisor(&slices, lamb_clip);
+            for ((p, s), g) in ref_params.iter_mut().zip(&mut ref_state).zip(&clipped) {
+                reference::step(p, g, s, &ref_config, lr, step, Some(divisor)).map_err(err)?;
+            }
+            let got = params(&arena)?;
+            for (i, (got, want)) in got.iter().zip(&ref_params).enumerate() {
+                crate::util::close(got, want).map_err(|e| {
+                    format!("lamb max_grad_norm {lamb_clip}, step {step}, tensor {i}: {e}")
+                })?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -119,10 +119,11 @@ fn optimizers() -> Vec<(&'static str, MakeOpt)> {
 /// Dispatches of one step: stages per chunk, plus finalize passes that do not depend on the chunk count.
 fn expected_dispatches(name: &str, chunks: usize) -> usize {
     match name {
-        // gradient norms, moments and apply per chunk; two finalize passes for each of two reductions
-        "lamb" => 3 * chunks + 4,
-        // norms and step per chunk; two finalize passes
-        "lars" => 2 * chunks + 2,
+        // gradient norms, moments and apply per chunk; three finalize passes (segments, tensors, total) for
+        // each of two reductions
+        "lamb" => 3 * chunks + 6,
+        // norms and step per chunk; three finalize passes
+        "lars" => 2 * chunks + 3,
         _ => chunks,
     }
 }
