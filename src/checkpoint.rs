@@ -31,7 +31,7 @@ use wgoptim_schedule::{Schedule, ScheduleState};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::optim::{Blockwise8, GroupConfig, Optimizer, QuantizedState};
+use crate::optim::{Blockwise8, GroupConfig, MAX_STEPS, Optimizer, QuantizedState};
 use crate::passes::StateSet;
 
 /// The value of the `format` metadata key.
@@ -669,7 +669,8 @@ impl Checkpoint {
     /// Loads the checkpoint into `arena` and `optimizer`, built the same way as the run it was taken from:
     /// parameters, every state buffer, step count, config and group table. Everything is checked first (the
     /// optimizer kind, the config fields fixed at construction, the tensor list with names, shapes and groups,
-    /// every state buffer's form and length); a refused checkpoint changes nothing. The writes are staged on
+    /// every state buffer's form and length, a step count of at most [`MAX_STEPS`]); a refused checkpoint
+    /// changes nothing. The writes are staged on
     /// the queue and land before the next submission.
     pub fn restore(&self, arena: &ParamArena, optimizer: &mut dyn Optimizer) -> Result<()> {
         let plan = self.plan(arena, optimizer)?;
@@ -722,6 +723,12 @@ impl Checkpoint {
                 "the checkpoint is from optimizer `{}`, this optimizer is `{}`",
                 self.meta.optimizer,
                 live.kind()
+            )));
+        }
+        if self.meta.step > MAX_STEPS {
+            return Err(corrupt(format!(
+                "step count {} is above the limit of {MAX_STEPS} steps (`wgoptim::MAX_STEPS`)",
+                self.meta.step
             )));
         }
         live.check_config(&self.meta.config)?;

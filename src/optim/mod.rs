@@ -247,26 +247,58 @@ pub(crate) fn encode_plain_step<O: Optimizer + ?Sized>(
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<StepStats> {
     check_lr(lr)?;
+    next_count("step", optimizer.step_count())?;
     let mut stats = optimizer.encode_dispatches(arena, encoder)?;
-    stage_records(optimizer, arena, lr);
+    stage_records(optimizer, arena, lr)?;
     stats.buffer_writes += 1;
     Ok(stats)
 }
 
 /// Stages the group records of the optimizer's next step with learning rate `lr` and counts the step;
-/// returns its number.
+/// returns its number. Refuses a step past [`MAX_STEPS`] before staging anything; callers that record
+/// work first check [`next_count`] before they record.
 pub(crate) fn stage_records<O: Optimizer + ?Sized>(
     optimizer: &mut O,
     arena: &ParamArena,
     lr: f64,
-) -> u64 {
-    let t = optimizer.step_count() + 1;
+) -> Result<u64> {
+    let t = next_count("step", optimizer.step_count())?;
     let mut records = vec![0u8; record_bytes(arena)];
     optimizer.write_records(lr, t, &mut records);
     let (buffer, offset) = optimizer.record_buffer();
     arena.gpu().queue().write_buffer(buffer, offset, &records);
     optimizer.set_step_count(t);
-    t
+    Ok(t)
+}
+
+/// The most steps an optimizer takes, and the most updates an [`AveragedParams`](crate::AveragedParams)
+/// averages: 2^31 − 1. A [`StepGuard`](crate::StepGuard) counts steps in 32-bit words on the GPU, so a bound
+/// well inside them leaves room for the steps in flight; a checkpoint with a larger count is refused on
+/// restore, so every checkpoint this crate writes can be restored. At ten steps a second it is six years.
+pub const MAX_STEPS: u64 = (1 << 31) - 1;
+
+/// The count after `count` (of `counter`: `"step"`, `"n_averaged"`), refused past [`MAX_STEPS`].
+pub(crate) fn next_count(counter: &'static str, count: u64) -> Result<u64> {
+    match count.checked_add(1) {
+        Some(next) if next <= MAX_STEPS => Ok(next),
+        _ => Err(Error::CounterLimit {
+            counter,
+            value: count,
+            limit: MAX_STEPS,
+        }),
+    }
+}
+
+/// Refuses a count (restored or set by hand) above [`MAX_STEPS`].
+pub(crate) fn check_count(counter: &'static str, count: u64) -> Result<()> {
+    if count > MAX_STEPS {
+        return Err(Error::CounterLimit {
+            counter,
+            value: count,
+            limit: MAX_STEPS,
+        });
+    }
+    Ok(())
 }
 
 /// The learning rate for a step: finite and not negative.
