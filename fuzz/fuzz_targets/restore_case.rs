@@ -206,7 +206,7 @@ fn set_at(root: &mut Value, path: &[&str], r: &mut Reader, v: Value) {
 }
 
 /// Applies one edit.
-fn edit(meta: &mut Value, entries: &mut Vec<Entry>, r: &mut Reader) {
+fn edit(meta: &mut Value, entries: &mut [Entry], r: &mut Reader) {
     match r.byte() % OPERATIONS {
         0 => {
             let v = value(r);
@@ -234,7 +234,7 @@ fn edit(meta: &mut Value, entries: &mut Vec<Entry>, r: &mut Reader) {
             }
             let key = keys[r.index(keys.len())].clone();
             let v = value(r);
-            if r.byte() % 2 == 0 && meta["config"][&key].is_array() {
+            if r.byte().is_multiple_of(2) && meta["config"][&key].is_array() {
                 set_at(meta, &["config", &key, "*"], r, v);
             } else {
                 meta["config"][&key] = v;
@@ -357,7 +357,7 @@ fn edit(meta: &mut Value, entries: &mut Vec<Entry>, r: &mut Reader) {
             ][r.index(7)];
             let v = value(r);
             if let Some(m) = meta.as_object_mut() {
-                if r.byte() % 2 == 0 {
+                if r.byte().is_multiple_of(2) {
                     m.remove(key);
                 } else {
                     m.insert(key.into(), v);
