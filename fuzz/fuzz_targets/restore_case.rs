@@ -246,7 +246,7 @@ fn edit(meta: &mut Value, entries: &mut [Entry], r: &mut Reader) {
             let v = value(r);
             if let Some(t) = meta["tensors"].as_array_mut().filter(|t| !t.is_empty()) {
                 let i = r.byte() as usize % t.len();
-                if let Some(shape) = t[i]["shape"].as_array_mut() {
+                if let Some(shape) = t[i].get_mut("shape").and_then(Value::as_array_mut) {
                     match how {
                         0 if !shape.is_empty() => {
                             let j = r.byte() as usize % shape.len();
