@@ -12,10 +12,12 @@ mod restore_case;
 
 thread_local! {
     // One device and one live run per seed for the whole fuzzing session: building them per input would
-    // spend the time on pipeline compilation.
-    static CASES: RefCell<restore_case::Cases> = RefCell::new(restore_case::Cases::new(
-        Gpu::new(&GpuOptions::default()).expect("checkpoint_restore needs a GPU adapter"),
-    ));
+    // spend the time on pipeline compilation. Leaked, never dropped: dropping the device while thread-local
+    // storage is torn down at exit touches wgpu's own, already destroyed, thread-locals and panics.
+    static CASES: &'static RefCell<restore_case::Cases> =
+        Box::leak(Box::new(RefCell::new(restore_case::Cases::new(
+            Gpu::new(&GpuOptions::default()).expect("checkpoint_restore needs a GPU adapter"),
+        ))));
 }
 
 fuzz_target!(|data: &[u8]| {
