@@ -31,7 +31,7 @@ use crate::arena::{BufferSlice, ParamArena};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::kernels::QUAD_BLOCKS;
-use crate::optim::StepStats;
+use crate::optim::{StepStats, check_count, next_count};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
 
 /// Which running average an [`AveragedParams`] keeps.
@@ -179,8 +179,12 @@ impl AveragedParams {
     }
 
     /// Sets the update count, for resuming from a checkpoint (with [`write`](Self::write) for the values).
-    pub fn set_n_averaged(&mut self, n_averaged: u64) {
+    /// Refuses a count above [`crate::MAX_STEPS`] (`Error::CounterLimit`), which no run reaches and which
+    /// would leave no room for the next update, and leaves the count as it was.
+    pub fn set_n_averaged(&mut self, n_averaged: u64) -> Result<()> {
+        check_count("n_averaged", n_averaged)?;
         self.n_averaged = n_averaged;
+        Ok(())
     }
 
     /// Bytes it keeps on the GPU: one f32 per arena element (padding included), plus a 16-byte uniform.
@@ -221,6 +225,7 @@ impl AveragedParams {
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<StepStats> {
         self.check_arena(arena)?;
+        let next = next_count("n_averaged", self.n_averaged)?;
         let stats = if self.n_averaged == 0 {
             self.record_copy(arena, encoder, false);
             StepStats::default()
@@ -236,7 +241,7 @@ impl AveragedParams {
                 ..compute_pass(encoder, "averaging update", |pass| self.update.record(pass))
             }
         };
-        self.n_averaged += 1;
+        self.n_averaged = next;
         Ok(stats)
     }
 

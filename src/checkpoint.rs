@@ -31,7 +31,7 @@ use wgoptim_schedule::{Schedule, ScheduleState};
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::StateLayout as Layout;
-use crate::optim::{GroupConfig, Optimizer, OptimizerState, StateData, StateRef};
+use crate::optim::{GroupConfig, MAX_STEPS, Optimizer, OptimizerState, StateData, StateRef};
 
 /// The value of the `format` metadata key.
 pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
@@ -360,8 +360,22 @@ impl Checkpoint {
             .map_err(|e| corrupt(format!("cannot encode the file: {e}")))
     }
 
-    /// Writes the checkpoint to `path` atomically: into a temporary file in the same directory, flushed to
-    /// disk, then renamed over `path`, so a crash mid-save leaves either the old file or the new one.
+    /// Writes the checkpoint to `path` atomically: into a temporary file of its own in the same directory,
+    /// flushed to disk, then renamed over `path` (and the directory flushed), so that a crash, a kill or a
+    /// failure at any point leaves either the old file or the new one, never a mix.
+    ///
+    /// Saves may run at the same time, from threads of one process or from several processes: each writes
+    /// a temporary file no other save uses (created exclusively, named `.wgoptim-ckpt-<pid>-<random>.tmp`,
+    /// short whatever the length of `path`'s name), so the file at `path` is always one complete checkpoint
+    /// written by one of them, and a save that returns `Ok` wrote it or was replaced by a later complete one.
+    ///
+    /// When `path` is a symbolic link, the file it points to (through any chain of links) is replaced and
+    /// the link is kept, as a plain write through the link would: the temporary file goes next to the
+    /// target, where the rename is atomic.
+    ///
+    /// Temporary files of processes killed mid-save are removed by a later save into the same directory
+    /// (on Linux): only files of that exact name whose process no longer exists and that were last written
+    /// more than ten minutes ago, so a save in progress never loses its file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
@@ -369,30 +383,38 @@ impl Checkpoint {
             path: at.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
+        let target = resolve_links(path).map_err(|e| io(e, path))?;
+        if target.file_name().is_none() {
+            return Err(corrupt(format!(
+                "`{}` does not name a file",
+                path.display()
+            )));
+        }
+        let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = path
-            .file_name()
-            .ok_or_else(|| corrupt(format!("`{}` does not name a file", path.display())))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })();
+        remove_stale_temporaries(&dir);
+        let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(10);
+        // The mode a plain `File::create` gives (0666 less the umask), not tempfile's private 0600: the
+        // checkpoint keeps the permissions users expect of a file they write.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut tmp = builder.tempfile_in(&dir).map_err(|e| io(e, &dir))?;
+        // On failure `tmp` is dropped, which removes the temporary file.
+        let written = tmp
+            .as_file_mut()
+            .write_all(&bytes)
+            .and_then(|()| tmp.as_file().sync_all());
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e, &tmp));
+            return Err(io(e, tmp.path()));
         }
-        if let Err(e) = std::fs::rename(&tmp, path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e, path));
-        }
+        tmp.persist(&target).map_err(|e| io(e.error, &target))?;
         // Make the rename itself durable where the platform lets a directory be synced.
         #[cfg(unix)]
         if let Ok(d) = std::fs::File::open(&dir) {
@@ -512,7 +534,8 @@ impl Checkpoint {
     /// Loads the checkpoint into `arena` and `optimizer`, built the same way as the run it was taken from:
     /// parameters, every state buffer, step count, config and group table. Everything is checked first (the
     /// optimizer kind, the config fields fixed at construction, the tensor list with names, shapes and groups,
-    /// every state buffer's form and length); a refused checkpoint changes nothing. The writes are staged on
+    /// every state buffer's form and length, a step count of at most [`MAX_STEPS`]); a refused checkpoint
+    /// changes nothing. The writes are staged on
     /// the queue and land before the next submission.
     pub fn restore(&self, arena: &ParamArena, optimizer: &mut dyn Optimizer) -> Result<()> {
         let plan = self.plan(arena, optimizer)?;
@@ -563,6 +586,12 @@ impl Checkpoint {
                 "the checkpoint is from optimizer `{}`, this optimizer is `{}`",
                 self.meta.optimizer,
                 live.kind()
+            )));
+        }
+        if self.meta.step > MAX_STEPS {
+            return Err(corrupt(format!(
+                "step count {} is above the limit of {MAX_STEPS} steps (`wgoptim::MAX_STEPS`)",
+                self.meta.step
             )));
         }
         live.check_config(&self.meta.config)?;
@@ -714,6 +743,99 @@ impl Checkpoint {
         }
         Ok(plan)
     }
+}
+
+/// The start of every temporary file name a save uses; the writer's process id follows.
+const TEMP_PREFIX: &str = ".wgoptim-ckpt-";
+/// The end of every temporary file name a save uses.
+const TEMP_SUFFIX: &str = ".tmp";
+/// How old a dead process's temporary file must be before a save removes it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// Links followed before a chain is refused as a loop (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// The file a write through `path` lands in: `path` itself, or the end of its chain of symbolic links (which
+/// need not exist yet). Replacing that file, rather than the link, keeps the link and what it points to.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut at = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let next = std::fs::read_link(&at)?;
+                at = match at.parent() {
+                    Some(dir) if next.is_relative() => dir.join(next),
+                    _ => next,
+                };
+            }
+            _ => return Ok(at),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "more than {MAX_LINKS} symbolic links in a chain (a loop?)"
+    )))
+}
+
+/// Removes the temporary files that saves of dead processes left in `dir`. A file is removed only when
+/// all of these hold, so a save in progress never loses its file:
+///
+/// - its name is exactly `.wgoptim-ckpt-<pid>-<random>.tmp`, and it is a plain file;
+/// - `<pid>` is not this process (whose saves may be in flight on other threads);
+/// - no process `<pid>` exists (looked up in `/proc`; elsewhere than Linux nothing is removed);
+/// - it was last written more than ten minutes ago, so that a live writer in another PID namespace
+///   sharing the directory (containers), whose process this one cannot see, is still left alone: a save
+///   writes its file whole and renames it within moments.
+///
+/// Failures are ignored: cleaning up is a courtesy, never a reason for a save to fail.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let own = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if pid == own || !process_is_gone(pid) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if meta.file_type().is_file() && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The process id in a save's temporary file name, `None` for any other name.
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || random.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` certainly no longer exists. Only Linux's `/proc` answers that without unsafe
+/// code; everywhere else the answer is "not certain", and nothing is removed.
+fn process_is_gone(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let proc = Path::new("/proc");
+    // Without a mounted /proc, every process would look gone.
+    proc.join("self").exists()
+        && matches!(
+            std::fs::symlink_metadata(proc.join(pid.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        )
 }
 
 /// Checks the safetensors framing before the safetensors parser sees it: the header fits in the input, is a
@@ -902,6 +1024,227 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("run.safetensors")]);
         assert!(matches!(
             Checkpoint::load(dir.join("missing.safetensors")),
+            Err(Error::Io { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory of its own under the temporary directory, removed by the caller.
+    fn scratch(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "wgoptim_ckpt_{what}_{}_{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `sample()` with its step set to `step` and its first tensor grown to `numel` values of `step`, so a
+    /// loaded file says which save wrote it and whether it is whole.
+    fn big_sample(step: u64, numel: usize) -> Checkpoint {
+        let mut ckpt = sample();
+        ckpt.meta.step = step;
+        ckpt.meta.tensors[0].shape = vec![numel];
+        ckpt.entries.insert(
+            param_key("a"),
+            (vec![numel], Data::F32(vec![step as f32; numel])),
+        );
+        ckpt.entries.insert(
+            state_key("exp_avg", "a"),
+            (vec![numel], Data::F32(vec![-(step as f32); numel])),
+        );
+        ckpt
+    }
+
+    /// Threads saving to one path at once, while another loads it: every save returns `Ok`, every load
+    /// finds one whole checkpoint written by one of them, and no temporary file is left. With one temporary
+    /// name per process, saves truncated each other's temporary file and renamed it half-written.
+    #[test]
+    fn concurrent_saves_to_one_path_always_leave_a_whole_checkpoint() {
+        const THREADS: u64 = 3;
+        const ROUNDS: u64 = 6;
+        let numel = 1 << 20;
+        let dir = scratch("concurrent");
+        let path = dir.join("run.safetensors");
+        let ckpts: Vec<Checkpoint> = (1..=THREADS).map(|s| big_sample(s, numel)).collect();
+        ckpts[0].save(&path).unwrap();
+        let whole = |c: &Checkpoint| {
+            let step = c.step_count();
+            (1..=THREADS).contains(&step)
+                && c.params("a")
+                    .is_some_and(|p| p.iter().all(|&x| x == step as f32))
+                && c.state("exp_avg", "a")
+                    .is_some_and(|m| m.iter().all(|&x| x == -(step as f32)))
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // Failures are collected, not panicked on, so that the reader always stops and the test ends.
+        let (loads, failures) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut loads, mut failures) = (0, Vec::new());
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match Checkpoint::load(&path) {
+                        Ok(c) if whole(&c) => loads += 1,
+                        Ok(c) => failures.push(format!("a load found a mixed checkpoint: {c:?}")),
+                        Err(e) => failures.push(format!("a load failed during the saves: {e}")),
+                    }
+                }
+                (loads, failures)
+            });
+            let savers: Vec<_> = ckpts
+                .iter()
+                .map(|c| {
+                    let path = &path;
+                    scope.spawn(move || {
+                        (0..ROUNDS)
+                            .filter_map(|round| c.save(path).err().map(|e| (round, e)))
+                            .map(|(round, e)| {
+                                format!("save of step {} round {round}: {e}", c.step_count())
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut failures: Vec<String> = savers
+                .into_iter()
+                .flat_map(|s| s.join().unwrap_or_else(|_| vec!["a saver panicked".into()]))
+                .collect();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (loads, read_failures) = reader
+                .join()
+                .unwrap_or_else(|_| (0, vec!["the reader panicked".into()]));
+            failures.extend(read_failures);
+            (loads, failures)
+        });
+        assert!(
+            failures.is_empty(),
+            "{} failures: {failures:#?}",
+            failures.len()
+        );
+        assert!(loads > 0);
+        assert!(whole(&Checkpoint::load(&path).unwrap()));
+        assert_eq!(names_in(&dir), vec!["run.safetensors".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A name of 250 bytes is legal on every common file system; the temporary name must not push past
+    /// the 255-byte limit.
+    #[test]
+    fn a_long_file_name_saves() {
+        let dir = scratch("long");
+        let name = format!("{}.safetensors", "n".repeat(250 - ".safetensors".len()));
+        assert_eq!(name.len(), 250);
+        sample().save(dir.join(&name)).unwrap();
+        assert_eq!(Checkpoint::load(dir.join(&name)).unwrap().step_count(), 5);
+        assert_eq!(names_in(&dir), vec![name]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_exactly() {
+        assert_eq!(temp_owner(".wgoptim-ckpt-123-AbCdEf0123.tmp"), Some(123));
+        for name in [
+            ".wgoptim-ckpt-123-.tmp",
+            ".wgoptim-ckpt--abc.tmp",
+            ".wgoptim-ckpt-12a-abc.tmp",
+            ".wgoptim-ckpt-123-abc.tmp.bak",
+            "wgoptim-ckpt-123-abc.tmp",
+            ".run.safetensors.tmp123",
+            ".wgoptim-ckpt-99999999999999999999-abc.tmp",
+        ] {
+            assert_eq!(temp_owner(name), None, "{name}");
+        }
+    }
+
+    /// Saves remove the temporary files of dead processes that are old enough, and nothing else: not a
+    /// live process's (even an old one), not this process's, not a dead process's fresh one, not other
+    /// files. Linux only, where `/proc` says which processes exist.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = scratch("stale");
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let put = |name: String, old: bool| {
+            let p = dir.join(&name);
+            std::fs::write(&p, b"partial").unwrap();
+            if old {
+                let f = std::fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(hour_ago).unwrap();
+            }
+            name
+        };
+        let stale = put(format!(".wgoptim-ckpt-{dead_pid}-a1b2c3d4e5.tmp"), true);
+        let kept = vec![
+            put(format!(".wgoptim-ckpt-{dead_pid}-fresh00000.tmp"), false),
+            put(format!(".wgoptim-ckpt-{}-a1b2c3d4e5.tmp", live.id()), true),
+            put(
+                format!(".wgoptim-ckpt-{}-a1b2c3d4e5.tmp", std::process::id()),
+                true,
+            ),
+            put(format!(".wgoptim-ckpt-{dead_pid}-.tmp"), true),
+            put(format!("notes-{dead_pid}.tmp"), true),
+        ];
+        assert!(names_in(&dir).contains(&stale));
+        sample().save(dir.join("run.safetensors")).unwrap();
+        live.kill().unwrap();
+        live.wait().unwrap();
+        let mut want = kept;
+        want.push("run.safetensors".to_string());
+        want.sort();
+        assert_eq!(names_in(&dir), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Saving through a symbolic link (a chain of two, one relative) replaces the file at the end of the
+    /// chain atomically and keeps the links; a dangling link gets its target created; a loop is an error.
+    #[cfg(unix)]
+    #[test]
+    fn saving_through_a_symlink_replaces_its_target() {
+        use std::os::unix::fs::symlink;
+        let dir = scratch("symlink");
+        std::fs::create_dir(dir.join("store")).unwrap();
+        let target = dir.join("store").join("real.safetensors");
+        std::fs::write(&target, b"old").unwrap();
+        symlink("store/real.safetensors", dir.join("middle")).unwrap();
+        symlink(dir.join("middle"), dir.join("latest")).unwrap();
+        sample().save(dir.join("latest")).unwrap();
+        for link in ["latest", "middle"] {
+            assert!(
+                std::fs::symlink_metadata(dir.join(link))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "{link} is no longer a link"
+            );
+        }
+        assert_eq!(Checkpoint::load(&target).unwrap().step_count(), 5);
+        assert_eq!(names_in(&dir.join("store")), vec!["real.safetensors"]);
+
+        symlink("store/new.safetensors", dir.join("dangling")).unwrap();
+        sample().save(dir.join("dangling")).unwrap();
+        assert!(Checkpoint::load(dir.join("store/new.safetensors")).is_ok());
+
+        symlink("loop_b", dir.join("loop_a")).unwrap();
+        symlink("loop_a", dir.join("loop_b")).unwrap();
+        assert!(matches!(
+            sample().save(dir.join("loop_a")),
             Err(Error::Io { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();

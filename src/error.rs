@@ -169,6 +169,19 @@ pub enum Error {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// A count that would pass its limit, [`crate::MAX_STEPS`] for steps and averaged updates: the step,
+    /// update or setting is refused and nothing changes. Step counts are bounded well inside the 32-bit
+    /// counters a step guard keeps on the GPU, so a count past the bound can neither wrap nor stall a run.
+    #[error("the {counter} count {value} would pass its limit of {limit}")]
+    CounterLimit {
+        /// Which count: `"step"` (an optimizer's), `"n_averaged"` (an averaging's), or a step guard's
+        /// `"skipped"` or `"submitted"`.
+        counter: &'static str,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A parameter group index at or above `ArenaBuilder::MAX_GROUPS`.
     #[error(
         "tensor `{name}`: parameter group {group} is out of range (groups are numbered below {limit})"

@@ -44,7 +44,9 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
-use crate::optim::{Optimizer, StepStats, next_records, record_bytes, stage_records};
+use crate::optim::{
+    Optimizer, StepStats, check_count, next_count, next_records, record_bytes, stage_records,
+};
 use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
@@ -436,13 +438,9 @@ impl StepGuard {
             self.catch_up(optimizer)?;
         }
         let step_count = optimizer.core().step_count();
-        if self.init.is_some() && u32::try_from(step_count).is_err() {
-            return Err(invalid(
-                "step",
-                step_count as f64,
-                "a guarded optimizer counts its steps in 32 bits on the GPU",
-            ));
-        }
+        // The optimizer's count is at least the GPU's (steps in flight are counted as taken), so this also
+        // keeps the GPU's 32-bit step counter below `MAX_STEPS`.
+        next_count("step", step_count)?;
         // What the GPU is known to have done: the state about to be uploaded, or the newest report.
         let known = match (self.init, self.known) {
             (Some(init), _) => starting_report(self.submitted, step_count, init),
@@ -706,9 +704,11 @@ impl StepGuard {
     }
 
     /// Restores a state saved by [`StepGuard::state`]; it takes effect at the next step, whose step count
-    /// is the optimizer's at that time. Refuses a scale that is not finite and positive.
+    /// is the optimizer's at that time. Refuses a scale that is not finite and positive, and a skip count
+    /// above [`crate::MAX_STEPS`] (a guard skips at most the steps it is given).
     pub fn load_state(&mut self, state: GuardState) -> Result<()> {
         check_scale("loss_scale", state.loss_scale as f64)?;
+        check_count("skipped", state.skipped)?;
         self.wait()?;
         self.init = Some(state);
         self.known = None;
@@ -879,11 +879,18 @@ impl StepGuard {
             // Encoding a step sets `known`, so a report never arrives without it.
             let previous = self.known.ok_or_else(no_state)?;
             // The GPU keeps 32-bit counters; the host widens them by the distance it knows they moved.
-            let widen = |old: u64, word: u32| old + (word.wrapping_sub(old as u32)) as u64;
+            let widen = |counter: &'static str, old: u64, word: u32| {
+                old.checked_add(word.wrapping_sub(old as u32) as u64)
+                    .ok_or(Error::CounterLimit {
+                        counter,
+                        value: old,
+                        limit: u64::MAX,
+                    })
+            };
             self.known = Some(GuardReport {
-                submitted: widen(previous.submitted, words[8]),
-                taken: widen(previous.taken, words[2]),
-                skipped: widen(previous.skipped, words[3]),
+                submitted: widen("submitted", previous.submitted, words[8])?,
+                taken: widen("step", previous.taken, words[2])?,
+                skipped: widen("skipped", previous.skipped, words[3])?,
                 found_inf: words[4] != 0,
                 grad_norm: f32::from_bits(words[5]),
                 clip_coef: f32::from_bits(words[6]),

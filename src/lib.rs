@@ -56,7 +56,9 @@ pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,
     RmspropConfig,
 };
-pub use optim::{Adam, AdamConfig, AdamW, GroupConfig, Optimizer, Sgd, SgdConfig, StepStats};
+pub use optim::{
+    Adam, AdamConfig, AdamW, GroupConfig, MAX_STEPS, Optimizer, Sgd, SgdConfig, StepStats,
+};
 pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizedState, StateFootprint,
 };

@@ -300,10 +300,39 @@ pub(crate) fn next_records(
     arena: &ParamArena,
     lr: f64,
 ) -> Result<(u64, Vec<u8>)> {
-    let t = core.step_count().saturating_add(1);
+    let t = next_count("step", core.step_count())?;
     let mut records = vec![0u8; record_bytes(arena)];
     core.write_records(lr, t, &mut records)?;
     Ok((t, records))
+}
+/// The most steps an optimizer takes, and the most updates an [`AveragedParams`](crate::AveragedParams)
+/// averages: 2^31 − 1. A [`StepGuard`](crate::StepGuard) counts steps in 32-bit words on the GPU, so a bound
+/// well inside them leaves room for the steps in flight; a checkpoint with a larger count is refused on
+/// restore, so every checkpoint this crate writes can be restored. At ten steps a second it is six years.
+pub const MAX_STEPS: u64 = (1 << 31) - 1;
+
+/// The count after `count` (of `counter`: `"step"`, `"n_averaged"`), refused past [`MAX_STEPS`].
+pub(crate) fn next_count(counter: &'static str, count: u64) -> Result<u64> {
+    match count.checked_add(1) {
+        Some(next) if next <= MAX_STEPS => Ok(next),
+        _ => Err(Error::CounterLimit {
+            counter,
+            value: count,
+            limit: MAX_STEPS,
+        }),
+    }
+}
+
+/// Refuses a count (restored or set by hand) above [`MAX_STEPS`].
+pub(crate) fn check_count(counter: &'static str, count: u64) -> Result<()> {
+    if count > MAX_STEPS {
+        return Err(Error::CounterLimit {
+            counter,
+            value: count,
+            limit: MAX_STEPS,
+        });
+    }
+    Ok(())
 }
 
 /// Stages `records` (those of step `t`, from [`next_records`]) and counts the step.

@@ -12,8 +12,8 @@
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, model, noise, params, same_bits, small_model};
 use wgoptim::{
-    AdamConfig, AdamW, ArenaBuilder, AveragedParams, AveragingMode, Error, Gpu, Optimizer,
-    ParamArena,
+    AdamConfig, AdamW, ArenaBuilder, AveragedParams, AveragingMode, Error, Gpu, MAX_STEPS,
+    Optimizer, ParamArena,
 };
 use wgoptim_reference::averaging::{self as reference, AveragingInputs, Mode};
 
@@ -164,7 +164,7 @@ fn swap_copy_and_slices(gpu: &Gpu) -> Result<(), String> {
         &[avg.read(&arena, &t0.name).map_err(err)?],
         &[values],
     )?;
-    avg.set_n_averaged(9);
+    avg.set_n_averaged(9).map_err(err)?;
     if avg.n_averaged() != 9 || avg.bytes() < arena.padded_elements() * 4 {
         return Err("n_averaged or bytes".into());
     }
@@ -236,10 +236,49 @@ fn bad_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
     expect("short write", avg.write(&arena, "t3", &[0.0; 3]), |e| {
         matches!(e, Error::LengthMismatch { .. })
     })?;
+    // A count above `MAX_STEPS` is refused (u64::MAX made the next update overflow and panic).
+    for n in [u64::MAX, 1 << 32, MAX_STEPS + 1] {
+        expect(&format!("n_averaged {n}"), avg.set_n_averaged(n), |e| {
+            matches!(
+                e,
+                Error::CounterLimit {
+                    counter: "n_averaged",
+                    limit: MAX_STEPS,
+                    ..
+                }
+            )
+        })?;
+    }
     if avg.n_averaged() != 2 {
         return Err(format!("n_averaged moved to {}", avg.n_averaged()));
     }
     same_bits("averages", &read_all(&avg)?, &before)?;
     same_bits("params", &params(&arena)?, &params_before)?;
-    same_bits("other arena params", &params(&other)?, &params(&arena)?)
+    same_bits("other arena params", &params(&other)?, &params(&arena)?)?;
+
+    // At the limit, the count is taken, and the update after it is refused without a change.
+    avg.set_n_averaged(MAX_STEPS).map_err(err)?;
+    expect("update at the limit", avg.update(&arena), |e| {
+        matches!(
+            e,
+            Error::CounterLimit {
+                counter: "n_averaged",
+                value: MAX_STEPS,
+                limit: MAX_STEPS
+            }
+        )
+    })?;
+    if avg.n_averaged() != MAX_STEPS {
+        return Err(format!("n_averaged moved to {}", avg.n_averaged()));
+    }
+    same_bits("averages at the limit", &read_all(&avg)?, &before)?;
+    avg.set_n_averaged(MAX_STEPS - 1).map_err(err)?;
+    avg.update(&arena).map_err(err)?;
+    if avg.n_averaged() != MAX_STEPS {
+        return Err(format!(
+            "update below the limit: n_averaged {}",
+            avg.n_averaged()
+        ));
+    }
+    Ok(())
 }

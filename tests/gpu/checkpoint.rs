@@ -4,14 +4,17 @@
 
 use std::path::PathBuf;
 
+#[path = "../../fuzz/fuzz_targets/restore_case.rs"]
+mod restore_case;
+
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, model, run, small_model, write_grads};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, Gpu,
     GroupConfig, GuardConfig, GuardState, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit,
-    Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
-    Sgd, SgdConfig, StepGuard,
+    Lion8bitConfig, LionConfig, LossScaleConfig, MAX_STEPS, Optimizer, ParamArena, Rmsprop,
+    RmspropConfig, Sgd, SgdConfig, StepGuard,
 };
 
 pub fn tests() -> Vec<GpuTest> {
@@ -58,6 +61,14 @@ pub fn tests() -> Vec<GpuTest> {
             continues_pytorch_run,
         ),
         test("checkpoint_resume_with_step_guard", resume_with_step_guard),
+        test(
+            "checkpoint_step_count_out_of_range_is_refused",
+            step_count_out_of_range_is_refused,
+        ),
+        test(
+            "checkpoint_restore_fuzz_regressions",
+            restore_fuzz_regressions,
+        ),
     ]
 }
 
@@ -779,6 +790,137 @@ fn resume_with_step_guard(gpu: &Gpu) -> Result<(), String> {
     let got_guard = guard.state().map_err(err)?;
     if got_guard != want_guard {
         return Err(format!("guard state {got_guard:?}, want {want_guard:?}"));
+    }
+    Ok(())
+}
+
+/// `bytes` (a checkpoint file) with its JSON metadata changed by `edit` and the metadata's checksum
+/// recomputed, so the edit gets past the integrity check to the checks behind it.
+pub fn edit_meta(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<Vec<u8>, String> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(err)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(err)?;
+    let mut fields = header.metadata().clone().ok_or("no metadata")?;
+    let mut meta: serde_json::Value =
+        serde_json::from_str(fields.get("meta").ok_or("no meta")?).map_err(err)?;
+    edit(&mut meta);
+    let meta = meta.to_string();
+    fields.insert(
+        "meta_crc32".into(),
+        crc32fast::hash(meta.as_bytes()).to_string(),
+    );
+    fields.insert("meta".into(), meta);
+    safetensors::serialize(file.tensors(), Some(fields)).map_err(err)
+}
+
+/// A step count no optimizer can continue from (u64::MAX overflowed the next step; 2^32 left every guarded
+/// step refused) is refused on restore, the live run untouched. A count at `MAX_STEPS` restores, and the
+/// step after it is refused with `CounterLimit`, plainly and under a guard, changing nothing.
+fn step_count_out_of_range_is_refused(gpu: &Gpu) -> Result<(), String> {
+    let (arena, mut opt, before) = live(gpu, "adamw")?;
+    let bytes = before.to_bytes().map_err(err)?;
+    let with_step = |step: u64| -> Result<Checkpoint, String> {
+        let edited = edit_meta(&bytes, |m| m["step"] = step.into())?;
+        Checkpoint::from_bytes(&edited).map_err(err)
+    };
+    for step in [
+        u64::MAX,
+        u64::MAX - 1,
+        1 << 32,
+        u32::MAX as u64,
+        MAX_STEPS + 1,
+    ] {
+        refused(
+            &format!("step {step}"),
+            with_step(step)?.restore(&arena, opt.as_mut()),
+            "step count",
+        )?;
+        untouched(&arena, opt.as_ref(), &before)?;
+    }
+
+    with_step(MAX_STEPS)?
+        .restore(&arena, opt.as_mut())
+        .map_err(err)?;
+    if opt.step_count() != MAX_STEPS {
+        return Err(format!("restored step count {}", opt.step_count()));
+    }
+    let at_limit = Checkpoint::capture(&arena, opt.as_ref()).map_err(err)?;
+    let at_limit_refused = |what: &str, r: wgoptim::Result<wgoptim::StepStats>| match r {
+        Err(Error::CounterLimit {
+            counter: "step",
+            value: MAX_STEPS,
+            limit: MAX_STEPS,
+        }) => Ok(()),
+        other => Err(format!("{what} at the limit: {other:?}")),
+    };
+    write_grads(&arena, 1)?;
+    at_limit_refused("plain step", opt.step(&arena, 1e-3))?;
+    untouched(&arena, opt.as_ref(), &at_limit)?;
+    let mut guard = StepGuard::new(&arena, guard_config()).map_err(err)?;
+    at_limit_refused("guarded step", guard.step(opt.as_mut(), &arena, 1e-3))?;
+    untouched(&arena, opt.as_ref(), &at_limit)?;
+
+    // One step below the limit the last step is taken, under the guard, and the next one refused.
+    with_step(MAX_STEPS - 1)?
+        .restore(&arena, opt.as_mut())
+        .map_err(err)?;
+    let mut guard = StepGuard::new(&arena, guard_config()).map_err(err)?;
+    guard.step(opt.as_mut(), &arena, 1e-3).map_err(err)?;
+    guard.sync(opt.as_mut()).map_err(err)?;
+    if opt.step_count() != MAX_STEPS {
+        return Err(format!(
+            "guarded step to the limit: step {}",
+            opt.step_count()
+        ));
+    }
+    at_limit_refused("guarded step", guard.step(opt.as_mut(), &arena, 1e-3))
+}
+
+/// The `checkpoint_restore` fuzz target's rules (`fuzz/fuzz_targets/restore_case.rs`), on this adapter: every
+/// input in `fuzz/regressions/checkpoint_restore/`, and a sweep of one edit of each kind with each edge
+/// value into each seed. Among them the step counts that used to restore and then overflow or stall a
+/// guarded run.
+fn restore_fuzz_regressions(gpu: &Gpu) -> Result<(), String> {
+    let mut cases = restore_case::Cases::new(gpu.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions/checkpoint_restore");
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if dir.exists() {
+        for entry in std::fs::read_dir(&dir).map_err(err)? {
+            let path = entry.map_err(err)?.path();
+            if path.extension().is_none_or(|e| e != "md") {
+                inputs.push((
+                    path.display().to_string(),
+                    std::fs::read(&path).map_err(err)?,
+                ));
+            }
+        }
+    }
+    inputs.sort();
+    for seed in 0..restore_case::SEEDS.len() as u8 {
+        for op in 0..restore_case::OPERATIONS {
+            for tag in 0..restore_case::VALUES {
+                // Operands around the value tag: zero indices, then the tag again for edits that read it later.
+                inputs.push((
+                    format!("seed {seed} op {op} value {tag}"),
+                    vec![seed, op, tag, 0, tag],
+                ));
+            }
+        }
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for (name, bytes) in &inputs {
+        let outcome = cases.run(bytes).map_err(|e| format!("{name}: {e}"))?;
+        *counts.entry(format!("{outcome:?}")).or_insert(0) += 1;
+    }
+    eprintln!("restore cases: {counts:?}");
+    // The sweep must reach restore both ways, or it checks nothing behind the loader.
+    for needed in ["Refused", "Stepped"] {
+        if !counts.contains_key(needed) {
+            return Err(format!("no case ended `{needed}`: {counts:?}"));
+        }
     }
     Ok(())
 }

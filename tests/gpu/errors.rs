@@ -634,6 +634,8 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         Error::Checkpoint { .. } => "checkpoint_truncated_or_corrupted_is_refused",
         Error::CheckpointMismatch { .. } => "checkpoint_of_another_tensor_list_names_the_tensor",
         Error::Io { .. } => "checkpoint_file_errors_change_nothing",
+        // Steps at the limit, plain and guarded, after restoring a checkpoint at it.
+        Error::CounterLimit { .. } => "checkpoint_step_count_out_of_range_is_refused",
     })
 }
 
@@ -715,6 +717,11 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         Error::Io {
             path: std::path::PathBuf::new(),
             source: std::io::Error::other(""),
+        },
+        Error::CounterLimit {
+            counter: "",
+            value: 0,
+            limit: 0,
         },
     ];
     let registered: Vec<&str> = crate::errors::tests()
