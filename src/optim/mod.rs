@@ -17,7 +17,7 @@ mod sgd;
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
-pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
+pub use blockwise8::{QuantizePolicy, QuantizedState, StateFootprint, dynamic_map};
 #[doc(hidden)]
 pub use common::OptimizerCore;
 pub use lamb::{Lamb, LambConfig};
