@@ -417,9 +417,8 @@ impl Blockwise8 {
         for info in arena.tensors() {
             for s in &info.segments {
                 let bs = block_size as u64;
-                units[s.chunk].extend(
-                    (0..s.len.div_ceil(bs)).map(|j| (s.chunk_offset + j * bs) as u32),
-                );
+                units[s.chunk]
+                    .extend((0..s.len.div_ceil(bs)).map(|j| (s.chunk_offset + j * bs) as u32));
             }
         }
         let max_per_dim = gpu.limits().max_compute_workgroups_per_dimension.max(1);
@@ -624,7 +623,7 @@ impl Blockwise8 {
             return Err(Error::InvalidStateData {
                 tensor: tensor.to_string(),
                 state: state.to_string(),
-                reason: "the tensor keeps f32 state (it is below the quantisation threshold)"
+                reason: "the tensor keeps f32 state (the quantisation policy leaves it in f32)"
                     .into(),
             });
         }
@@ -747,7 +746,7 @@ impl Blockwise8 {
         };
         if !t.quantized {
             return Err(refuse(
-                "the tensor keeps f32 state (it is below the quantisation threshold)".into(),
+                "the tensor keeps f32 state (the quantisation policy leaves it in f32)".into(),
             ));
         }
         if data.block_size != self.block_size {
