@@ -129,7 +129,7 @@ pub fn dynamic_map(signed: bool) -> [f32; 256] {
 /// The code of `x` (already divided by its block's absmax): the largest entry ≤ `x` found by an 8-step
 /// binary search, then rounded up to the next entry when `x` lies at least halfway to it. This is torchao's
 /// rule (`quantize_8bit_with_qmap`), ties included; the kernels apply the same one (finding the entry as
-/// [`quantize_by_guess`] does).
+/// the test-only `quantize_by_guess` does, which the tests check against this).
 pub fn quantize(x: f32, map: &[f32; 256]) -> u8 {
     let mut code = if x >= map[128] { 128usize } else { 0 };
     let mut step = 64;
@@ -148,13 +148,15 @@ pub fn quantize(x: f32, map: &[f32; 256]) -> u8 {
 }
 
 /// 10^(6 − e): scales decade e of a dynamic map to [0.1, 1).
+#[cfg(test)]
 const DECADE_UP: [f32; 7] = [1e6, 1e5, 1e4, 1e3, 1e2, 1e1, 1.0];
 
 /// The index the kernels start from when they quantise `x` with a dynamic map (`signed` or not): computed
 /// from the map's structure (decade e holds k = 2^e signed or 2^(e+1) unsigned midpoints of
 /// linspace(0.1, 1, k + 1), scaled by 10^(e−6)), within one of the largest entry ≤ `x` for |x| ≤ 1. The
 /// arithmetic is the kernel's (`quantize` in `shaders/blockwise8.wgsl`), step for step.
-pub(crate) fn guess_code(x: f32, signed: bool) -> i32 {
+#[cfg(test)]
+fn guess_code(x: f32, signed: bool) -> i32 {
     let a = x.abs();
     let e = [1e-6f32, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
         .iter()
@@ -177,7 +179,8 @@ pub(crate) fn guess_code(x: f32, signed: bool) -> i32 {
 /// [`quantize`] the kernels' way: from [`guess_code`], the largest entry ≤ `x` among the four around the
 /// guess, then the same rounding. Equal to [`quantize`] wherever the guess is within one (the tests check
 /// that it is).
-pub fn quantize_by_guess(x: f32, map: &[f32; 256], signed: bool) -> u8 {
+#[cfg(test)]
+fn quantize_by_guess(x: f32, map: &[f32; 256], signed: bool) -> u8 {
     let g = guess_code(x, signed);
     let entry = |j: i32| -> f32 {
         if j < 0 {
