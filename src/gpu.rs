@@ -59,6 +59,8 @@ struct GpuInner {
     info: wgpu::AdapterInfo,
     health: Arc<Health>,
     kernels: KernelCache,
+    /// Cleared to make kernels built afterwards take their paths without subgroup operations.
+    subgroups_allowed: std::sync::atomic::AtomicBool,
 }
 
 /// A device and queue with the limits this crate needs. Cheap to clone: clones share the device, the
@@ -145,7 +147,8 @@ impl Gpu {
                 ),
             });
         }
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        // Subgroup operations speed up the 8-bit optimizers' block reductions where the adapter has them.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgoptim"),
             required_features: adapter.features() & wanted,
@@ -199,6 +202,7 @@ impl Gpu {
                 info,
                 health,
                 kernels: KernelCache::default(),
+                subgroups_allowed: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
@@ -244,6 +248,30 @@ impl Gpu {
             .device
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Whether kernels built from now on use subgroup operations: the device has the SUBGROUP feature (an
+    /// engine's device has it when the engine asked for it) and [`Self::set_subgroups_allowed`] did not turn
+    /// them off.
+    pub fn has_subgroups(&self) -> bool {
+        self.inner
+            .subgroups_allowed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .inner
+                .device
+                .features()
+                .contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Makes kernels built afterwards (on this device, by any clone) do without subgroup operations even
+    /// where the device has them, or use them again. For tests that compare the two paths of a kernel on
+    /// one adapter; kernels already built keep the path they were built with.
+    #[doc(hidden)]
+    pub fn set_subgroups_allowed(&self, allowed: bool) {
+        self.inner
+            .subgroups_allowed
+            .store(allowed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The largest storage binding (and so the largest buffer chunk of an arena), in bytes.

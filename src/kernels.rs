@@ -59,12 +59,31 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")
         ),
+        // The 8-bit families come in two variants: the block absmax by subgroup operations, for devices
+        // with the SUBGROUP feature (a module that uses them does not validate elsewhere), or by a tree in
+        // workgroup memory.
         "adam8bit" => concat!(
+            include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/blockwise8_shared.wgsl"),
+            include_str!("../shaders/adam8bit.wgsl")
+        ),
+        "adam8bit+subgroup" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/blockwise8_subgroup.wgsl"),
             include_str!("../shaders/adam8bit.wgsl")
         ),
         "lion8bit" => concat!(
+            include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/blockwise8_shared.wgsl"),
+            include_str!("../shaders/lion8bit.wgsl")
+        ),
+        "lion8bit+subgroup" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/blockwise8.wgsl"),
+            include_str!("../shaders/blockwise8_subgroup.wgsl"),
             include_str!("../shaders/lion8bit.wgsl")
         ),
         "averaging" => include_str!("../shaders/averaging.wgsl"),

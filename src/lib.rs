@@ -60,7 +60,8 @@ pub use optim::{
     Adam, AdamConfig, AdamW, GroupConfig, MAX_STEPS, Optimizer, Sgd, SgdConfig, StepStats,
 };
 pub use optim::{
-    Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizedState, StateFootprint,
+    Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizePolicy, QuantizedState,
+    StateFootprint,
 };
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.

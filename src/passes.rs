@@ -104,6 +104,20 @@ impl Stage {
         Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
     }
 
+    /// A stage dispatched once per chunk with a grid of its own for each (a kernel whose workgroups do not
+    /// map one to one onto the chunk's blocks).
+    pub fn per_chunk_grids(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+        grids: Vec<(u32, u32)>,
+    ) -> Result<Self> {
+        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
+        Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
+    }
+
     /// A stage dispatched once with workgroup grid `grid`; chunked slots bind chunk 0 (such a stage reads the
     /// arena-wide buffers only).
     pub fn single(

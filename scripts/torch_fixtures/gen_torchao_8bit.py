@@ -29,8 +29,9 @@ References:
 * AdamW8bit and Adam8bit: ``torchao.optim.AdamW8bit`` / ``Adam8bit`` exactly as
   torchao runs them, i.e. through ``torch.compile`` (inductor's C++ backend on
   the CPU, which needs a C++ compiler). torchao quantises a tensor only when it
-  has at least 4096 elements and a whole number of blocks; every tensor below
-  either meets both or neither. torchao keeps the learning rate in an f32
+  has at least 4096 elements and a whole number of blocks, and keeps f32 state
+  for every other tensor: ``w_ragged`` has enough elements but not a whole
+  number of blocks, so it is one such. torchao keeps the learning rate in an f32
   tensor, so the lr it uses is the f32 rounding of ``lrs[s - 1] * lr_scale``.
 * Lion8bit: no library ships an 8-bit Lion that runs on a CPU, so the case
   composes two references: ``lion_pytorch.Lion`` performs every update (decay
@@ -85,13 +86,17 @@ BLOCK = 256
 MIN_QUANTIZED = 4096
 
 # (name, shape, group, init scale). Two tensors are quantised (at least 4096
-# elements and whole blocks); 4095 elements is one short of the threshold.
+# elements and whole blocks); 4095 elements is one short of the threshold, and
+# w_ragged (4550 elements, 17.8 blocks) is over it but not whole blocks, so
+# torchao keeps its state in f32. It comes last so that the random draws of the
+# tensors before it are those of the fixtures generated without it.
 TENSORS = [
     ("embed", [24, 256], 0, 0.5),
     ("w", [64, 64], 1, 0.1),
     ("w_tail", [63, 65], 0, 0.1),
     ("bias", [64], 1, 0.01),
     ("gain", [1], 0, 1.0),
+    ("w_ragged", [70, 65], 1, 0.1),
 ]
 
 # name -> (optimizer, config, groups as [(lr_scale, weight_decay)], lr multiplier, twin)

@@ -15,8 +15,9 @@
 //! ```
 //!
 //! The parameter is updated from the f32 moments; only then are they requantised, each to the nearest
-//! entry of its map (ties up) after a binary search. Tensors with fewer than `min_quantized_numel` elements
-//! keep f32 moments and skip the last line. A block with a non-finite gradient (or a gradient whose square
+//! entry of its map (ties up). Tensors the [`QuantizePolicy`] leaves in f32 (by default: fewer than
+//! `min_quantized_numel` elements, or not a whole number of blocks, as torchao decides) keep f32 moments
+//! and skip the last line. A block with a non-finite gradient (or a gradient whose square
 //! overflows) is left as it was, parameters and state, and counted ([`Adam8bit::skipped_blocks`]); f32-state
 //! tensors are divided into blocks the same way for this.
 //!
@@ -25,16 +26,17 @@
 //! f32 scalars (torchao keeps lr and the step count in f32 tensors, so `lr·λ`, `β^t` and the bias
 //! corrections are f32 products, powers and differences, computed here on the host the same way).
 //! Defaults are torchao's: β = (0.9, 0.999), ε = 1e-8, λ = 0.01 for AdamW and 0 for Adam, blocks of 256,
-//! 8-bit state for tensors of 4096 elements or more.
+//! 8-bit state for tensors of 4096 elements or more that are a whole number of blocks
+//! ([`QuantizePolicy::Torchao`]); torchao accepts any other tensor and keeps its state in f32, and so does
+//! this. [`QuantizePolicy::PartialBlocks`] quantises such a tensor too, with a partial last block, and then
+//! departs from torchao on it.
 //!
-//! Two differences from torchao, both outside its domain: torchao keeps f32 state for a tensor whose size
-//! is not a multiple of the block size, where this quantises it with a partial last block; and a tensor
-//! larger than one arena chunk restarts its blocks at each chunk boundary. torchao has no non-finite
-//! gradient handling (a NaN gradient poisons its block's state).
+//! Where this differs from torchao: a tensor larger than one arena chunk restarts its blocks at each chunk
+//! boundary; and torchao has no non-finite gradient handling (a NaN gradient poisons its block's state).
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::optim::blockwise8::{Blockwise8, Moment, StateFootprint};
+use crate::optim::blockwise8::{Blockwise8, Moment, QuantizePolicy, StateFootprint};
 use crate::optim::common::{Core, OptimizerConfig, record};
 use crate::optim::same;
 use crate::optim::{
@@ -59,6 +61,11 @@ pub struct Adam8bitConfig {
     pub block_size: u32,
     /// Tensors with fewer elements keep f32 state (their absmax overhead would dominate).
     pub min_quantized_numel: u64,
+    /// Which of the larger tensors are quantised: by default torchao's rule (whole blocks only). A
+    /// checkpoint written before this field existed reads as [`QuantizePolicy::PartialBlocks`], the rule
+    /// it was written under.
+    #[serde(default = "QuantizePolicy::before_policies")]
+    pub quantize_policy: QuantizePolicy,
 }
 
 impl Adam8bitConfig {
@@ -71,6 +78,7 @@ impl Adam8bitConfig {
             decoupled_weight_decay: true,
             block_size: 256,
             min_quantized_numel: 4096,
+            quantize_policy: QuantizePolicy::Torchao,
         }
     }
 
@@ -116,6 +124,11 @@ impl OptimizerConfig for Adam8bitConfig {
             "min_quantized_numel",
             saved.min_quantized_numel,
             self.min_quantized_numel,
+        )?;
+        same(
+            "quantize_policy",
+            saved.quantize_policy,
+            self.quantize_policy,
         )
     }
 
@@ -167,7 +180,6 @@ impl Adam8bit {
         let kernel = Blockwise8::new(
             arena,
             "adam8bit",
-            "adam8bit_step",
             vec![("DECOUPLED", config.decoupled_weight_decay as u8 as f64)],
             &[
                 Moment {
@@ -181,6 +193,7 @@ impl Adam8bit {
             ],
             config.block_size,
             config.min_quantized_numel,
+            config.quantize_policy,
         )?;
         Ok(Self {
             core: Core::new(arena, config, kernel)?,

@@ -1,10 +1,11 @@
 //! Blockwise 8-bit optimizer state (Dettmers et al., "8-bit Optimizers via Block-wise Quantization", 2022),
 //! shared by [`Adam8bit`](crate::Adam8bit) and [`Lion8bit`](crate::Lion8bit).
 //!
-//! A tensor with at least `min_quantized_numel` elements keeps each moment as one u8 code per element (four
-//! codes to a u32 word, little-endian, so the buffer's bytes are the codes in element order) and one f32
-//! absmax per block of `block_size` elements; a code indexes a 256-entry dynamic map, and the moment is
-//! `map[code] · absmax`. Smaller tensors keep their moments in f32, as bitsandbytes and torchao do.
+//! A tensor that the [`QuantizePolicy`] quantises (at least `min_quantized_numel` elements, and under the
+//! default policy a whole number of blocks) keeps each moment as one u8 code per element (four codes to a
+//! u32 word, little-endian, so the buffer's bytes are the codes in element order) and one f32 absmax per
+//! block of `block_size` elements; a code indexes a 256-entry dynamic map, and the moment is
+//! `map[code] · absmax`. Other tensors keep their moments in f32, as bitsandbytes and torchao do.
 //!
 //! Blocks count from the start of a tensor, so they never straddle tensors, and the last block of a tensor
 //! may be partial. A tensor larger than a whole arena chunk is stored per segment (see
@@ -13,8 +14,11 @@
 //!
 //! State layout: one buffer per moment per chunk, holding the chunk's tensor segments in block order. A
 //! quantised segment of `n` elements takes `⌈n/4⌉` code words followed by `⌈n/block_size⌉` absmax words; an
-//! f32 segment takes `n` words. A table written once (the two maps, then per tensor its state offset and
-//! kind) and the per-step group records share one read-only buffer.
+//! f32 segment takes `n` words. A read-only meta buffer per chunk, written once, holds the two maps, per
+//! tensor its state offset and kind, and the chunk's unit table: one entry per quantisation block, the
+//! chunk-local index of its first element. The kernels run one workgroup per entry, sized to the block
+//! (see `shaders/blockwise8.wgsl`). The per-step group records have a buffer of their own, which a
+//! [`StepGuard`](crate::StepGuard) writes its control words into.
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
@@ -22,12 +26,52 @@ use crate::kernels::Access;
 use crate::optim::KernelState;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, compute_pass};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, group_buffer};
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
 /// Words per tensor record: `[state offset of the first segment, 1 if quantised, 0, 0]`.
 const TENSOR_WORDS: usize = 4;
+/// The most invocations a workgroup of the 8-bit kernels has; they take 4 elements each, so larger blocks
+/// give each invocation several quads.
+const MAX_WORKGROUP: u32 = 256;
+/// The fewest: the smallest block, 64 elements, in quads.
+const MIN_WORKGROUP: u32 = 16;
+
+/// Which tensors an 8-bit optimizer quantises; the others keep f32 moments.
+///
+/// Both policies leave tensors with fewer than `min_quantized_numel` elements in f32 (for small tensors the
+/// absmax overhead and the quantisation error buy almost nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantizePolicy {
+    /// torchao's rule (the default): a tensor is quantised only when it is also a whole number of blocks;
+    /// one whose size is not a multiple of `block_size` keeps f32 state, exactly as torchao's `AdamW8bit`
+    /// keeps it. With this policy a torchao run is reproduced tensor for tensor.
+    #[default]
+    Torchao,
+    /// Quantises every tensor of at least `min_quantized_numel` elements, the last block of a ragged one
+    /// partial: less memory than [`Self::Torchao`] for such tensors (about 1 byte per element and moment
+    /// instead of 4), at the price of departing from torchao on them.
+    PartialBlocks,
+}
+
+impl QuantizePolicy {
+    /// Whether a tensor of `numel` elements keeps 8-bit state.
+    pub fn quantizes(self, numel: u64, block_size: u32, min_quantized_numel: u64) -> bool {
+        numel >= min_quantized_numel
+            && match self {
+                QuantizePolicy::Torchao => numel.is_multiple_of(block_size as u64),
+                QuantizePolicy::PartialBlocks => true,
+            }
+    }
+
+    /// The policy of a checkpoint written before the policy existed: every tensor over the threshold was
+    /// quantised then.
+    pub(crate) fn before_policies() -> Self {
+        QuantizePolicy::PartialBlocks
+    }
+}
 /// The smallest absmax a block stores; an all-zero block then quantises to the code of 0 instead of
 /// dividing by zero (torchao clamps the same way).
 pub const ABSMAX_FLOOR: f32 = 1e-12;
@@ -84,7 +128,8 @@ pub fn dynamic_map(signed: bool) -> [f32; 256] {
 
 /// The code of `x` (already divided by its block's absmax): the largest entry ≤ `x` found by an 8-step
 /// binary search, then rounded up to the next entry when `x` lies at least halfway to it. This is torchao's
-/// rule (`quantize_8bit_with_qmap`), ties included; the kernels apply the same one.
+/// rule (`quantize_8bit_with_qmap`), ties included; the kernels apply the same one (finding the entry as
+/// the test-only `quantize_by_guess` does, which the tests check against this).
 pub fn quantize(x: f32, map: &[f32; 256]) -> u8 {
     let mut code = if x >= map[128] { 128usize } else { 0 };
     let mut step = 64;
@@ -100,6 +145,57 @@ pub fn quantize(x: f32, map: &[f32; 256]) -> u8 {
         code = up;
     }
     code as u8
+}
+
+/// 10^(6 − e): scales decade e of a dynamic map to [0.1, 1).
+#[cfg(test)]
+const DECADE_UP: [f32; 7] = [1e6, 1e5, 1e4, 1e3, 1e2, 1e1, 1.0];
+
+/// The index the kernels start from when they quantise `x` with a dynamic map (`signed` or not): computed
+/// from the map's structure (decade e holds k = 2^e signed or 2^(e+1) unsigned midpoints of
+/// linspace(0.1, 1, k + 1), scaled by 10^(e−6)), within one of the largest entry ≤ `x` for |x| ≤ 1. The
+/// arithmetic is the kernel's (`quantize` in `shaders/blockwise8.wgsl`), step for step.
+#[cfg(test)]
+fn guess_code(x: f32, signed: bool) -> i32 {
+    let a = x.abs();
+    let e = [1e-6f32, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+        .iter()
+        .filter(|&&t| a >= t)
+        .count();
+    let (k, start) = if signed {
+        (1u32 << e, 127 + (1u32 << e))
+    } else {
+        (2u32 << e, (2u32 << e) - 1)
+    };
+    let y = a * DECADE_UP[e];
+    let t = ((y - 0.1) * (k as f32 / 0.9) - 0.5).clamp(-1.0, k as f32 - 1.0);
+    if x < 0.0 {
+        254 - (start as i32 + t.ceil() as i32)
+    } else {
+        start as i32 + t.floor() as i32
+    }
+}
+
+/// [`quantize`] the kernels' way: from [`guess_code`], the largest entry ≤ `x` among the four around the
+/// guess, then the same rounding. Equal to [`quantize`] wherever the guess is within one (the tests check
+/// that it is).
+#[cfg(test)]
+fn quantize_by_guess(x: f32, map: &[f32; 256], signed: bool) -> u8 {
+    let g = guess_code(x, signed);
+    let entry = |j: i32| -> f32 {
+        if j < 0 {
+            -2.0
+        } else if j > 255 {
+            2.0
+        } else {
+            map[j as usize]
+        }
+    };
+    let below: i32 = (-1..=2).map(|d| (entry(g + d) <= x) as i32).sum();
+    let c = (g - 2 + below).clamp(0, 255);
+    let up = (c + 1).min(255);
+    let (lo, hi) = (entry(c), entry(up));
+    (if x - lo >= (hi - lo) * 0.5 { up } else { c }) as u8
 }
 
 /// Quantises `values` in blocks of `block_size`: absmax per block (floored at [`ABSMAX_FLOOR`]), then each
@@ -141,14 +237,15 @@ pub struct StateFootprint {
     pub code_bytes: u64,
     /// Bytes of block absmax values (4 per block and moment).
     pub absmax_bytes: u64,
-    /// Bytes of f32 moments of the tensors below the quantisation threshold.
+    /// Bytes of f32 moments of the tensors the policy leaves in f32.
     pub fallback_bytes: u64,
     /// Parameters whose state is quantised.
     pub quantized_params: u64,
     /// Parameters whose state stays in f32.
     pub fallback_params: u64,
-    /// Bytes of the tables beside the state: the two maps, a record per tensor and one per group, and the
-    /// skipped-block counter. They do not grow with the parameter count.
+    /// Bytes of the tables beside the state: per chunk the two maps, a record per tensor and the unit table
+    /// (4 bytes per quantisation block, so it grows with the parameter count, by 4 / block_size bytes per
+    /// parameter), a record per group, and the skipped-block counter.
     pub table_bytes: u64,
 }
 
@@ -225,13 +322,14 @@ fn plan_state(
     arena: &ParamArena,
     block_size: u64,
     min_quantized_numel: u64,
+    policy: QuantizePolicy,
 ) -> (Vec<TensorState>, Vec<u64>) {
     let mut used = vec![0u64; arena.chunk_count()];
     let mut tensors = Vec::with_capacity(arena.tensors().len());
     // Registration order is block order, and a tensor's segments come in chunk order, so each chunk's
     // buffer receives its segments in block order; a tensor's later segments start their chunks (offset 0).
     for t in arena.tensors() {
-        let quantized = t.numel >= min_quantized_numel;
+        let quantized = policy.quantizes(t.numel, block_size as u32, min_quantized_numel);
         let segments = t
             .segments
             .iter()
@@ -261,9 +359,10 @@ pub(crate) struct Blockwise8 {
     moments: Vec<Moment>,
     maps: [[f32; 256]; 2],
     tensors: Vec<TensorState>,
-    /// Maps, tensor records, then group records (rewritten every step).
-    tables: wgpu::Buffer,
-    group_offset: u64,
+    /// Per chunk: maps, tensor records, unit table.
+    _meta: Vec<wgpu::Buffer>,
+    /// The group records, rewritten every step (and their control words by a step guard).
+    records: wgpu::Buffer,
     /// `[moment][chunk]`
     state: Vec<Vec<wgpu::Buffer>>,
     counter: wgpu::Buffer,
@@ -271,25 +370,30 @@ pub(crate) struct Blockwise8 {
 }
 
 impl Blockwise8 {
-    /// Compiles (or reuses) `family::entry` for `block_size` plus `constants`, lays out and zeroes the state
+    /// Compiles (or reuses) `family`'s step for `block_size` plus `constants`, lays out and zeroes the state
     /// of `moments` (one or two), and binds it all to `arena`.
     ///
-    /// Bindings: 0 layout, 1 chunk, 2 tables, 3 parameters, 4 gradients, 5 and 6 the two moments' state (a
-    /// placeholder for a one-moment family), 7 the skipped-block counter.
+    /// Bindings: 0 layout, 1 chunk, 2 group records, 3 parameters, 4 gradients, 5 and 6 the two moments'
+    /// state (a placeholder for a one-moment family), 7 the skipped-block counter, 8 the chunk's meta
+    /// buffer.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         arena: &ParamArena,
         family: &'static str,
-        entry: &'static str,
         mut constants: Vec<(&'static str, f64)>,
         moments: &[Moment],
         block_size: u32,
         min_quantized_numel: u64,
+        policy: QuantizePolicy,
     ) -> Result<Self> {
         check_block_size(block_size)?;
         let gpu = arena.gpu().clone();
         gpu.check()?;
+        let workgroup = (block_size / 4).clamp(MIN_WORKGROUP, MAX_WORKGROUP);
         constants.push(("QBLOCK", block_size as f64));
-        let (tensors, chunk_words) = plan_state(arena, block_size as u64, min_quantized_numel);
+        constants.push(("WG", workgroup as f64));
+        let (tensors, chunk_words) =
+            plan_state(arena, block_size as u64, min_quantized_numel, policy);
         let binding = gpu.max_binding_bytes();
         for (c, &words) in chunk_words.iter().enumerate() {
             if words * 4 > binding {
@@ -303,25 +407,54 @@ impl Blockwise8 {
         }
 
         let maps = [dynamic_map(true), dynamic_map(false)];
-        let mut table: Vec<u32> = Vec::with_capacity(MAP_WORDS + TENSOR_WORDS * tensors.len());
+        let mut head: Vec<u32> = Vec::with_capacity(MAP_WORDS + TENSOR_WORDS * tensors.len());
         for map in &maps {
-            table.extend(map.iter().map(|x| x.to_bits()));
+            head.extend(map.iter().map(|x| x.to_bits()));
         }
         for t in &tensors {
             let base = t.segments.first().map_or(0, |s| s.base);
-            table.extend_from_slice(&[base as u32, t.quantized as u32, 0, 0]);
+            head.extend_from_slice(&[base as u32, t.quantized as u32, 0, 0]);
         }
-        let group_offset = table.len() as u64 * 4;
+        // One unit per quantisation block, in block order: the chunk-local index of its first element.
+        let mut units: Vec<Vec<u32>> = vec![Vec::new(); arena.chunk_count()];
+        for info in arena.tensors() {
+            for s in &info.segments {
+                let bs = block_size as u64;
+                units[s.chunk]
+                    .extend((0..s.len.div_ceil(bs)).map(|j| (s.chunk_offset + j * bs) as u32));
+            }
+        }
+        let max_per_dim = gpu.limits().max_compute_workgroups_per_dimension.max(1);
+        let grids: Vec<(u32, u32)> = units
+            .iter()
+            .map(|u| crate::kernels::grid(u.len() as u32, max_per_dim))
+            .collect();
+        let metas: Vec<Vec<u32>> = units
+            .iter()
+            .map(|u| {
+                let mut words = Vec::with_capacity(head.len() + 1 + u.len());
+                words.extend_from_slice(&head);
+                words.push(u.len() as u32);
+                words.extend_from_slice(u);
+                words
+            })
+            .collect();
+        let meta_bytes: u64 = metas.iter().map(|m| m.len() as u64 * 4).sum();
         let group_bytes = arena.groups().max(1) as u64 * GROUP_RECORD_BYTES as u64;
 
         let device = gpu.device();
-        let (tables, state, counter, placeholder) = gpu.scoped(|| {
-            let tables = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("8-bit tables"),
-                size: group_offset + group_bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+        let (meta, state, counter, placeholder) = gpu.scoped(|| {
+            let meta: Vec<wgpu::Buffer> = metas
+                .iter()
+                .map(|words| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("8-bit maps and units"),
+                        size: words.len() as u64 * 4,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect();
             let state: Vec<Vec<wgpu::Buffer>> = moments
                 .iter()
                 .map(|m| {
@@ -354,20 +487,32 @@ impl Blockwise8 {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            (tables, state, counter, placeholder)
+            (meta, state, counter, placeholder)
         })?;
-        gpu.queue()
-            .write_buffer(&tables, 0, bytemuck::cast_slice(&table));
+        let records = group_buffer(&gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        for (buffer, words) in meta.iter().zip(&metas) {
+            gpu.queue()
+                .write_buffer(buffer, 0, bytemuck::cast_slice(words));
+        }
 
-        let stage = Stage::per_chunk(
+        let family = if gpu.has_subgroups() {
+            match family {
+                "adam8bit" => "adam8bit+subgroup",
+                "lion8bit" => "lion8bit+subgroup",
+                other => other,
+            }
+        } else {
+            family
+        };
+        let stage = Stage::per_chunk_grids(
             arena,
             family,
-            entry,
+            "blockwise8_step",
             constants,
             &[
                 (Access::Read, Slot::Layout),
                 (Access::Uniform, Slot::Chunk),
-                (Access::Read, Slot::Buffer(&tables)),
+                (Access::Read, Slot::Buffer(&records)),
                 (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
                 (Access::Read, Slot::PerChunk(arena.grad_buffers())),
                 (Access::ReadWrite, Slot::PerChunk(&state[0])),
@@ -378,14 +523,16 @@ impl Blockwise8 {
                         .map_or(Slot::Buffer(&placeholder), |s| Slot::PerChunk(s)),
                 ),
                 (Access::ReadWrite, Slot::Buffer(&counter)),
+                (Access::Read, Slot::PerChunk(&meta)),
             ],
+            grids,
         )?;
 
         let footprint = footprint(
             &tensors,
             block_size as u64,
             moments.len() as u64,
-            group_offset + group_bytes + 8,
+            meta_bytes + group_bytes + 8,
         );
         Ok(Self {
             binding: ArenaBinding::new(arena),
@@ -394,8 +541,8 @@ impl Blockwise8 {
             moments: moments.to_vec(),
             maps,
             tensors,
-            tables,
-            group_offset,
+            _meta: meta,
+            records,
             state,
             counter,
             footprint,
@@ -479,7 +626,7 @@ impl Blockwise8 {
             return Err(Error::InvalidStateData {
                 tensor: tensor.to_string(),
                 state: state.to_string(),
-                reason: "the tensor keeps f32 state (it is below the quantisation threshold)"
+                reason: "the tensor keeps f32 state (the quantisation policy leaves it in f32)"
                     .into(),
             });
         }
@@ -602,7 +749,7 @@ impl Blockwise8 {
         };
         if !t.quantized {
             return Err(refuse(
-                "the tensor keeps f32 state (it is below the quantisation threshold)".into(),
+                "the tensor keeps f32 state (the quantisation policy leaves it in f32)".into(),
             ));
         }
         if data.block_size != self.block_size {
@@ -783,7 +930,11 @@ impl StepKernel for Blockwise8 {
     }
 
     fn record_buffer(&self) -> (&wgpu::Buffer, u64) {
-        (&self.tables, self.group_offset)
+        (&self.records, 0)
+    }
+
+    fn reads_grad_control(&self) -> bool {
+        true
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
@@ -842,6 +993,67 @@ mod tests {
         }
         assert_eq!(quantize(-1.0, &map), 0);
         assert_eq!(quantize(1.5, &map), 255);
+    }
+
+    /// The kernels find a code from a computed guess and the four entries around it; that gives the binary
+    /// search's code wherever the guess is within one. Checked at every entry of both maps, the f32 values
+    /// next to each (where the guess changes or the search's answer does), every midpoint and its
+    /// neighbours, the decade thresholds, ±1 and beyond, and a million values spread over every decade.
+    #[test]
+    fn the_kernels_guessed_search_matches_the_binary_search() {
+        let step = |x: f32, n: i32| -> f32 {
+            let mut y = x;
+            for _ in 0..n.unsigned_abs() {
+                y = if n > 0 { y.next_up() } else { y.next_down() };
+            }
+            y
+        };
+        for signed in [true, false] {
+            let map = dynamic_map(signed);
+            let mut xs: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, 1.0000001, -1.0000001];
+            for c in 0..256 {
+                let mid = if c < 255 {
+                    map[c] + (map[c + 1] - map[c]) * 0.5
+                } else {
+                    map[c]
+                };
+                for base in [map[c], mid] {
+                    xs.extend((-3..=3).map(|n| step(base, n)));
+                }
+            }
+            for t in [1e-6f32, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1] {
+                for base in [t, -t] {
+                    xs.extend((-3..=3).map(|n| step(base, n)));
+                }
+            }
+            // A fixed linear congruential sequence: magnitudes log-uniform over 1e-9..1, both signs.
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..1_000_000 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let mag = 10f64.powf(-9.0 * u) as f32;
+                xs.push(if state & 1 == 0 { mag } else { -mag });
+            }
+            for &x in &xs {
+                if !signed && x < 0.0 {
+                    continue;
+                }
+                let g = guess_code(x, signed);
+                let exact = {
+                    let q = quantize(x, &map);
+                    // The largest entry <= x, before rounding.
+                    let floor = map.iter().rposition(|&m| m <= x).unwrap_or(0) as i32;
+                    assert!(
+                        (g - floor).abs() <= 1,
+                        "guess {g} for {x:e} (signed {signed}), entry {floor}"
+                    );
+                    q
+                };
+                assert_eq!(quantize_by_guess(x, &map, signed), exact, "x = {x:e}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! m̃ ← signed_map[code(m / a)]·a
 //! ```
 //!
-//! Tensors with fewer than `min_quantized_numel` elements keep an f32 momentum and skip the last two lines.
+//! Tensors the [`QuantizePolicy`] leaves in f32 (by default: fewer than `min_quantized_numel` elements, or
+//! not a whole number of blocks, as torchao decides for its 8-bit state) keep an f32 momentum and skip the
+//! last two lines.
 //! A block with a non-finite gradient is left as it was and counted ([`Lion8bit::skipped_blocks`]).
 //!
 //! Reference: `lion_pytorch.Lion` for the update (its defaults: lr 1e-4, β = (0.9, 0.99), λ = 0; `1 − lr·λ`
@@ -23,7 +25,7 @@
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::optim::blockwise8::{Blockwise8, Moment, StateFootprint};
+use crate::optim::blockwise8::{Blockwise8, Moment, QuantizePolicy, StateFootprint};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::same;
 use crate::optim::{
@@ -31,7 +33,7 @@ use crate::optim::{
 };
 
 /// Hyperparameters of 8-bit Lion; `Default` gives lion-pytorch's defaults, blocks of 256 and 8-bit state
-/// for tensors of 4096 elements or more.
+/// for tensors of 4096 elements or more that are a whole number of blocks.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lion8bitConfig {
     /// (β1, β2), each in [0, 1): β1 mixes the update direction, β2 the stored momentum.
@@ -42,6 +44,11 @@ pub struct Lion8bitConfig {
     pub block_size: u32,
     /// Tensors with fewer elements keep an f32 momentum.
     pub min_quantized_numel: u64,
+    /// Which of the larger tensors are quantised: by default torchao's rule (whole blocks only). A
+    /// checkpoint written before this field existed reads as [`QuantizePolicy::PartialBlocks`], the rule
+    /// it was written under.
+    #[serde(default = "QuantizePolicy::before_policies")]
+    pub quantize_policy: QuantizePolicy,
 }
 
 impl Default for Lion8bitConfig {
@@ -51,6 +58,7 @@ impl Default for Lion8bitConfig {
             weight_decay: 0.0,
             block_size: 256,
             min_quantized_numel: 4096,
+            quantize_policy: QuantizePolicy::Torchao,
         }
     }
 }
@@ -75,6 +83,11 @@ impl OptimizerConfig for Lion8bitConfig {
             "min_quantized_numel",
             saved.min_quantized_numel,
             self.min_quantized_numel,
+        )?;
+        same(
+            "quantize_policy",
+            saved.quantize_policy,
+            self.quantize_policy,
         )
     }
 
@@ -116,7 +129,6 @@ impl Lion8bit {
         let kernel = Blockwise8::new(
             arena,
             "lion8bit",
-            "lion8bit_step",
             Vec::new(),
             &[Moment {
                 name: "exp_avg",
@@ -124,6 +136,7 @@ impl Lion8bit {
             }],
             config.block_size,
             config.min_quantized_numel,
+            config.quantize_policy,
         )?;
         Ok(Self {
             core: Core::new(arena, config, kernel)?,

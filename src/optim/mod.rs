@@ -19,7 +19,7 @@ mod wgsl;
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
-pub use blockwise8::{QuantizedState, StateFootprint, dynamic_map};
+pub use blockwise8::{QuantizePolicy, QuantizedState, StateFootprint, dynamic_map};
 pub use common::{Core, OptimizerConfig, OptimizerCore, StepKernel};
 pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};

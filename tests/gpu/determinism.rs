@@ -294,7 +294,16 @@ macro_rules! quantized_raw {
 fn adamw8bit(gpu: &Gpu) -> Result<(), String> {
     check(
         gpu,
-        |a| AdamW8bit::new(a, Adam8bitConfig::adamw()),
+        // Partial blocks, so that every tensor of the arena, ragged ones included, has 8-bit state.
+        |a| {
+            AdamW8bit::new(
+                a,
+                Adam8bitConfig {
+                    quantize_policy: wgoptim::QuantizePolicy::PartialBlocks,
+                    ..Adam8bitConfig::adamw()
+                },
+            )
+        },
         Adam8bit::set_group,
         quantized_raw!(Adam8bit),
         false,
@@ -304,6 +313,7 @@ fn adamw8bit(gpu: &Gpu) -> Result<(), String> {
 fn adam8bit(gpu: &Gpu) -> Result<(), String> {
     let config = Adam8bitConfig {
         weight_decay: 1e-2,
+        quantize_policy: wgoptim::QuantizePolicy::PartialBlocks,
         ..Adam8bitConfig::adam()
     };
     check(
@@ -318,6 +328,7 @@ fn adam8bit(gpu: &Gpu) -> Result<(), String> {
 fn lion8bit(gpu: &Gpu) -> Result<(), String> {
     let config = Lion8bitConfig {
         weight_decay: 0.1,
+        quantize_policy: wgoptim::QuantizePolicy::PartialBlocks,
         ..Default::default()
     };
     check(

@@ -43,6 +43,10 @@ pub fn tests() -> Vec<GpuTest> {
             chunking_is_bit_identical,
         ),
         test("eightbit_runs_are_bit_identical", runs_are_bit_identical),
+        test(
+            "eightbit_subgroup_and_shared_reductions_agree",
+            subgroup_and_shared_reductions_agree,
+        ),
         test("eightbit_state_conversion", state_conversion),
         test("eightbit_bad_input_is_refused", bad_input_is_refused),
         test("eightbit_step_cost", step_cost),
@@ -408,6 +412,55 @@ fn state_bytes_per_param(gpu: &Gpu) -> Result<(), String> {
         "fp32 AdamW: {:.4} bytes/param",
         fp32.state_bytes() as f64 / arena.elements() as f64
     );
+    Ok(())
+}
+
+/// The kernels' two absmax reductions, by subgroup operations and by a tree in workgroup memory, give the
+/// same parameters, codes and absmax values bit for bit (max is exact), at the smallest, the default and the
+/// largest block (16, 64 and 256 invocations; 1 and 4 quads each). Reference: each other; tolerance: none.
+/// On an adapter without subgroups both runs take the workgroup-memory path, and the test says so.
+fn subgroup_and_shared_reductions_agree(gpu: &Gpu) -> Result<(), String> {
+    if !gpu.has_subgroups() {
+        println!(
+            "no subgroup operations on this adapter: both runs use the workgroup-memory reduction"
+        );
+    }
+    for bs in [64u32, 256, 4096] {
+        let mut runs = Vec::new();
+        for allowed in [true, false] {
+            gpu.set_subgroups_allowed(allowed);
+            let arena = arena(gpu, &tensors(), None)?;
+            let config = Adam8bitConfig {
+                block_size: bs,
+                quantize_policy: wgoptim::QuantizePolicy::PartialBlocks,
+                ..Adam8bitConfig::adamw()
+            };
+            let built = Adam8bit::new(&arena, config);
+            gpu.set_subgroups_allowed(true);
+            let mut opt = built.map_err(err)?;
+            for s in 1..=3 {
+                grads(&arena, s)?;
+                opt.step(&arena, 1e-2).map_err(err)?;
+            }
+            let params: Vec<Vec<u32>> = arena
+                .tensors()
+                .iter()
+                .map(|t| {
+                    arena
+                        .read_params(&t.name)
+                        .map(|p| p.iter().map(|x| x.to_bits()).collect())
+                        .map_err(err)
+                })
+                .collect::<Result<_, _>>()?;
+            runs.push((params, raw_state(Kind::AdamW, &arena, &opt)?));
+        }
+        if runs[0].0 != runs[1].0 {
+            return Err(format!(
+                "block {bs}: parameters differ between the two reductions"
+            ));
+        }
+        same_raw(&format!("block {bs}"), &runs[0].1, &runs[1].1)?;
+    }
     Ok(())
 }
 
@@ -831,7 +884,12 @@ fn bad_input_is_refused(gpu: &Gpu) -> Result<(), String> {
         },
     )?;
 
-    let mut opt = Adam8bit::new(&arena, Adam8bitConfig::adamw()).map_err(err)?;
+    // Partial blocks, so that the ragged tensors `a` and `c` have 8-bit state to refuse bad input for.
+    let config = Adam8bitConfig {
+        quantize_policy: wgoptim::QuantizePolicy::PartialBlocks,
+        ..Adam8bitConfig::adamw()
+    };
+    let mut opt = Adam8bit::new(&arena, config).map_err(err)?;
     for s in 1..=2 {
         grads(&arena, s)?;
         opt.step(&arena, 1e-2).map_err(err)?;

@@ -184,6 +184,8 @@ fn setup(
                     weight_decay: wd,
                     block_size,
                     min_quantized_numel,
+                    // The fixtures' rule: torchao's.
+                    quantize_policy: wgoptim::QuantizePolicy::Torchao,
                 },
             )
             .map_err(err)?;
