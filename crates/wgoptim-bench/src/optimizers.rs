@@ -394,10 +394,10 @@ fn bf16(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
 pub const EXTRAS: &[ExtraEntry] = &[
     // reads p, g, m, v; writes p, m, v
     ExtraEntry { name: EXTRA_REFERENCE, bytes_per_param: 28, includes_step: true, guarded: false, make: plain },
-    // the norm reads g; clipping reads and writes g; then AdamW's 28
-    ExtraEntry { name: "adamw+clip_norm", bytes_per_param: 40, includes_step: true, guarded: true, make: guarded_clip },
-    // as clip_norm: unscaling and the overflow test ride on the same two passes
-    ExtraEntry { name: "adamw+loss_scale+clip_norm", bytes_per_param: 40, includes_step: true, guarded: true, make: guarded_scale_clip },
+    // the norm reads g; AdamW's 28, which applies the clip coefficient as it reads g
+    ExtraEntry { name: "adamw+clip_norm", bytes_per_param: 32, includes_step: true, guarded: true, make: guarded_clip },
+    // as clip_norm: the overflow test rides on the norm pass, unscaling on the step
+    ExtraEntry { name: "adamw+loss_scale+clip_norm", bytes_per_param: 32, includes_step: true, guarded: true, make: guarded_scale_clip },
     // reads p and the average; writes the average
     ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, guarded: false, make: ema },
     // upcast reads 2 and writes 4; AdamW's 28; downcast reads 4 and writes 2
