@@ -29,7 +29,8 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use wgoptim::{
     Adam, AdamConfig, ArenaBuilder, Gpu, GpuOptions, GuardConfig, LossScaleConfig, Optimizer,
     ParamArena, StepGuard,
@@ -95,6 +96,42 @@ impl FirstError {
     }
 }
 
+/// Times `Optimizer::step` of AdamW on every model, the GPU idle before each step; with `evict`, that buffer
+/// is written (untimed) before each step, leaving the CPU caches cold.
+fn adamw_steps(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    gpu: &Gpu,
+    failed: &FirstError,
+    mut evict: Option<&mut Vec<u8>>,
+) -> Result<(), String> {
+    for (id, tensors, elements) in MODELS {
+        let arena = arena(gpu, tensors, elements).map_err(|e| e.to_string())?;
+        let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(|e| e.to_string())?;
+        group.bench_function(BenchmarkId::new("adamw", id), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for i in 0..iters {
+                    if let Some(evict) = evict.as_deref_mut() {
+                        evict.fill(i as u8);
+                        std::hint::black_box(&evict);
+                    }
+                    let t = Clock::now();
+                    if let Err(e) = opt.step(&arena, 1e-3) {
+                        failed.keep(e);
+                    }
+                    timed += Clock::now().saturating_sub(t);
+                    if let Err(e) = gpu.wait() {
+                        failed.keep(e);
+                    }
+                }
+                timed
+            })
+        });
+        failed.take()?;
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let gpu = Gpu::new(&GpuOptions::default()).map_err(|e| e.to_string())?;
     eprintln!("adapter: {}", gpu.describe());
@@ -155,55 +192,13 @@ fn run() -> Result<(), String> {
         })
     });
     failed.take()?;
-    for (id, tensors, elements) in MODELS {
-        let arena = arena(&gpu, tensors, elements).map_err(|e| e.to_string())?;
-        let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(|e| e.to_string())?;
-        group.bench_function(BenchmarkId::new("adamw", id), |b| {
-            b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Clock::now();
-                    if let Err(e) = opt.step(&arena, 1e-3) {
-                        failed.keep(e);
-                    }
-                    timed += Clock::now().saturating_sub(t);
-                    if let Err(e) = gpu.wait() {
-                        failed.keep(e);
-                    }
-                }
-                timed
-            })
-        });
-        failed.take()?;
-    }
+    adamw_steps(&mut group, &gpu, &failed, None)?;
     group.finish();
 
     let mut group = c.benchmark_group("step_cold_cache");
     group.sample_size(20);
     let mut evict = vec![0u8; COLD_BYTES];
-    for (id, tensors, elements) in MODELS {
-        let arena = arena(&gpu, tensors, elements).map_err(|e| e.to_string())?;
-        let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(|e| e.to_string())?;
-        group.bench_function(BenchmarkId::new("adamw", id), |b| {
-            b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for i in 0..iters {
-                    evict.fill(i as u8);
-                    std::hint::black_box(&evict);
-                    let t = Clock::now();
-                    if let Err(e) = opt.step(&arena, 1e-3) {
-                        failed.keep(e);
-                    }
-                    timed += Clock::now().saturating_sub(t);
-                    if let Err(e) = gpu.wait() {
-                        failed.keep(e);
-                    }
-                }
-                timed
-            })
-        });
-        failed.take()?;
-    }
+    adamw_steps(&mut group, &gpu, &failed, Some(&mut evict))?;
     group.finish();
 
     let mut group = c.benchmark_group("guarded_step");

@@ -54,9 +54,8 @@ impl Stage {
         constants: Vec<(&'static str, f64)>,
         slots: &[(Access, Slot<'_>)],
     ) -> Result<Self> {
-        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
         let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
-        Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
+        Self::per_chunk_grids(arena, family, entry, constants, slots, grids)
     }
 
     /// A stage dispatched once per chunk, compiled from a caller's WGSL `source` (after `common.wgsl`);
@@ -94,14 +93,13 @@ impl Stage {
         slots: &[(Access, Slot<'_>)],
         blocks_per_workgroup: u32,
     ) -> Result<Self> {
-        let chunks: Vec<usize> = (0..arena.chunk_count()).collect();
         let max_per_dim = arena.gpu().limits().max_compute_workgroups_per_dimension;
         let grids = arena
             .chunk_info()
             .iter()
             .map(|c| crate::kernels::grid(c.blocks.div_ceil(blocks_per_workgroup), max_per_dim))
             .collect();
-        Self::build(arena, family, None, entry, constants, slots, &chunks, grids)
+        Self::per_chunk_grids(arena, family, entry, constants, slots, grids)
     }
 
     /// A stage dispatched once per chunk with a grid of its own for each (a kernel whose workgroups do not
