@@ -16,8 +16,8 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
-use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::same;
+use crate::optim::wgsl::WgslKernel;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
 };
@@ -76,7 +76,7 @@ impl OptimizerConfig for AdagradConfig {
 
 /// Adagrad over a whole arena; its accumulator (`sum`) is resident on the GPU.
 pub struct Adagrad {
-    core: Core<AdagradConfig, ElementwiseStep>,
+    core: Core<AdagradConfig, WgslKernel>,
 }
 
 impl Adagrad {
@@ -84,7 +84,7 @@ impl Adagrad {
     /// invalid config.
     pub fn new(arena: &ParamArena, config: AdagradConfig) -> Result<Self> {
         config.validate()?;
-        let kernel = ElementwiseStep::new(
+        let kernel = WgslKernel::family(
             arena,
             "adagrad",
             "adagrad_step",

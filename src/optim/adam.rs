@@ -19,8 +19,8 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
-use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::same;
+use crate::optim::wgsl::WgslKernel;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
     check_range,
@@ -128,7 +128,7 @@ impl OptimizerConfig for AdamConfig {
 /// Adam or AdamW over a whole arena, state resident on the GPU (`exp_avg`, `exp_avg_sq`, and
 /// `max_exp_avg_sq` with AMSGrad).
 pub struct Adam {
-    core: Core<AdamConfig, ElementwiseStep>,
+    core: Core<AdamConfig, WgslKernel>,
 }
 
 /// AdamW is Adam with decoupled weight decay: build it with `AdamConfig::adamw()`.
@@ -142,7 +142,7 @@ impl Adam {
         if config.amsgrad {
             states.push("max_exp_avg_sq");
         }
-        let kernel = ElementwiseStep::new(
+        let kernel = WgslKernel::family(
             arena,
             "adam",
             "adam_step",

@@ -16,7 +16,7 @@
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
-use crate::optim::elementwise::ElementwiseStep;
+use crate::optim::wgsl::WgslKernel;
 use crate::optim::{GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative};
 
 /// Hyperparameters of Lion; `Default` gives lion-pytorch's.
@@ -90,14 +90,14 @@ impl OptimizerConfig for LionConfig {
 
 /// Lion over a whole arena; its one state buffer (`exp_avg`) is resident on the GPU.
 pub struct Lion {
-    core: Core<LionConfig, ElementwiseStep>,
+    core: Core<LionConfig, WgslKernel>,
 }
 
 impl Lion {
     /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
     pub fn new(arena: &ParamArena, config: LionConfig) -> Result<Self> {
         config.validate()?;
-        let kernel = ElementwiseStep::new(
+        let kernel = WgslKernel::family(
             arena,
             "lion",
             "lion_step",

@@ -6,7 +6,6 @@ mod adam;
 mod adam8bit;
 mod blockwise8;
 mod common;
-mod elementwise;
 mod lamb;
 mod lars;
 mod lion;

@@ -18,8 +18,8 @@
 use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
-use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::same;
+use crate::optim::wgsl::WgslKernel;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
     check_range, check_scheduled_momentum,
@@ -103,7 +103,7 @@ impl OptimizerConfig for RmspropConfig {
 
 /// RMSprop over a whole arena, state resident on the GPU.
 pub struct Rmsprop {
-    core: Core<RmspropConfig, ElementwiseStep>,
+    core: Core<RmspropConfig, WgslKernel>,
 }
 
 impl Rmsprop {
@@ -118,7 +118,7 @@ impl Rmsprop {
         if config.centered {
             names.push("grad_avg");
         }
-        let kernel = ElementwiseStep::new(
+        let kernel = WgslKernel::family(
             arena,
             "rmsprop",
             "rmsprop_step",

@@ -15,8 +15,8 @@
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
-use crate::optim::elementwise::ElementwiseStep;
 use crate::optim::same;
+use crate::optim::wgsl::WgslKernel;
 use crate::optim::{
     GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_range,
     check_scheduled_momentum,
@@ -91,7 +91,7 @@ impl OptimizerConfig for SgdConfig {
 
 /// SGD over a whole arena; with momentum its one state buffer (`momentum_buffer`) is resident on the GPU.
 pub struct Sgd {
-    core: Core<SgdConfig, ElementwiseStep>,
+    core: Core<SgdConfig, WgslKernel>,
 }
 
 impl Sgd {
@@ -100,7 +100,7 @@ impl Sgd {
         config.validate()?;
         let momentum = config.momentum != 0.0;
         let states: &[&str] = if momentum { &["momentum_buffer"] } else { &[] };
-        let kernel = ElementwiseStep::new(
+        let kernel = WgslKernel::family(
             arena,
             "sgd",
             "sgd_step",

@@ -1,20 +1,24 @@
-//! A step kernel built from a caller's WGSL: how an optimizer defined outside this crate gets the arena's
-//! parameters, gradients, group records and state buffers bound the way the built-in kernels get theirs.
+//! The single-pass step kernel: one compiled stage bound to an arena's parameters, gradients, group records
+//! and f32 state buffers, one dispatch per chunk. Every built-in elementwise optimizer is one (a family of
+//! `shaders/`), and so is an optimizer defined outside this crate (WGSL of its own).
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::kernels::Access;
+use crate::kernels::{Access, QUAD_BLOCKS};
 use crate::optim::{GROUP_RECORD_BYTES, KernelState, StepKernel, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer};
+use crate::passes::{
+    ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder_named,
+};
 
 /// The most state buffers a [`WgslKernel`] may own: with the layout table, the group records, the
 /// parameters and the gradients they make the 8 storage buffers every adapter allows per stage.
 pub const MAX_WGSL_STATES: usize = 4;
 
-/// A single-pass step kernel compiled from WGSL of the caller's, bound to one arena, with the f32 state
-/// buffers it owns (zeroed, shaped like the arena).
+/// A single-pass step kernel bound to one arena, with the f32 state buffers it owns (zeroed, shaped like the
+/// arena): the kernel of every built-in elementwise optimizer, and of an optimizer of the caller's built with
+/// [`WgslKernel::new`] from WGSL of its own.
 ///
-/// The source is compiled after the library's `shaders/common.wgsl`, which declares bindings 0 (the
+/// A caller's source is compiled after the library's `shaders/common.wgsl`, which declares bindings 0 (the
 /// layout table) and 1 (the chunk uniform) and the `locate(workgroup_id, local_invocation_index)` helper
 /// that maps an invocation to its element, tensor and parameter group. The source declares the rest, in
 /// this order:
@@ -34,6 +38,10 @@ pub struct WgslKernel {
     groups: wgpu::Buffer,
     state: StateSet,
     stage: Stage,
+    /// Names the step's compute pass.
+    label: &'static str,
+    /// Whether the kernel applies a step guard's control words (the built-in families do).
+    reads_grad_control: bool,
 }
 
 impl WgslKernel {
@@ -65,8 +73,50 @@ impl WgslKernel {
             )));
         }
         arena.gpu().check()?;
-        let groups = group_buffer(arena.gpu(), arena.groups(), GROUP_RECORD_BYTES)?;
-        let state = StateSet::new(arena, states)?;
+        Self::bind(
+            arena,
+            states,
+            states,
+            "custom optimizer step",
+            false,
+            |bindings| {
+                Stage::per_chunk_source(arena, label, source, entry, constants.to_vec(), bindings)
+            },
+        )
+    }
+
+    /// The kernel `family::entry` of `shaders/` with `constants`, bound to `arena` on the vector-width
+    /// layout (`QUAD_BLOCKS` blocks per workgroup) and applying a guard's control words.
+    ///
+    /// The state bindings are one per name of `slots`; `live` names the states this variant keeps, in the
+    /// order they are listed, and a slot it does not name gets a placeholder buffer the variant never touches.
+    pub(crate) fn family(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[&'static str],
+        live: &[&'static str],
+    ) -> Result<Self> {
+        Self::bind(arena, slots, live, "optimizer step", true, |bindings| {
+            Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
+        })
+    }
+
+    /// Creates the group buffer and the `live` state, binds layout, chunk, groups, parameters, gradients and
+    /// one buffer per name of `slots` in that order, and builds the stage with `stage`.
+    fn bind(
+        arena: &ParamArena,
+        slots: &[&'static str],
+        live: &[&'static str],
+        label: &'static str,
+        reads_grad_control: bool,
+        stage: impl FnOnce(&[(Access, Slot<'_>)]) -> Result<Stage>,
+    ) -> Result<Self> {
+        let gpu = arena.gpu();
+        let groups = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
+        let state = StateSet::new(arena, live)?;
+        let unused = placeholder_named(gpu, "unused state")?;
         let mut bindings = vec![
             (Access::Read, Slot::Layout),
             (Access::Uniform, Slot::Chunk),
@@ -74,16 +124,21 @@ impl WgslKernel {
             (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
             (Access::Read, Slot::PerChunk(arena.grad_buffers())),
         ];
-        bindings.extend(
-            (0..states.len()).map(|i| (Access::ReadWrite, Slot::PerChunk(state.chunks(i)))),
-        );
-        let stage =
-            Stage::per_chunk_source(arena, label, source, entry, constants.to_vec(), &bindings)?;
+        bindings.extend(slots.iter().map(|name| {
+            let slot = match live.iter().position(|n| n == name) {
+                Some(i) => Slot::PerChunk(state.chunks(i)),
+                None => Slot::Buffer(&unused),
+            };
+            (Access::ReadWrite, slot)
+        }));
+        let stage = stage(&bindings)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             groups,
             state,
             stage,
+            label,
+            reads_grad_control,
         })
     }
 
@@ -104,9 +159,11 @@ impl StepKernel for WgslKernel {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        compute_pass(encoder, "custom optimizer step", |pass| {
-            self.stage.record(pass)
-        })
+        compute_pass(encoder, self.label, |pass| self.stage.record(pass))
+    }
+
+    fn reads_grad_control(&self) -> bool {
+        self.reads_grad_control
     }
 
     fn state_bytes(&self) -> u64 {
