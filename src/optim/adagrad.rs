@@ -70,7 +70,7 @@ impl OptimizerConfig for AdagradConfig {
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
         let clr = lr / (1.0 + (step - 1) as f64 * self.lr_decay);
-        record(&[word(-clr), word(wd), word(self.eps)])
+        record([word(-clr), word(wd), word(self.eps)])
     }
 }
 

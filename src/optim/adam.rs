@@ -112,7 +112,7 @@ impl OptimizerConfig for AdamConfig {
         let bias_correction1 = 1.0 - beta1.powf(step as f64);
         let bias_correction2 = 1.0 - beta2.powf(step as f64);
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
-        record(&[
+        record([
             word(1.0 - lr * wd),
             word(lr / bias_correction1),
             word(bias_correction2.sqrt()),

@@ -151,7 +151,7 @@ impl OptimizerConfig for Adam8bitConfig {
         // torchao's lr is an f32 tensor; `lr * weight_decay` is an f32 product.
         let lr = lr as f32;
         let wd = group.weight_decay.unwrap_or(self.weight_decay) as f32;
-        record(&[
+        record([
             lr.to_bits(),
             (lr * wd).to_bits(),
             ((1.0 - beta1) as f32).to_bits(),

@@ -339,14 +339,16 @@ pub(crate) const FAMILY_RECORD_WORDS: usize = 11;
 pub(crate) const NEUTRAL_CONTROL: [u32; 5] = [0x3f80_0000, 0x3f80_0000, 0x3f80_0000, 0, 0];
 
 /// A group record from its leading words; the words up to 11 that are not given stay 0, and the guard's
-/// control words are neutral.
-pub(crate) fn record(words: &[u32]) -> [u32; 16] {
-    assert!(
-        words.len() <= FAMILY_RECORD_WORDS,
-        "words 11-15 are the step guard's control words"
-    );
+/// control words are neutral. A family that gives more than 11 words does not compile.
+pub(crate) fn record<const N: usize>(words: [u32; N]) -> [u32; 16] {
+    const {
+        assert!(
+            N <= FAMILY_RECORD_WORDS,
+            "words 11-15 are the step guard's control words"
+        )
+    };
     let mut out = [0; 16];
     out[FAMILY_RECORD_WORDS..].copy_from_slice(&NEUTRAL_CONTROL);
-    out[..words.len()].copy_from_slice(words);
+    out[..N].copy_from_slice(&words);
     out
 }

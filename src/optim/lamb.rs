@@ -141,7 +141,7 @@ impl OptimizerConfig for LambConfig {
         } else {
             beta1
         };
-        record(&[
+        record([
             word(beta1_weight),
             word(beta2),
             word(1.0 - beta2),

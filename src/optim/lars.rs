@@ -119,7 +119,7 @@ impl OptimizerConfig for LarsConfig {
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
         let adapt = wd != 0.0 || self.always_adapt;
-        record(&[
+        record([
             word(-lr),
             word(lr),
             word(wd),

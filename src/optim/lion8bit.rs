@@ -104,7 +104,7 @@ impl OptimizerConfig for Lion8bitConfig {
     fn record(&self, group: &GroupConfig, lr: f64, _step: u64) -> [u32; 16] {
         let (beta1, beta2) = group.betas.unwrap_or(self.betas);
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
-        record(&[
+        record([
             word(1.0 - lr * wd),
             word(lr),
             word(beta1),

@@ -90,7 +90,7 @@ impl OptimizerConfig for RmspropConfig {
 
     fn record(&self, group: &GroupConfig, lr: f64, _step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
-        record(&[
+        record([
             word(-lr),
             word(self.alpha),
             word(1.0 - self.alpha),

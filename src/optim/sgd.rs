@@ -79,7 +79,7 @@ impl OptimizerConfig for SgdConfig {
 
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         let wd = group.weight_decay.unwrap_or(self.weight_decay);
-        record(&[
+        record([
             word(-lr),
             word(wd),
             word(group.momentum.unwrap_or(self.momentum)),
