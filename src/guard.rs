@@ -273,6 +273,8 @@ pub struct StepGuard {
     params: wgpu::Buffer,
     reduction: Option<Reduction>,
     partials: Option<Stage>,
+    /// The in-place gradient rewrite, built on first use with an optimizer whose kernels do not read the
+    /// control words (none of this crate's do), and only when the config changes the gradients.
     apply: Option<Stage>,
     gate: Option<Gate>,
     /// Bound where a control stage has no reduction or no candidate table.
@@ -332,10 +334,6 @@ impl StepGuard {
         let unused_table = placeholder_named(gpu, "guard: no candidate records")?;
         let unused_records = placeholder_named(gpu, "guard: no record target")?;
         let constants = guard_constants(&config);
-        let rewrites = config.loss_scale.is_some()
-            || config.grad_scale != 1.0
-            || config.max_grad_norm.is_some()
-            || config.clip_value.is_some();
         let reduction_buffer = reduction.as_ref().map_or(&unused, |r| r.buffer());
         let slots = guard_slots(
             arena,
@@ -356,17 +354,6 @@ impl StepGuard {
             )?),
             None => None,
         };
-        let apply = if rewrites {
-            Some(Stage::per_chunk(
-                arena,
-                "guard",
-                "guard_apply",
-                constants,
-                &slots,
-            )?)
-        } else {
-            None
-        };
         Ok(Self {
             binding: ArenaBinding::new(arena),
             config,
@@ -374,7 +361,7 @@ impl StepGuard {
             params,
             reduction,
             partials,
-            apply,
+            apply: None,
             gate: None,
             unused_reduction: unused,
             unused_table,
@@ -775,6 +762,16 @@ impl StepGuard {
             records,
         );
         let fused = optimizer.core().reads_grad_control();
+        let c = &self.config;
+        let rewrites = c.loss_scale.is_some()
+            || c.grad_scale != 1.0
+            || c.max_grad_norm.is_some()
+            || c.clip_value.is_some();
+        if !fused && rewrites && self.apply.is_none() {
+            let apply =
+                Stage::per_chunk(arena, "guard", "guard_apply", guard_constants(c), &slots)?;
+            self.apply = Some(apply);
+        }
         let mut constants = guard_constants(&self.config);
         constants.push(("FUSED", fused as u8 as f64));
         let stage = Stage::single(arena, "guard", "guard_control", constants, &slots, (1, 1))?;
