@@ -5,10 +5,10 @@
 //! parameters), measured beside a plain AdamW step on the same model.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, AveragedParams,
-    AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion,
-    Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop,
-    RmspropConfig, Sgd, SgdConfig, StepGuard, StepStats,
+    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
+    AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
+    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena,
+    Rmsprop, RmspropConfig, Sgd, SgdConfig, StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -122,6 +122,8 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("rmsprop_centered_momentum", 36, |a| boxed(Rmsprop::new(a, rmsprop_full()))),
     // reads p, g, sum; writes p, sum
     entry("adagrad", 20, |a| boxed(Adagrad::new(a, AdagradConfig::default()))),
+    // as AdamW: reads p, g, m, v; writes p, m, v
+    entry("adopt", 28, |a| boxed(Adopt::new(a, AdoptConfig::default()))),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
     staged("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
     // norms read p, g; step reads p, g, b and writes p, b

@@ -215,11 +215,17 @@ pub fn load_inputs() -> Result<TorchInputs, String> {
 
 /// Loads `<name>.safetensors`, indexed by the tensors and steps of the inputs.
 pub fn load_case(name: &str) -> Result<TorchCase, String> {
+    load_case_in(&torch_optim_dir(), name)
+}
+
+/// Loads case `<name>.safetensors` of fixture directory `dir`, a case on the inputs of
+/// `tests/fixtures/torch_optim` (`gen_adopt_sf.py` writes such cases into directories of their own).
+pub fn load_case_in(dir: &Path, name: &str) -> Result<TorchCase, String> {
     let inputs = File::read(&torch_optim_dir().join("inputs.safetensors"))?;
     let tensors: Vec<FixtureTensor> = inputs.json("tensors")?;
     let steps: usize = inputs.json("steps")?;
 
-    let file = File::read(&torch_optim_dir().join(format!("{name}.safetensors")))?;
+    let file = File::read(&dir.join(format!("{name}.safetensors")))?;
     let optimizer: String = file.meta("optimizer")?.to_owned();
     let config: serde_json::Value = file.json("config")?;
     let groups: Vec<GroupSpec> = file.json("groups")?;
@@ -272,7 +278,12 @@ pub fn load_case(name: &str) -> Result<TorchCase, String> {
 /// The names of every case file present (every `*.safetensors` but the
 /// inputs), sorted; empty if the directory cannot be read.
 pub fn case_names() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(torch_optim_dir()) else {
+    case_names_in(&torch_optim_dir())
+}
+
+/// The names of every case file in fixture directory `dir` (every `*.safetensors` but the inputs), sorted.
+pub fn case_names_in(dir: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut names: Vec<String> = dir

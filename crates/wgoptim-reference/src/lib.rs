@@ -14,6 +14,7 @@
 //! - [`sgd`]: SGD with momentum, dampening, Nesterov, weight decay and
 //!   maximize, as `torch.optim.SGD`.
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
+//! - [`adopt`]: ADOPT, as timm's `Adopt`.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
 //! - [`lars`]: LARS, as timm's `Lars`.
@@ -33,6 +34,7 @@
 
 pub mod adagrad;
 pub mod adamw;
+pub mod adopt;
 pub mod averaging;
 pub mod compare;
 pub mod eightbit;

@@ -45,6 +45,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("Lion",         |a| Ok(Box::new(Lion::new(a, LionConfig::default())?)),   1e-3),
     ("LAMB",         |a| Ok(Box::new(Lamb::new(a, LambConfig::default())?)),   1e-2),
     ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
+    ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
 ];
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.

@@ -1,0 +1,350 @@
+//! ADOPT on the GPU against timm 1.0.31's `Adopt` (`foreach=False`, CPU, f32), recorded by
+//! `scripts/torch_fixtures/gen_adopt_sf.py` into `tests/fixtures/timm_adopt/`: the inputs of the torch suite
+//! (six tensors of 1 to 1283 elements in two parameter groups, group 0 with weight decay and group 1
+//! without, 24 steps with a learning rate that changes every step), stepped as one arena. Then the parts of
+//! the crate every optimizer works with: a step guard that skips overflowed steps, a one-cycle schedule that
+//! also cycles β1, and a checkpoint that resumes bit for bit.
+//!
+//! Tolerance, per tensor and per step: max |gpu − timm| ≤ 1e-6 · S, with S the largest magnitude the tensor
+//! has had so far in timm's trajectory, as `reference_optim.rs` bounds the other single-pass optimizers
+//! and for the same reasons: `sqrt` and `/` round differently on a GPU (and torch's CPU `sqrt` is not
+//! correctly rounded either), one ulp of the update is carried by later steps at the scale it was made,
+//! and clipping makes the update of most elements ±lr·(1 − β1)^k·(t − 1)^c, so nothing magnifies it. The
+//! CPU oracle (`wgoptim_reference::adopt`) is within 1.8e-7 of timm on these cases; the guard and schedule
+//! tests compare the GPU with that oracle under the same bound.
+
+use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::harness::{GpuTest, test};
+use crate::util::{err, model, noise, params, run, small_model};
+use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use wgoptim::{
+    Adopt, AdoptConfig, ArenaBuilder, Checkpoint, Gpu, GroupConfig, GuardConfig, LossScaleConfig,
+    Optimizer, ParamArena, StepGuard,
+};
+use wgoptim_reference::adopt as cpu;
+use wgoptim_reference::compare::{check_close, max_abs_err};
+use wgoptim_reference::fixtures::{TorchCase, fixtures_dir, load_case_in, load_inputs};
+
+const RTOL: f32 = 1e-6;
+
+pub fn tests() -> Vec<GpuTest> {
+    vec![
+        test("timm_adopt_default", |g| case(g, "adopt_default")),
+        test("timm_adopt_decoupled", |g| case(g, "adopt_decoupled")),
+        test("timm_adopt_no_clip", |g| case(g, "adopt_no_clip")),
+        test("timm_adopt_clip_quarter_maximize", |g| {
+            case(g, "adopt_clip_quarter_maximize")
+        }),
+        test("adopt_step_guard_skips_overflowed_steps", guard_skips),
+        test("adopt_one_cycle_drives_lr_and_beta1", one_cycle_schedule),
+        test("adopt_checkpoint_resume", resume),
+    ]
+}
+
+fn max_abs(x: &[f32]) -> f32 {
+    x.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// Checks `got` against `want` relative to `scale` (at least `want`'s own magnitude); returns the error.
+fn close(got: &[f32], want: &[f32], scale: f32) -> Result<f32, String> {
+    let scale = scale.max(max_abs(want)).max(f32::MIN_POSITIVE);
+    check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
+    Ok(max_abs_err(got, want) / scale)
+}
+
+fn config(case: &TorchCase) -> Result<AdoptConfig, String> {
+    let c = &case.config;
+    let num = |k: &str| c[k].as_f64().ok_or(format!("config has no number `{k}`"));
+    let flag = |k: &str| c[k].as_bool().ok_or(format!("config has no bool `{k}`"));
+    let betas = c["betas"].as_array().ok_or("config has no betas")?;
+    let keys = c.as_object().map_or(0, |o| o.len());
+    if keys != 6 {
+        return Err(format!("{}: {keys} config keys, expected 6", case.name));
+    }
+    Ok(AdoptConfig {
+        betas: (
+            betas[0].as_f64().ok_or("betas")?,
+            betas[1].as_f64().ok_or("betas")?,
+        ),
+        eps: num("eps")?,
+        clip_exp: c["clip_exp"].as_f64(),
+        weight_decay: num("weight_decay")?,
+        decoupled: flag("decoupled")?,
+        maximize: flag("maximize")?,
+    })
+}
+
+fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
+    let inputs = load_inputs()?;
+    let case = load_case_in(&fixtures_dir("timm_adopt"), name)?;
+    let mut builder = ArenaBuilder::new();
+    for t in &inputs.tensors {
+        builder.add(&t.name, &t.shape, t.group).map_err(err)?;
+    }
+    let arena = builder.build(gpu).map_err(err)?;
+    for (t, init) in inputs.tensors.iter().zip(&inputs.init) {
+        arena.write_params(&t.name, init).map_err(err)?;
+    }
+    let mut opt = Adopt::new(&arena, config(&case)?).map_err(err)?;
+    for (g, spec) in case.groups.iter().enumerate() {
+        let group = GroupConfig {
+            lr_scale: spec.lr_scale,
+            weight_decay: Some(spec.weight_decay),
+            ..GroupConfig::default()
+        };
+        opt.set_group(g as u32, group).map_err(err)?;
+    }
+    let mut worst = 0f32;
+    let mut scales: Vec<f32> = inputs.init.iter().map(|x| max_abs(x)).collect();
+    for (s, lr) in inputs.lrs.iter().enumerate() {
+        for (t, g) in inputs.tensors.iter().zip(&inputs.grads[s]) {
+            arena.write_grads(&t.name, g).map_err(err)?;
+        }
+        opt.step(&arena, *lr).map_err(err)?;
+        for (i, t) in inputs.tensors.iter().enumerate() {
+            let got = arena.read_params(&t.name).map_err(err)?;
+            let want = &case.params[s][i];
+            scales[i] = scales[i].max(max_abs(want));
+            let e = close(&got, want, scales[i]).map_err(|m| {
+                format!(
+                    "{name} ({}) step {} tensor `{}`: {m}",
+                    case.reference,
+                    s + 1,
+                    t.name
+                )
+            })?;
+            worst = worst.max(e);
+        }
+    }
+    let mut names = opt.state_names();
+    names.sort();
+    if names.iter().ne(case.final_state.keys()) {
+        return Err(format!(
+            "{name}: state {names:?} vs timm's {:?}",
+            case.final_state.keys()
+        ));
+    }
+    for (key, want) in &case.final_state {
+        for (i, t) in inputs.tensors.iter().enumerate() {
+            let got = opt.read_state(&arena, key, &t.name).map_err(err)?;
+            let e = close(&got, &want[i], 0.0)
+                .map_err(|m| format!("{name}: final `{key}` of `{}`: {m}", t.name))?;
+            worst = worst.max(e);
+        }
+    }
+    println!(
+        "{name}: worst error relative to the tensor's scale over {} steps {worst:e} ({})",
+        inputs.lrs.len(),
+        case.reference
+    );
+    Ok(())
+}
+
+/// The CPU oracle's config for `group` of the small model, with group 1's overrides of `groups()`.
+fn cpu_config(config: &AdoptConfig, group: u32) -> cpu::AdoptConfig {
+    let o = groups();
+    let (beta1, beta2) = if group == 1 {
+        o.betas.unwrap()
+    } else {
+        config.betas
+    };
+    cpu::AdoptConfig {
+        beta1,
+        beta2,
+        eps: config.eps,
+        clip_exp: config.clip_exp,
+        weight_decay: if group == 1 {
+            o.weight_decay.unwrap()
+        } else {
+            config.weight_decay
+        },
+        decoupled: config.decoupled,
+        maximize: config.maximize,
+    }
+}
+
+/// Group 1's overrides in the tests below: every knob ADOPT takes.
+fn groups() -> GroupConfig {
+    GroupConfig {
+        lr_scale: 0.5,
+        weight_decay: Some(0.05),
+        betas: Some((0.8, 0.95)),
+        momentum: None,
+    }
+}
+
+fn small(gpu: &Gpu, config: AdoptConfig) -> Result<(ParamArena, Adopt), String> {
+    let arena = model(gpu, &small_model(), Some(16 * 1024))?;
+    let mut opt = Adopt::new(&arena, config).map_err(err)?;
+    opt.set_group(1, groups()).map_err(err)?;
+    Ok((arena, opt))
+}
+
+fn grads(step: u64, arena: &ParamArena) -> Vec<Vec<f32>> {
+    arena
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            noise(
+                700 * step + i as u64,
+                t.numel as usize,
+                [1e-2, 1.0, 10.0][i % 3],
+            )
+        })
+        .collect()
+}
+
+/// Under a loss-scaling guard, overflowed steps 3 and 6 are skipped on the GPU: parameters, state and the
+/// step count stay, so the first-step rule and the clipping bound (t − 1)^c follow the steps taken. The
+/// gradients are the oracle's times 1024 (exact), which the guard's unscale undoes exactly.
+fn guard_skips(gpu: &Gpu) -> Result<(), String> {
+    const STEPS: u64 = 9;
+    let config = AdoptConfig {
+        weight_decay: 1e-2,
+        decoupled: true,
+        ..AdoptConfig::default()
+    };
+    let (arena, mut opt) = small(gpu, config)?;
+    let mut guard = StepGuard::new(
+        &arena,
+        GuardConfig {
+            loss_scale: Some(LossScaleConfig {
+                init_scale: 1024.0,
+                growth_interval: 1000,
+                ..LossScaleConfig::default()
+            }),
+            ..GuardConfig::default()
+        },
+    )
+    .map_err(err)?;
+    let mut want = params(&arena)?;
+    let mut states: Vec<_> = want.iter().map(|p| cpu::AdoptState::new(p.len())).collect();
+    let mut taken = 0u64;
+    // The guard's scale: halved by each overflow, and a power of two, so scaling is exact both ways.
+    let mut loss_scale = 1024.0f32;
+    let lr = |s: u64| 1e-2 * (1.0 + 0.1 * s as f64);
+    for s in 1..=STEPS {
+        let g = grads(s, &arena);
+        let overflow = s == 3 || s == 6;
+        for (t, g) in arena.tensors().iter().zip(&g) {
+            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
+            if overflow && t.name == "t4" {
+                scaled[5] = f32::INFINITY;
+            }
+            arena.write_grads(&t.name, &scaled).map_err(err)?;
+        }
+        guard.step(&mut opt, &arena, lr(s)).map_err(err)?;
+        if overflow {
+            loss_scale *= 0.5;
+        } else {
+            taken += 1;
+            for (i, t) in arena.tensors().iter().enumerate() {
+                let scale = if t.group == 1 { groups().lr_scale } else { 1.0 };
+                cpu::step(
+                    &mut want[i],
+                    &g[i],
+                    &mut states[i],
+                    &cpu_config(&config, t.group),
+                    lr(s) * scale,
+                    taken,
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    guard.sync(&mut opt).map_err(err)?;
+    if opt.step_count() != taken {
+        return Err(format!(
+            "step count {} after {taken} steps taken",
+            opt.step_count()
+        ));
+    }
+    for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
+        close(got, want, 0.0).map_err(|m| format!("tensor {i}: {m}"))?;
+    }
+    Ok(())
+}
+
+/// `step_scheduled` with a one-cycle schedule sets the learning rate and β1 of every step (group 1 keeps
+/// its own β override, as a PyTorch group whose betas were set by hand would not: the override wins).
+fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
+    const STEPS: u64 = 10;
+    let config = AdoptConfig::default();
+    let (arena, mut opt) = small(gpu, config)?;
+    let schedule = || {
+        OneCycle::new(&OneCycleConfig {
+            max_lr: 1e-2,
+            total_steps: STEPS,
+            ..OneCycleConfig::default()
+        })
+        .map_err(err)
+    };
+    let (mut gpu_sched, mut cpu_sched) = (schedule()?, schedule()?);
+    let mut want = params(&arena)?;
+    let mut states: Vec<_> = want.iter().map(|p| cpu::AdoptState::new(p.len())).collect();
+    for s in 1..=STEPS {
+        let g = grads(s, &arena);
+        for (t, g) in arena.tensors().iter().zip(&g) {
+            arena.write_grads(&t.name, g).map_err(err)?;
+        }
+        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
+        let v = cpu_sched.next().map_err(err)?;
+        let beta1 = v.momentum.ok_or("OneCycle should cycle beta1")?;
+        for (i, t) in arena.tensors().iter().enumerate() {
+            let mut cfg = cpu_config(&config, t.group);
+            let mut lr = v.lr;
+            if t.group == 0 {
+                cfg.beta1 = beta1;
+            } else {
+                lr *= groups().lr_scale;
+            }
+            cpu::step(&mut want[i], &g[i], &mut states[i], &cfg, lr, s)
+                .map_err(|e| e.to_string())?;
+        }
+        for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
+            close(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// 3 steps, a checkpoint, a fresh arena and optimizer (other parameters, no group overrides) restored
+/// from it, 4 more steps: bit for bit the 7 uninterrupted steps, group overrides included.
+fn resume(gpu: &Gpu) -> Result<(), String> {
+    let config = AdoptConfig {
+        weight_decay: 1e-2,
+        clip_exp: Some(0.25),
+        ..AdoptConfig::default()
+    };
+    let (straight_arena, mut straight) = small(gpu, config)?;
+    run(&straight_arena, &mut straight, 7)?;
+    let want = Checkpoint::capture(&straight_arena, &straight).map_err(err)?;
+
+    let (first_arena, mut first) = small(gpu, config)?;
+    run(&first_arena, &mut first, 3)?;
+    let path = temp_path(gpu, "adopt");
+    Checkpoint::capture(&first_arena, &first)
+        .map_err(err)?
+        .save(&path)
+        .map_err(err)?;
+
+    let fresh_arena = model(gpu, &small_model(), Some(16 * 1024))?;
+    for t in fresh_arena.tensors() {
+        fresh_arena
+            .write_params(&t.name, &vec![0.25; t.numel as usize])
+            .map_err(err)?;
+    }
+    let mut fresh = Adopt::new(&fresh_arena, config).map_err(err)?;
+    let loaded = Checkpoint::load(&path).map_err(err);
+    let _ = std::fs::remove_file(&path);
+    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
+    for s in 4..=7u64 {
+        crate::util::write_grads(&fresh_arena, s)?;
+        fresh
+            .step(&fresh_arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
+            .map_err(err)?;
+    }
+    let got = Checkpoint::capture(&fresh_arena, &fresh).map_err(err)?;
+    same_checkpoint("adopt", &got, &want)
+}
