@@ -194,6 +194,14 @@ pub enum Error {
         /// `ArenaBuilder::MAX_GROUPS`.
         limit: u32,
     },
+    /// A combination the crate refuses rather than computes wrongly (the message says which and why).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A Schedule-Free optimizer stepped while its parameters hold the average x.
+    #[error(
+        "the Schedule-Free optimizer is in eval mode (the parameters hold the average x); call train() before stepping"
+    )]
+    EvalMode,
 }
 
 /// Shorthand for results of this crate.

@@ -669,6 +669,13 @@ impl StepGuard {
         self.check_arena(arena)?;
         optimizer.core().check_arena(arena)?;
         optimizer.core().check_step(lr, momentum)?;
+        if self.config.loss_scale.is_some() && !optimizer.core().allows_gpu_skip() {
+            return Err(Error::Unsupported(format!(
+                "a step guard with a loss scaler skips overflowed steps on the GPU, after the host has \
+                 advanced `{}`'s per-step state; use a guard without one",
+                optimizer.kind()
+            )));
+        }
         if self.pending.iter().any(|p| !p.mapped) {
             return Err(Error::GuardNotSubmitted);
         }

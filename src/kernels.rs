@@ -44,6 +44,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adopt.wgsl")
         ),
+        "schedule_free" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/schedule_free.wgsl")
+        ),
         // Families that reduce per tensor start with the shared reduction helpers (optimizers after step.wgsl).
         "norms" => concat!(
             include_str!("../shaders/reduce.wgsl"),

@@ -64,6 +64,7 @@ pub use optim::{
     StateFootprint,
 };
 pub use optim::{Adopt, AdoptConfig};
+pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

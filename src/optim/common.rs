@@ -121,6 +121,13 @@ pub trait OptimizerCore: OptimizerState {
     /// for an optimizer whose kernels do not.
     fn reads_grad_control(&self) -> bool;
 
+    /// Whether a step may be dropped on the GPU after the host has staged its records (a step guard's loss
+    /// scaler does so on overflow). An optimizer whose host state advances with each staged step (Schedule-
+    /// Free's averaging weights) answers `false`, and a guard with a loss scaler refuses it.
+    fn allows_gpu_skip(&self) -> bool {
+        true
+    }
+
     /// Records the step's dispatches into `encoder` (records and step count untouched), after checking that
     /// `arena` is the one the optimizer was built for.
     fn encode_dispatches(

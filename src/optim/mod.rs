@@ -12,6 +12,7 @@ mod lars;
 mod lion;
 mod lion8bit;
 mod rmsprop;
+mod schedule_free;
 mod sgd;
 mod state;
 mod wgsl;
@@ -27,6 +28,9 @@ pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use rmsprop::{Rmsprop, RmspropConfig};
+pub use schedule_free::{
+    ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,
+};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
 pub use wgsl::{MAX_WGSL_STATES, WgslKernel};

@@ -636,6 +636,9 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         Error::Io { .. } => "checkpoint_file_errors_change_nothing",
         // Steps at the limit, plain and guarded, after restoring a checkpoint at it.
         Error::CounterLimit { .. } => "checkpoint_step_count_out_of_range_is_refused",
+        // A loss-scaling guard with Schedule-Free, refused with the parameters and host state compared.
+        Error::Unsupported(_) => "schedule_free_step_guard",
+        Error::EvalMode => "schedule_free_step_in_eval_mode_is_refused",
     })
 }
 
@@ -718,6 +721,8 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
             path: std::path::PathBuf::new(),
             source: std::io::Error::other(""),
         },
+        Error::Unsupported(String::new()),
+        Error::EvalMode,
         Error::CounterLimit {
             counter: "",
             value: 0,
@@ -732,6 +737,7 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         .chain(crate::guard::tests())
         .chain(crate::precision::tests())
         .chain(crate::checkpoint::tests())
+        .chain(crate::schedule_free::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

@@ -16,6 +16,7 @@ mod precision;
 mod reductions;
 mod reference_optim;
 mod reliability;
+mod schedule_free;
 mod scheduled;
 mod stepping;
 mod torch_optim;
@@ -43,5 +44,6 @@ fn main() {
     tests.extend(hardening::tests());
     tests.extend(custom_optimizer::tests());
     tests.extend(adopt::tests());
+    tests.extend(schedule_free::tests());
     harness::run(tests)
 }

@@ -15,6 +15,8 @@
 //!   maximize, as `torch.optim.SGD`.
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
+//! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
+//!   `AdamWScheduleFree`.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
 //! - [`lars`]: LARS, as timm's `Lars`.
@@ -45,6 +47,7 @@ pub mod lion;
 pub mod ops;
 pub mod precision;
 pub mod rmsprop;
+pub mod schedule_free;
 pub mod sgd;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};

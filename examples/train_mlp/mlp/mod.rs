@@ -46,6 +46,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("LAMB",         |a| Ok(Box::new(Lamb::new(a, LambConfig::default())?)),   1e-2),
     ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
     ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
+    ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
 ];
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.
@@ -735,5 +736,43 @@ impl Trainer {
             state_bytes: optimizer.state_bytes(),
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// Schedule-Free AdamW as it is meant to run: warmup, then a constant learning rate (the averaging replaces
+/// the decay). It follows the shared schedule while it rises (its linear warmup) and then holds the peak
+/// instead of decaying. The epoch-end evaluation sees the parameters as they are during training (y); a
+/// training loop of its own would call `ScheduleFree::eval` before evaluating and `train` after, to see x.
+struct NoDecay {
+    inner: wgoptim::ScheduleFree,
+    peak: f64,
+}
+
+impl NoDecay {
+    fn new(arena: &ParamArena) -> wgoptim::Result<Self> {
+        Ok(Self {
+            inner: wgoptim::ScheduleFree::new(arena, wgoptim::ScheduleFreeConfig::default())?,
+            peak: 0.0,
+        })
+    }
+}
+
+impl Optimizer for NoDecay {
+    fn core(&self) -> &dyn wgoptim::optim::OptimizerCore {
+        self.inner.core()
+    }
+
+    fn core_mut(&mut self) -> &mut dyn wgoptim::optim::OptimizerCore {
+        self.inner.core_mut()
+    }
+
+    fn encode_step(
+        &mut self,
+        arena: &ParamArena,
+        lr: f64,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> wgoptim::Result<wgoptim::StepStats> {
+        self.peak = self.peak.max(lr);
+        self.inner.encode_step(arena, self.peak, encoder)
     }
 }
