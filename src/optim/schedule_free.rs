@@ -380,7 +380,7 @@ impl ScheduleFree {
             return Err(Error::Unsupported(format!(
                 "Schedule-Free computes step {step}'s scalars from the state after step {}, and has \
                  taken {} steps",
-                step - 1,
+                step.saturating_sub(1),
                 self.step
             )));
         }
