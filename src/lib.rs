@@ -35,6 +35,7 @@ mod gpu;
 mod grad;
 mod guard;
 mod kernels;
+pub mod matmul;
 pub mod model_shapes;
 pub mod optim;
 mod passes;

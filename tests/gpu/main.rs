@@ -11,6 +11,7 @@ mod guard;
 mod hardening;
 mod harness;
 mod lr_finder;
+mod matmul;
 mod precision;
 mod reductions;
 mod reference_optim;
@@ -41,5 +42,6 @@ fn main() {
     tests.extend(freezing::tests());
     tests.extend(hardening::tests());
     tests.extend(custom_optimizer::tests());
+    tests.extend(matmul::tests());
     harness::run(tests)
 }
