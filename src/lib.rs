@@ -64,6 +64,7 @@ pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizePolicy, QuantizedState,
     StateFootprint,
 };
+pub use optim::{Muon, MuonConfig};
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

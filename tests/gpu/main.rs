@@ -12,6 +12,7 @@ mod hardening;
 mod harness;
 mod lr_finder;
 mod matmul;
+mod muon;
 mod precision;
 mod reductions;
 mod reference_optim;
@@ -43,5 +44,6 @@ fn main() {
     tests.extend(hardening::tests());
     tests.extend(custom_optimizer::tests());
     tests.extend(matmul::tests());
+    tests.extend(muon::tests());
     harness::run(tests)
 }
