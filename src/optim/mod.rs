@@ -25,7 +25,9 @@ pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
-pub use muon::{AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule};
+pub use muon::{
+    AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
+};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};

@@ -323,7 +323,11 @@ impl Batch {
         self.table_bytes
             + self.gram.iter().map(MatmulBatch::table_bytes).sum::<u64>()
             + self.poly.table_bytes()
-            + self.update.iter().map(MatmulBatch::table_bytes).sum::<u64>()
+            + self
+                .update
+                .iter()
+                .map(MatmulBatch::table_bytes)
+                .sum::<u64>()
     }
 }
 
@@ -808,7 +812,11 @@ impl OptimizerCore for MuonCore {
                 got: out.len(),
             });
         }
-        for (g, words) in self.records(&self.config, lr, step)?.into_iter().enumerate() {
+        for (g, words) in self
+            .records(&self.config, lr, step)?
+            .into_iter()
+            .enumerate()
+        {
             put_record(out, g, words);
         }
         Ok(())

@@ -14,6 +14,7 @@
 //! - [`sgd`]: SGD with momentum, dampening, Nesterov, weight decay and
 //!   maximize, as `torch.optim.SGD`.
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
+//! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
 //! - [`lars`]: LARS, as timm's `Lars`.
@@ -40,6 +41,7 @@ pub mod fixtures;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
+pub mod muon;
 pub mod ops;
 pub mod precision;
 pub mod rmsprop;

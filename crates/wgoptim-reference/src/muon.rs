@@ -124,7 +124,11 @@ pub fn newton_schulz(
     eps: f64,
 ) -> Vec<f64> {
     let transposed = rows > cols;
-    let (m, n) = if transposed { (cols, rows) } else { (rows, cols) };
+    let (m, n) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
     let mut x: Vec<f64> = if transposed {
         (0..m * n).map(|e| g[(e % n) * cols + e / n]).collect()
     } else {
@@ -137,12 +141,18 @@ pub fn newton_schulz(
         let xt: Vec<f64> = (0..n * m).map(|e| x[(e % m) * n + e / m]).collect();
         let gram = matmul(&x, &xt, m, n, m);
         let gram2 = matmul(&gram, &gram, m, m, m);
-        let poly: Vec<f64> = gram.iter().zip(&gram2).map(|(p, q)| b * p + c * q).collect();
+        let poly: Vec<f64> = gram
+            .iter()
+            .zip(&gram2)
+            .map(|(p, q)| b * p + c * q)
+            .collect();
         let bx = matmul(&poly, &x, m, m, n);
         x = x.iter().zip(&bx).map(|(v, w)| a * v + w).collect();
     }
     if transposed {
-        (0..rows * cols).map(|e| x[(e % cols) * n + e / cols]).collect()
+        (0..rows * cols)
+            .map(|e| x[(e % cols) * n + e / cols])
+            .collect()
     } else {
         x
     }
@@ -172,7 +182,11 @@ pub fn step(
         .zip(grads)
         .map(|(buf, &g)| {
             *buf = lerp(*buf, g, keep);
-            (if cfg.nesterov { lerp(g, *buf, mu) } else { *buf }) as f64
+            (if cfg.nesterov {
+                lerp(g, *buf, mu)
+            } else {
+                *buf
+            }) as f64
         })
         .collect();
     let o = newton_schulz(
