@@ -50,6 +50,7 @@ pub fn tests() -> Vec<GpuTest> {
 }
 
 type Gaps = Vec<std::collections::HashMap<String, f64>>;
+type Tensors = Vec<(String, Vec<usize>, u32)>;
 
 /// Largest |x| of a tensor.
 fn scale(v: &[f32]) -> f64 {
@@ -138,11 +139,8 @@ fn config(file: &File) -> Result<(MuonConfig, Vec<GroupConfig>), String> {
     Ok((config, overrides))
 }
 
-fn build(
-    gpu: &Gpu,
-    file: &File,
-) -> Result<(ParamArena, Muon, Vec<(String, Vec<usize>, u32)>), String> {
-    let tensors: Vec<(String, Vec<usize>, u32)> = file.json("tensors")?;
+fn build(gpu: &Gpu, file: &File) -> Result<(ParamArena, Muon, Tensors), String> {
+    let tensors: Tensors = file.json("tensors")?;
     let mut b = ArenaBuilder::new();
     for (name, shape, group) in &tensors {
         b.add(name, shape, *group).map_err(err)?;
