@@ -739,6 +739,7 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         .chain(crate::guard::tests())
         .chain(crate::precision::tests())
         .chain(crate::checkpoint::tests())
+        .chain(crate::muon::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

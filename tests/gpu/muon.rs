@@ -17,7 +17,7 @@
 //! on Newton-Schulz and follow torch operation by operation: within 1e-6 of the tensor's scale, as the
 //! other torch fixtures.
 
-use crate::harness::{GpuTest, test};
+use crate::harness::{GpuTest, test, test_alone};
 use crate::util::{err, model, noise, params, same_bits, state};
 use serde_json::Value;
 use wgoptim::optim::{AdjustLr, MuonAdamW, MuonRule};
@@ -32,7 +32,7 @@ pub fn tests() -> Vec<GpuTest> {
     vec![
         test("torch_muon_groups", |g| small_case(g, "muon_groups")),
         test("torch_muon_plain_rms", |g| small_case(g, "muon_plain_rms")),
-        test("torch_muon_large_1024x4096", large_case),
+        test_alone("torch_muon_large_1024x4096", large_case),
         test(
             "muon_batches_agree_bitwise_and_cost_is_fixed",
             batches_agree_and_cost_is_fixed,
@@ -46,6 +46,10 @@ pub fn tests() -> Vec<GpuTest> {
             schedule_moves_both_momenta,
         ),
         test("muon_refuses_bad_input", refuses_bad_input),
+        test(
+            "muon_leaves_frozen_tensors_alone",
+            leaves_frozen_tensors_alone,
+        ),
     ]
 }
 
@@ -578,6 +582,34 @@ fn refuses_bad_input(gpu: &Gpu) -> Result<(), String> {
         .map_err(err)?;
     if opt.write_state(&arena, "nope", "sq0", &[0.0; 1600]).is_ok() {
         return Err("wrote an unknown state".into());
+    }
+    Ok(())
+}
+
+/// A frozen matrix and a frozen AdamW tensor keep their parameters and state; the others step.
+fn leaves_frozen_tensors_alone(gpu: &Gpu) -> Result<(), String> {
+    let arena = model(gpu, &mixed_model(1), None)?;
+    let mut opt = Muon::new(&arena, mixed_config()).map_err(err)?;
+    grads(&arena, 1)?;
+    opt.step(&arena, 0.02).map_err(err)?;
+    arena.set_frozen("tall0", true).map_err(err)?;
+    arena.set_frozen("bias0", true).map_err(err)?;
+    let (before_p, before_s) = (params(&arena)?, state(&arena, &opt)?);
+    grads(&arena, 2)?;
+    opt.step(&arena, 0.02).map_err(err)?;
+    let (after_p, after_s) = (params(&arena)?, state(&arena, &opt)?);
+    let tensors = arena.tensors().len();
+    for (i, t) in arena.tensors().iter().enumerate() {
+        let frozen = t.name == "tall0" || t.name == "bias0";
+        let same_p = before_p[i] == after_p[i];
+        // State is listed name by name, each over every tensor.
+        let same_s = (0..3).all(|k| before_s[k * tensors + i] == after_s[k * tensors + i]);
+        if frozen != same_p || (frozen && !same_s) {
+            return Err(format!(
+                "{}: frozen {frozen}, params unchanged {same_p}, state unchanged {same_s}",
+                t.name
+            ));
+        }
     }
     Ok(())
 }
