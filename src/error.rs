@@ -84,6 +84,18 @@ pub enum Error {
         /// The rule it breaks.
         rule: &'static str,
     },
+    /// A tensor an optimizer cannot step as registered (Muon orthogonalises 2-D matrices only).
+    #[error("tensor `{name}` (shape {shape:?}, group {group}): {reason}")]
+    UnsupportedTensor {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Its parameter group.
+        group: u32,
+        /// Why it cannot be stepped, and what to do instead.
+        reason: String,
+    },
     /// A parameter group index that the arena does not have.
     #[error("parameter group {group} does not exist (the arena has {groups} groups)")]
     UnknownGroup {

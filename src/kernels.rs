@@ -94,6 +94,12 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/blockwise8_subgroup.wgsl"),
             include_str!("../shaders/lion8bit.wgsl")
         ),
+        "matmul" => include_str!("../shaders/matmul.wgsl"),
+        "muon" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/muon.wgsl")
+        ),
         "averaging" => include_str!("../shaders/averaging.wgsl"),
         "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,
@@ -109,6 +115,9 @@ pub(crate) enum Access {
     Read,
     /// `var<uniform>`
     Uniform,
+    /// Left out of the layout: a stage whose module declares this binding for another entry point, and which
+    /// must stay within the storage-buffer limit.
+    Absent,
 }
 
 /// One compiled variant of a kernel: what to compile and how it binds.
@@ -202,6 +211,7 @@ fn compile(gpu: &Gpu, spec: &KernelSpec, family: &str) -> Result<Kernel> {
             .bindings
             .iter()
             .enumerate()
+            .filter(|(_, access)| **access != Access::Absent)
             .map(|(i, access)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -211,13 +221,15 @@ fn compile(gpu: &Gpu, spec: &KernelSpec, family: &str) -> Result<Kernel> {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
-                    Access::Read | Access::ReadWrite => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage {
-                            read_only: *access == Access::Read,
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
+                    Access::Read | Access::ReadWrite | Access::Absent => {
+                        wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage {
+                                read_only: *access == Access::Read,
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        }
+                    }
                 },
                 count: None,
             })

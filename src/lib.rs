@@ -35,6 +35,7 @@ mod gpu;
 mod grad;
 mod guard;
 mod kernels;
+pub mod matmul;
 pub mod model_shapes;
 pub mod optim;
 mod passes;
@@ -65,6 +66,7 @@ pub use optim::{
 };
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
+pub use optim::{Muon, MuonConfig};
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

@@ -138,6 +138,29 @@ impl Stage {
         )
     }
 
+    /// A stage dispatched once with workgroup grid `grid`, its chunked slots bound to chunk `chunk` (a
+    /// stage that works on the tensors of one chunk, such as one of Muon's batches).
+    pub fn on_chunk(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[(Access, Slot<'_>)],
+        chunk: usize,
+        grid: (u32, u32),
+    ) -> Result<Self> {
+        Self::build(
+            arena,
+            family,
+            None,
+            entry,
+            constants,
+            slots,
+            &[chunk],
+            vec![grid],
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn build(
         arena: &ParamArena,
@@ -168,6 +191,7 @@ impl Stage {
                     let entries: Vec<wgpu::BindGroupEntry> = slots
                         .iter()
                         .enumerate()
+                        .filter(|(_, (access, _))| *access != Access::Absent)
                         .map(|(i, (_, slot))| {
                             let buffer = match slot {
                                 Slot::Layout => arena.layout_buffer(),

@@ -11,6 +11,7 @@ mod lamb;
 mod lars;
 mod lion;
 mod lion8bit;
+mod muon;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
@@ -27,6 +28,9 @@ pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
+pub use muon::{
+    AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
+};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,

@@ -613,6 +613,7 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         | Error::EmptyArena
         | Error::GroupOutOfRange { .. } => "bad_registrations_change_nothing",
         Error::TooLarge { .. } => "oversize_tensor_is_refused",
+        Error::UnsupportedTensor { .. } => "muon_refuses_bad_input",
         Error::LengthMismatch { .. }
         | Error::UnknownGroup { .. }
         | Error::UnknownState { .. }
@@ -670,6 +671,12 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
             what: "",
         },
         Error::EmptyArena,
+        Error::UnsupportedTensor {
+            name: String::new(),
+            shape: Vec::new(),
+            group: 0,
+            reason: String::new(),
+        },
         Error::LengthMismatch {
             name: String::new(),
             expected: 0,
@@ -738,6 +745,7 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         .chain(crate::precision::tests())
         .chain(crate::checkpoint::tests())
         .chain(crate::schedule_free::tests())
+        .chain(crate::muon::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

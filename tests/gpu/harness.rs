@@ -14,7 +14,14 @@ pub type TestFn = fn(&Gpu) -> Result<(), String>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Needs {
     Nothing,
+    /// No other test in flight: its submissions run for seconds on a CPU adapter, and wgpu's GL backend
+    /// holds the adapter's context meanwhile, which the tests beside it would wait on past the backend's
+    /// 6-second lock timeout.
+    Alone,
 }
+
+/// Taken for reading by every test, for writing by a test that must run alone.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 pub struct GpuTest {
     pub name: &'static str,
@@ -27,6 +34,15 @@ pub const fn test(name: &'static str, run: TestFn) -> GpuTest {
         name,
         run,
         needs: Needs::Nothing,
+    }
+}
+
+/// A test that runs with no other test in flight (see [`Needs::Alone`]).
+pub const fn test_alone(name: &'static str, run: TestFn) -> GpuTest {
+    GpuTest {
+        name,
+        run,
+        needs: Needs::Alone,
     }
 }
 
@@ -111,10 +127,17 @@ pub fn run(tests: Vec<GpuTest>) -> ! {
             let gpu = gpu.clone();
             let run = t.run;
             let supported = match t.needs {
-                Needs::Nothing => true,
+                Needs::Nothing | Needs::Alone => true,
             };
+            let alone = t.needs == Needs::Alone;
             trials.push(
                 Trial::test(format!("{tag}::{}", t.name), move || {
+                    // A panicking test poisons the lock; the others still run.
+                    let _guard = if alone {
+                        (None, Some(ALONE.write().unwrap_or_else(|e| e.into_inner())))
+                    } else {
+                        (Some(ALONE.read().unwrap_or_else(|e| e.into_inner())), None)
+                    };
                     run(&gpu).map_err(Failed::from)
                 })
                 .with_ignored_flag(!supported),

@@ -12,6 +12,8 @@ mod guard;
 mod hardening;
 mod harness;
 mod lr_finder;
+mod matmul;
+mod muon;
 mod precision;
 mod reductions;
 mod reference_optim;
@@ -45,5 +47,7 @@ fn main() {
     tests.extend(custom_optimizer::tests());
     tests.extend(adopt::tests());
     tests.extend(schedule_free::tests());
+    tests.extend(matmul::tests());
+    tests.extend(muon::tests());
     harness::run(tests)
 }

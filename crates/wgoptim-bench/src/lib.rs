@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod cpu_time;
 pub mod error;
 pub mod model;
+pub mod muon;
 pub mod optimizers;
 pub mod plot;
 pub mod report;

@@ -86,6 +86,13 @@ struct Args {
     /// No progress bar (it is also hidden when stderr is not a terminal)
     #[arg(long)]
     no_progress: bool,
+    /// Instead of the suite: Muon's step beside AdamW's on GPT-2 small's tensors, and the matmul kernel
+    /// against a naive one on Muon-shaped products
+    #[arg(long)]
+    muon: bool,
+    /// GPT-2 small's dimensions divided by N for --muon [default: 1 on GPUs, 4 on CPU adapters]
+    #[arg(long, value_name = "N")]
+    muon_divisor: Option<usize>,
 }
 
 const AFTER_HELP: &str = "\
@@ -211,6 +218,48 @@ impl Progress for Bar {
     }
 }
 
+/// `--muon`: the Muon table, printed (or its JSON with --json).
+fn muon_report(gpu: &wgoptim::Gpu, args: &Args) -> ExitCode {
+    let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
+    let divisor = args.muon_divisor.unwrap_or(if cpu { 4 } else { 1 }).max(1);
+    let steps = args.steps.unwrap_or(if cpu { 2 } else { 20 });
+    let reps = if cpu { 2 } else { 20 };
+    let run = || -> Result<String, BenchError> {
+        let row = wgoptim_bench::muon::muon_vs_adamw(gpu, divisor, steps)?;
+        let d = |n: u32| (n as usize).div_ceil(divisor).div_ceil(4) as u32 * 4;
+        let shapes = [
+            (d(768), d(768), d(3072)),
+            (d(768), d(3072), d(768)),
+            (1024, 4096, 1024),
+        ];
+        let mut matmuls = Vec::new();
+        for shape in shapes {
+            matmuls.push(wgoptim_bench::muon::matmul(gpu, shape, reps)?);
+        }
+        Ok(if args.json {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "adapter": gpu.describe(),
+                "muon": row,
+                "matmul": matmuls,
+            }))
+            .unwrap_or_default()
+        } else {
+            format!(
+                "{}\n{}",
+                gpu.describe(),
+                wgoptim_bench::muon::table(&row, &matmuls)
+            )
+        })
+    };
+    match run() {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.list_adapters {
@@ -255,6 +304,9 @@ fn main() -> ExitCode {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
+    if args.muon {
+        return muon_report(&gpu, &args);
+    }
     let config = match config(&args, gpu.info().device_type == wgpu::DeviceType::Cpu) {
         Ok(c) => c,
         Err(e) => return usage(e),

@@ -17,6 +17,7 @@
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
+//! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
 //! - [`lars`]: LARS, as timm's `Lars`.
@@ -44,6 +45,7 @@ pub mod fixtures;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
+pub mod muon;
 pub mod ops;
 pub mod precision;
 pub mod rmsprop;

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use wgoptim::schedule::Schedule;
 use wgoptim::{
-    Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, ArenaBuilder, Gpu, Lamb, LambConfig, Lion,
-    LionConfig, Optimizer, ParamArena, Sgd, SgdConfig,
+    Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, ArenaBuilder, Gpu, GroupConfig, Lamb, LambConfig,
+    Lion, LionConfig, Muon, MuonConfig, Optimizer, ParamArena, Sgd, SgdConfig,
 };
 use wgpu::util::DeviceExt;
 
@@ -47,7 +47,26 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
     ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
     ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
+    ("Muon",         muon,                                                   2e-2),
 ];
+
+/// Muon for the hidden weight matrices (group 0) and AdamW for the biases and the output layer (group 1), at
+/// 1/20 of Muon's learning rate (1e-3 at the peak), as the Muon papers pair them.
+fn muon(arena: &ParamArena) -> wgoptim::Result<Box<dyn Optimizer>> {
+    let config = MuonConfig {
+        adamw_groups: vec![1],
+        ..MuonConfig::default()
+    };
+    let mut opt = Muon::new(arena, config)?;
+    opt.set_group(
+        1,
+        GroupConfig {
+            lr_scale: 0.05,
+            ..GroupConfig::default()
+        },
+    )?;
+    Ok(Box::new(opt))
+}
 
 /// Nesterov momentum 0.9 with a little L2, the usual recipe for SGD on a small network.
 const SGD_MOMENTUM: SgdConfig = SgdConfig {
@@ -458,13 +477,15 @@ impl Trainer {
         self.plan.steps.iter().map(|s| s.len() as u64).sum()
     }
 
-    /// The model's parameters: every layer's weight (group 0) and bias (group 0 too: the comparison keeps
-    /// each optimizer's defaults, decay on biases included, as `model.parameters()` would in PyTorch).
+    /// The model's parameters: the hidden layers' weights in group 0, the biases and the output layer's
+    /// weight in group 1. Both groups keep each optimizer's defaults (decay on biases included, as
+    /// `model.parameters()` would in PyTorch); only Muon treats them differently, stepping group 1 with AdamW.
     fn arena(&self) -> Result<ParamArena> {
         let mut b = ArenaBuilder::new();
+        let last = self.layers.len() - 1;
         for (l, &(i, o)) in self.layers.iter().enumerate() {
-            b.add(&weight_name(l), &[o, i], 0)?;
-            b.add(&bias_name(l), &[o], 0)?;
+            b.add(&weight_name(l), &[o, i], if l == last { 1 } else { 0 })?;
+            b.add(&bias_name(l), &[o], 1)?;
         }
         let arena = b.build(&self.gpu)?;
         // torch.nn.Linear's initialisation: weights and biases uniform in ±1/√fan_in. The same seed gives
