@@ -21,6 +21,7 @@
 //! can leave them half done, and then the device's buffers are gone anyway.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::StateLayout as Layout;
 use crate::optim::{GroupConfig, MAX_STEPS, Optimizer, OptimizerState, StateData, StateRef};
+use crate::readback::Readback;
 
 /// The value of the `format` metadata key.
 pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
@@ -172,18 +174,87 @@ fn mismatch(tensor: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The entries one read of a capture adds (a tensor's parameters, or one state buffer of it).
+struct CapturedEntries(Vec<(String, (Vec<usize>, Data))>);
+
+impl CapturedEntries {
+    fn insert_into(self, entries: &mut BTreeMap<String, (Vec<usize>, Data)>) {
+        entries.extend(self.0);
+    }
+}
+
+/// The metadata of a capture, but for the skipped-block count still being read.
+struct PendingMeta {
+    meta: Meta,
+    skipped_blocks: Readback<Option<u64>>,
+}
+
+/// The entries of state `state` of tensor `tensor` (of `shape`): f32 values, or codes and absmax values.
+fn state_entries(state: &str, tensor: &str, shape: Vec<usize>, data: StateData) -> CapturedEntries {
+    CapturedEntries(match data {
+        StateData::F32(v) => vec![(state_key(state, tensor), (shape, Data::F32(v)))],
+        StateData::Quantized(q) => vec![
+            (
+                codes_key(state, tensor),
+                (vec![q.codes.len()], Data::U8(q.codes)),
+            ),
+            (
+                absmax_key(state, tensor),
+                (vec![q.absmax.len()], Data::F32(q.absmax)),
+            ),
+        ],
+    })
+}
+
 fn checkpointable(optimizer: &dyn Optimizer) -> Result<&dyn OptimizerState> {
     Ok(optimizer.core())
 }
 
 impl Checkpoint {
-    /// Reads the parameters of every tensor of `arena` and the whole state of `optimizer` (waits for the GPU;
-    /// nothing is changed).
+    /// Reads the parameters of every tensor of `arena` and the whole state of `optimizer` (nothing is
+    /// changed). Blocks until the GPU has done the work submitted so far: for scripts and tools, not for
+    /// async code (use [`Checkpoint::capture_async`]).
     pub fn capture(arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<Checkpoint> {
+        let (reads, pending) = Self::start_capture(arena, optimizer)?;
+        let mut entries = BTreeMap::new();
+        for read in reads {
+            read.wait()?.insert_into(&mut entries);
+        }
+        let mut meta = pending.meta;
+        meta.skipped_blocks = pending.skipped_blocks.wait()?;
+        Ok(Checkpoint { meta, entries })
+    }
+
+    /// Captures as [`Checkpoint::capture`] does, without blocking: every copy is submitted now (so the
+    /// checkpoint holds the state after the work submitted so far, whatever is submitted before it is
+    /// awaited), and the future completes once they have run. It borrows neither the arena nor the
+    /// optimizer, so stepping can go on while it is awaited.
+    pub fn capture_async(
+        arena: &ParamArena,
+        optimizer: &dyn Optimizer,
+    ) -> impl Future<Output = Result<Checkpoint>> + use<> {
+        let started = Self::start_capture(arena, optimizer);
+        async move {
+            let (reads, pending) = started?;
+            let mut entries = BTreeMap::new();
+            for read in reads {
+                read.await?.insert_into(&mut entries);
+            }
+            let mut meta = pending.meta;
+            meta.skipped_blocks = pending.skipped_blocks.await?;
+            Ok(Checkpoint { meta, entries })
+        }
+    }
+
+    /// Starts every read of a capture and gathers what the host knows; the reads come back as entries.
+    fn start_capture(
+        arena: &ParamArena,
+        optimizer: &dyn Optimizer,
+    ) -> Result<(Vec<Readback<CapturedEntries>>, PendingMeta)> {
         let live = checkpointable(optimizer)?;
         let store = live.state_store(arena)?;
         let states = store.names();
-        let mut entries = BTreeMap::new();
+        let mut reads = Vec::new();
         let mut tensors = Vec::with_capacity(arena.tensors().len());
         for t in arena.tensors() {
             tensors.push(TensorEntry {
@@ -191,26 +262,20 @@ impl Checkpoint {
                 shape: t.shape.clone(),
                 group: t.group,
             });
-            entries.insert(
-                param_key(&t.name),
-                (t.shape.clone(), Data::F32(arena.read_params(&t.name)?)),
+            let key = param_key(&t.name);
+            let shape = t.shape.clone();
+            reads.push(
+                arena
+                    .read_params_async(&t.name)
+                    .map(move |v| Ok(CapturedEntries(vec![(key, (shape, Data::F32(v)))]))),
             );
             for state in &states {
-                match store.read(arena, state, &t.name)? {
-                    StateData::F32(v) => {
-                        entries.insert(state_key(state, &t.name), (t.shape.clone(), Data::F32(v)));
-                    }
-                    StateData::Quantized(q) => {
-                        entries.insert(
-                            codes_key(state, &t.name),
-                            (vec![q.codes.len()], Data::U8(q.codes)),
-                        );
-                        entries.insert(
-                            absmax_key(state, &t.name),
-                            (vec![q.absmax.len()], Data::F32(q.absmax)),
-                        );
-                    }
-                }
+                let (name, shape, state) = (t.name.clone(), t.shape.clone(), state.to_string());
+                reads.push(
+                    store
+                        .read_async(arena, &state, &t.name)
+                        .map(move |data| Ok(state_entries(&state, &name, shape, data))),
+                );
             }
         }
         let meta = Meta {
@@ -229,12 +294,19 @@ impl Checkpoint {
                 .collect(),
             tensors,
             states: states.iter().map(|s| s.to_string()).collect(),
-            skipped_blocks: live.skipped_blocks()?,
+            skipped_blocks: None,
             schedule: None,
             extra: BTreeMap::new(),
             checksums: BTreeMap::new(),
         };
-        Ok(Checkpoint { meta, entries })
+        let skipped_blocks = live.skipped_blocks_async();
+        Ok((
+            reads,
+            PendingMeta {
+                meta,
+                skipped_blocks,
+            },
+        ))
     }
 
     /// Stores `schedule`'s state, to be handed back by [`Checkpoint::schedule_state`] /

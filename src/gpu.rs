@@ -464,19 +464,22 @@ impl Gpu {
         })
     }
 
+    /// The newest submission this crate made on the device.
+    pub(crate) fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
+        self.inner
+            .last_submission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Blocks until the work this crate submitted has finished: its own submissions, not the rest of the
     /// device (work an engine submitted later on a shared device is not waited for).
     ///
     /// Not for async code: it blocks the calling thread (a tokio worker) for as long as the GPU takes.
     /// Await the `*_async` reads instead. On the web it returns an error, since the page cannot block.
     pub fn wait(&self) -> Result<()> {
-        let last = self
-            .inner
-            .last_submission
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(index) = last {
+        if let Some(index) = self.last_submission() {
             if cfg!(target_arch = "wasm32") {
                 return Err(crate::readback::blocking_on_the_web());
             }
