@@ -206,6 +206,52 @@ fn state_entries(state: &str, tensor: &str, shape: Vec<usize>, data: StateData) 
     })
 }
 
+/// Writes `bytes` to `path` atomically, as [`Checkpoint::save`] describes.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source: std::io::Error, at: &Path| Error::Io {
+        path: at.to_path_buf(),
+        source,
+    };
+    let target = resolve_links(path).map_err(|e| io(e, path))?;
+    if target.file_name().is_none() {
+        return Err(corrupt(format!(
+            "`{}` does not name a file",
+            path.display()
+        )));
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    remove_stale_temporaries(&dir);
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(10);
+    // The mode a plain `File::create` gives (0666 less the umask), not tempfile's private 0600: the
+    // checkpoint keeps the permissions users expect of a file they write.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(|e| io(e, &dir))?;
+    // On failure `tmp` is dropped, which removes the temporary file.
+    let written = tmp
+        .as_file_mut()
+        .write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all());
+    if let Err(e) = written {
+        return Err(io(e, tmp.path()));
+    }
+    tmp.persist(&target).map_err(|e| io(e.error, &target))?;
+    // Make the rename itself durable where the platform lets a directory be synced.
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn checkpointable(optimizer: &dyn Optimizer) -> Result<&dyn OptimizerState> {
     Ok(optimizer.core())
 }
@@ -449,50 +495,36 @@ impl Checkpoint {
     /// (on Linux): only files of that exact name whose process no longer exists and that were last written
     /// more than ten minutes ago, so a save in progress never loses its file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+        write_file(path.as_ref(), &self.to_bytes()?)
+    }
+
+    /// [`Checkpoint::save`] for async code: the bytes are encoded here, and the file written and flushed to
+    /// disk on tokio's blocking pool, so a worker thread never waits for the disk. Needs a tokio runtime.
+    #[cfg(all(feature = "tokio", not(target_arch = "wasm32")))]
+    pub async fn save_async(&self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = self.to_bytes()?;
-        let io = |source: std::io::Error, at: &Path| Error::Io {
-            path: at.to_path_buf(),
-            source,
-        };
-        let target = resolve_links(path).map_err(|e| io(e, path))?;
-        if target.file_name().is_none() {
-            return Err(corrupt(format!(
-                "`{}` does not name a file",
-                path.display()
-            )));
-        }
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        remove_stale_temporaries(&dir);
-        let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(10);
-        // The mode a plain `File::create` gives (0666 less the umask), not tempfile's private 0600: the
-        // checkpoint keeps the permissions users expect of a file they write.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let mut tmp = builder.tempfile_in(&dir).map_err(|e| io(e, &dir))?;
-        // On failure `tmp` is dropped, which removes the temporary file.
-        let written = tmp
-            .as_file_mut()
-            .write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all());
-        if let Err(e) = written {
-            return Err(io(e, tmp.path()));
-        }
-        tmp.persist(&target).map_err(|e| io(e.error, &target))?;
-        // Make the rename itself durable where the platform lets a directory be synced.
-        #[cfg(unix)]
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        let path = path.as_ref().to_path_buf();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || write_file(&path, &bytes))
+            .await
+            .map_err(|e| Error::Io {
+                path: at,
+                source: std::io::Error::other(format!("the writing task failed: {e}")),
+            })?
+    }
+
+    /// [`Checkpoint::load`] for async code: the file is read and checked on tokio's blocking pool. Needs a
+    /// tokio runtime.
+    #[cfg(all(feature = "tokio", not(target_arch = "wasm32")))]
+    pub async fn load_async(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref().to_path_buf();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || Self::load(&path))
+            .await
+            .map_err(|e| Error::Io {
+                path: at,
+                source: std::io::Error::other(format!("the reading task failed: {e}")),
+            })?
     }
 
     /// Reads a checkpoint file (see [`Checkpoint::from_bytes`] for what is checked).

@@ -464,6 +464,19 @@ impl Gpu {
         })
     }
 
+    /// Starts reading `size` bytes of `buffer` from `offset` (a buffer of the caller's: an engine's loss, a
+    /// metric), through the same machinery as the crate's own reads: the copy is submitted now, and the
+    /// future completes when that submission has finished. The buffer needs `COPY_SRC` usage; `offset` and
+    /// `size` must be multiples of 4. A refused copy comes out of the future as an error.
+    pub fn read_buffer_async(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> crate::Readback<Vec<u8>> {
+        crate::readback::start(self, &[(buffer, offset, size)], Ok)
+    }
+
     /// The newest submission this crate made on the device.
     pub(crate) fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
         self.inner
