@@ -52,16 +52,17 @@ impl GpuOptions {
 struct Health {
     lost: Mutex<Option<String>>,
     uncaptured: Mutex<Option<String>>,
-    /// On the web: error scopes popped whose answer had not come yet, and whether each caught
-    /// out-of-memory errors (else validation errors).
-    #[cfg(target_arch = "wasm32")]
-    later: Mutex<
-        Vec<(
-            std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
-            bool,
-        )>,
-    >,
 }
+
+/// On the web: error scopes popped whose answer had not come yet, and whether each caught out-of-memory
+/// errors (else validation errors).
+#[cfg(target_arch = "wasm32")]
+type LaterScopes = Mutex<
+    Vec<(
+        std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
+        bool,
+    )>,
+>;
 
 struct GpuInner {
     device: wgpu::Device,
@@ -75,6 +76,8 @@ struct GpuInner {
     /// lock that is held across the submit, so a slower thread never replaces a newer index with an older.
     last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
     poll: Arc<PollHub>,
+    #[cfg(target_arch = "wasm32")]
+    later: LaterScopes,
 }
 
 impl Drop for GpuInner {
@@ -241,6 +244,9 @@ impl Gpu {
         Ok(Self::wrap(device, queue, info))
     }
 
+    // On the web the wgpu types are neither `Send` nor `Sync` (the page has one thread); the `Arc` is there
+    // for cheap clones, not for sharing between threads.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         Self {
             inner: Arc::new(GpuInner {
@@ -252,6 +258,8 @@ impl Gpu {
                 subgroups_allowed: std::sync::atomic::AtomicBool::new(true),
                 last_submission: Mutex::new(None),
                 poll: Arc::new(PollHub::default()),
+                #[cfg(target_arch = "wasm32")]
+                later: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -377,7 +385,7 @@ impl Gpu {
     /// Returns the first error among the scopes whose answer has come since they were popped (the web).
     #[cfg(target_arch = "wasm32")]
     fn check_later(&self) -> Result<()> {
-        let Ok(mut later) = self.inner.health.later.lock() else {
+        let Ok(mut later) = self.inner.later.lock() else {
             return Ok(());
         };
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -440,7 +448,7 @@ impl Gpu {
             }
             #[cfg(target_arch = "wasm32")]
             std::task::Poll::Pending => {
-                if let Ok(mut later) = self.inner.health.later.lock() {
+                if let Ok(mut later) = self.inner.later.lock() {
                     later.push((pop, oom));
                 }
                 None
