@@ -453,9 +453,9 @@ pub(crate) fn submit_alone(
     let mut encoder = gpu
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-    // The staged writes are this crate's calls too: their errors are caught here, not by the device's
-    // handler (an engine's, on a shared device).
-    let mut stats = gpu.scoped(|| record(&mut encoder))??;
+    // The staged writes are this crate's calls too: on an engine's device their errors are caught here,
+    // not by the engine's handler.
+    let mut stats = gpu.scoped_step(|| record(&mut encoder))??;
     gpu.submit(encoder)?;
     stats.submissions += 1;
     Ok(stats)
