@@ -21,3 +21,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (stable) with rustup first" >&2
   exit 1
 fi
+# The crate must keep compiling for the web (WebGPU): CI checks and lints it for wasm32.
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "installing the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi

@@ -39,6 +39,7 @@ pub mod matmul;
 pub mod model_shapes;
 pub mod optim;
 mod passes;
+mod poll;
 mod precision;
 mod readback;
 
@@ -67,6 +68,8 @@ pub use optim::{
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use optim::{Muon, MuonConfig};
+pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
+pub use readback::Readback;
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

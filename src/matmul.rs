@@ -286,7 +286,7 @@ impl MatmulBatch {
         self.record(&mut pass);
     }
 
-    /// Runs the batch in a submission of its own (nothing is waited for).
+    /// Runs the batch in a submission of its own, which `Gpu::wait` covers (nothing is waited for here).
     pub fn run(&self, gpu: &Gpu) -> Result<()> {
         gpu.check()?;
         let mut encoder = gpu
@@ -295,8 +295,7 @@ impl MatmulBatch {
                 label: Some("matmul"),
             });
         self.encode(&mut encoder);
-        gpu.queue().submit([encoder.finish()]);
-        Ok(())
+        gpu.submit(encoder).map(|_| ())
     }
 
     /// Floating-point operations of one run (2·M·N·K summed over the products).

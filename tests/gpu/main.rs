@@ -1,6 +1,7 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
 mod adopt;
+mod async_reads;
 mod averaging;
 mod checkpoint;
 mod custom_optimizer;
@@ -49,5 +50,6 @@ fn main() {
     tests.extend(schedule_free::tests());
     tests.extend(matmul::tests());
     tests.extend(muon::tests());
+    tests.extend(async_reads::tests());
     harness::run(tests)
 }

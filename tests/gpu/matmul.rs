@@ -119,7 +119,7 @@ fn download(gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<f32>, String> {
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
     gpu.queue().submit([encoder.finish()]);
     staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-    gpu.wait().map_err(err)?;
+    gpu.wait_device().map_err(err)?;
     let out = bytemuck::pod_collect_to_vec(&staging.slice(..).get_mapped_range().map_err(err)?);
     Ok(out)
 }

@@ -69,12 +69,12 @@ fn time_steps(
     steps: u32,
 ) -> Result<(f64, u32)> {
     let warm = opt.step(arena, 1e-3)?;
-    gpu.wait()?;
+    gpu.wait_device()?;
     let start = Instant::now();
     for _ in 0..steps {
         opt.step(arena, 1e-3)?;
     }
-    gpu.wait()?;
+    gpu.wait_device()?;
     Ok((
         start.elapsed().as_secs_f64() * 1e3 / steps as f64,
         warm.dispatches,
@@ -148,7 +148,7 @@ fn time_submissions(
             record(&mut encoder);
             gpu.queue().submit([encoder.finish()]);
         }
-        gpu.wait()?;
+        gpu.wait_device()?;
         Ok(start.elapsed().as_secs_f64() / n as f64)
     };
     run(1)?;
