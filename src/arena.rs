@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::BLOCK;
-use crate::passes::{f32_slices, read_segments, write_segments};
+use crate::passes::{f32_slices, read_segments, start_segments, write_segments};
+use crate::readback::Readback;
 
 static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -603,14 +604,27 @@ impl ParamArena {
         write_segments(self, &self.grads, name, data)
     }
 
-    /// Downloads a tensor's parameters. Waits for the GPU: for inspection and tests, not inside a step.
+    /// Downloads a tensor's parameters. Blocks until the GPU has done the work submitted before it: for
+    /// scripts and tests, not inside a step, and not in async code (use [`ParamArena::read_params_async`]).
     pub fn read_params(&self, name: &str) -> Result<Vec<f32>> {
         read_segments(self, &self.params, name)
     }
 
-    /// Downloads a tensor's gradient.
+    /// Downloads a tensor's gradient. Blocks, as [`ParamArena::read_params`] does.
     pub fn read_grads(&self, name: &str) -> Result<Vec<f32>> {
         read_segments(self, &self.grads, name)
+    }
+
+    /// Starts downloading a tensor's parameters: the copy is submitted now (so the values are those after
+    /// the work submitted so far), and the returned future completes when that submission has finished.
+    /// Errors (an unknown name, a lost device) come out of the future.
+    pub fn read_params_async(&self, name: &str) -> Readback<Vec<f32>> {
+        start_segments(self, &self.params, name)
+    }
+
+    /// Starts downloading a tensor's gradient, as [`ParamArena::read_params_async`] does.
+    pub fn read_grads_async(&self, name: &str) -> Readback<Vec<f32>> {
+        start_segments(self, &self.grads, name)
     }
 
     /// Freezes tensor `name` (or makes it trainable again), as PyTorch's `requires_grad_(False)` does: every
@@ -653,7 +667,7 @@ impl ParamArena {
         for g in &self.grads {
             encoder.clear_buffer(g, 0, None);
         }
-        self.gpu.queue().submit([encoder.finish()]);
+        self.gpu.submit(encoder)?;
         Ok(())
     }
 }

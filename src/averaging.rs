@@ -33,6 +33,7 @@ use crate::kernels::Access;
 use crate::kernels::QUAD_BLOCKS;
 use crate::optim::{StepStats, check_count, next_count};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
+use crate::readback::Readback;
 
 /// Which running average an [`AveragedParams`] keeps.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,7 +165,7 @@ impl AveragedParams {
         };
         let mut encoder = this.encoder("averaging: initial copy");
         this.record_copy(arena, &mut encoder, false);
-        this.binding.gpu().queue().submit([encoder.finish()]);
+        this.binding.gpu().submit(encoder)?;
         Ok(this)
     }
 
@@ -282,7 +283,7 @@ impl AveragedParams {
         self.check_arena(arena)?;
         let mut encoder = self.encoder("averaging copy to params");
         self.record_copy(arena, &mut encoder, true);
-        self.binding.gpu().queue().submit([encoder.finish()]);
+        self.binding.gpu().submit(encoder)?;
         Ok(())
     }
 
@@ -293,10 +294,19 @@ impl AveragedParams {
         Ok(f32_slices(arena.tensor(name)?, self.averaged.chunks(0)))
     }
 
-    /// Downloads a tensor's averaged values. Waits for the GPU: for evaluation, checkpoints and tests.
+    /// Downloads a tensor's averaged values. Blocks until the GPU has done the work submitted so far: for
+    /// evaluation scripts, checkpoints and tests, not for async code (use [`AveragedParams::read_async`]).
     pub fn read(&self, arena: &ParamArena, name: &str) -> Result<Vec<f32>> {
-        self.check_arena(arena)?;
-        self.averaged.read(arena, "averaged", name)
+        self.read_async(arena, name).wait()
+    }
+
+    /// Starts downloading a tensor's averaged values: the copy is submitted now, and the future completes
+    /// when it has run.
+    pub fn read_async(&self, arena: &ParamArena, name: &str) -> Readback<Vec<f32>> {
+        match self.check_arena(arena) {
+            Ok(()) => self.averaged.read_async(arena, "averaged", name),
+            Err(e) => Readback::ready(Err(e)),
+        }
     }
 
     /// Uploads a tensor's averaged values (to resume from a checkpoint, with

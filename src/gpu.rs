@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::kernels::KernelCache;
+use crate::poll::{PollHub, Poller};
 
 /// How to pick an adapter. The defaults honour `WGPU_BACKEND` (for example `vulkan`, `gl`, `metal`, `dx12`)
 /// and `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter's name).
@@ -51,6 +52,15 @@ impl GpuOptions {
 struct Health {
     lost: Mutex<Option<String>>,
     uncaptured: Mutex<Option<String>>,
+    /// On the web: error scopes popped whose answer had not come yet, and whether each caught
+    /// out-of-memory errors (else validation errors).
+    #[cfg(target_arch = "wasm32")]
+    later: Mutex<
+        Vec<(
+            std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
+            bool,
+        )>,
+    >,
 }
 
 struct GpuInner {
@@ -61,6 +71,16 @@ struct GpuInner {
     kernels: KernelCache,
     /// Cleared to make kernels built afterwards take their paths without subgroup operations.
     subgroups_allowed: std::sync::atomic::AtomicBool,
+    /// The newest submission this crate made on the device: what [`Gpu::wait`] waits for. Set under the
+    /// lock that is held across the submit, so a slower thread never replaces a newer index with an older.
+    last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
+    poll: Arc<PollHub>,
+}
+
+impl Drop for GpuInner {
+    fn drop(&mut self) {
+        self.poll.close();
+    }
 }
 
 /// A device and queue with the limits this crate needs. Cheap to clone: clones share the device, the
@@ -101,15 +121,23 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 impl Gpu {
     /// Every adapter that matches `options`, best first (discrete, integrated, virtual, software; native
     /// APIs before OpenGL).
+    ///
+    /// Blocks while the adapters are listed; not for async code (use [`Gpu::adapters_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn adapters(options: &GpuOptions) -> Vec<wgpu::Adapter> {
+        pollster::block_on(Self::adapters_async(options))
+    }
+
+    /// Every adapter that matches `options`, best first, without blocking.
+    pub async fn adapters_async(options: &GpuOptions) -> Vec<wgpu::Adapter> {
+        let backends = options.resolved_backends();
+        let name = options.resolved_name().map(|n| n.to_lowercase());
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: options.resolved_backends(),
+            backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
-        let mut adapters =
-            pollster::block_on(instance.enumerate_adapters(options.resolved_backends()));
-        if let Some(name) = options.resolved_name() {
-            let name = name.to_lowercase();
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        if let Some(name) = name {
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
         }
         adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
@@ -117,25 +145,48 @@ impl Gpu {
     }
 
     /// Opens the best adapter that matches `options`.
+    ///
+    /// Blocks while the device is opened; not for async code (use [`Gpu::new_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(options: &GpuOptions) -> Result<Self> {
-        let adapter =
-            Self::adapters(options)
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::NoAdapter {
-                    detail: options.describe(),
-                })?;
-        Self::open(&adapter)
+        pollster::block_on(Self::new_async(options))
     }
 
-    /// Opens one device on every adapter that matches `options` (the test suite runs on each).
+    /// Opens the best adapter that matches `options`, without blocking: the form for async code and the
+    /// web.
+    pub async fn new_async(options: &GpuOptions) -> Result<Self> {
+        let adapter = Self::adapters_async(options)
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoAdapter {
+                detail: options.describe(),
+            })?;
+        Self::open_async(&adapter).await
+    }
+
+    /// Opens one device on every adapter that matches `options` (the test suite runs on each). Blocks.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open_all(options: &GpuOptions) -> Vec<Result<Self>> {
         Self::adapters(options).iter().map(Self::open).collect()
     }
 
     /// Opens a device on `adapter`, asking for the adapter's own limits (storage binding and buffer sizes
     /// above the 128 MiB default where it has them) and for timestamp queries where it offers them.
+    ///
+    /// Blocks while the device is opened; not for async code (use [`Gpu::open_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(adapter: &wgpu::Adapter) -> Result<Self> {
+        pollster::block_on(Self::open_async(adapter))
+    }
+
+    /// Opens a device on `adapter` as [`Gpu::open`] does, without blocking.
+    ///
+    /// The device is this crate's own, so it installs wgpu's uncaptured-error and device-lost handlers on
+    /// it: a fault that happens outside any call (an engine's invalid command on the same device) is kept
+    /// and returned by the next call instead of panicking in wgpu's default handler. A device handed in
+    /// through [`Gpu::from_device`] keeps its owner's handlers.
+    pub async fn open_async(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         if limits.max_storage_buffers_per_shader_stage < REQUIRED_STORAGE_BUFFERS {
@@ -149,23 +200,33 @@ impl Gpu {
         }
         // Subgroup operations speed up the 8-bit optimizers' block reductions where the adapter has them.
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgoptim"),
-            required_features: adapter.features() & wanted,
-            required_limits: limits,
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self::wrap(device, queue, info))
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgoptim"),
+                required_features: adapter.features() & wanted,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let gpu = Self::wrap(device, queue, info);
+        gpu.install_handlers();
+        Ok(gpu)
     }
 
     /// Wraps a device and queue that an engine already owns. The device's limits decide how large the arena's
     /// buffers may be, so an engine that wants big buffers should request the adapter's limits itself.
+    ///
+    /// The device stays the engine's: its uncaptured-error and device-lost handlers are left as they are
+    /// (wgpu keeps one of each, so installing ours would replace the engine's). This crate catches the
+    /// errors of its own calls with error scopes instead, and [`Gpu::wait`] waits only for the submissions
+    /// this crate made. Readback futures are polled by a thread of this crate unless the engine polls the
+    /// device itself: then call [`Gpu::set_poller`] with [`Poller::External`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let info = device.adapter_info();
         let storage = device.limits().max_storage_buffers_per_shader_stage;
@@ -181,30 +242,36 @@ impl Gpu {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let health = Arc::new(Health::default());
-        // wgpu's default handler panics on an uncaptured error; keep it for the next call to return instead.
-        let h = Arc::clone(&health);
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut slot) = h.uncaptured.lock() {
-                slot.get_or_insert_with(|| e.to_string());
-            }
-        }));
-        let h = Arc::clone(&health);
-        device.set_device_lost_callback(move |reason, message| {
-            if let Ok(mut slot) = h.lost.lock() {
-                *slot = Some(format!("{reason:?}: {message}"));
-            }
-        });
         Self {
             inner: Arc::new(GpuInner {
                 device,
                 queue,
                 info,
-                health,
+                health: Arc::new(Health::default()),
                 kernels: KernelCache::default(),
                 subgroups_allowed: std::sync::atomic::AtomicBool::new(true),
+                last_submission: Mutex::new(None),
+                poll: Arc::new(PollHub::default()),
             }),
         }
+    }
+
+    /// Installs the handlers of a device this crate opened. wgpu's default handler panics on an uncaptured
+    /// error; this one keeps it for the next call to return instead.
+    fn install_handlers(&self) {
+        let device = &self.inner.device;
+        let h = Arc::clone(&self.inner.health);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = h.uncaptured.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let h = Arc::clone(&self.inner.health);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = h.lost.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
     }
 
     /// The wgpu device, for engines that record their own work beside the optimizer's.
@@ -292,6 +359,8 @@ impl Gpu {
     /// Returns the fault wgpu reported since the last call, if any: a lost device first, then an
     /// uncaptured error.
     pub fn check(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        self.check_later()?;
         if let Ok(lost) = self.inner.health.lost.lock()
             && let Some(reason) = lost.as_ref()
         {
@@ -305,35 +374,158 @@ impl Gpu {
         Ok(())
     }
 
+    /// Returns the first error among the scopes whose answer has come since they were popped (the web).
+    #[cfg(target_arch = "wasm32")]
+    fn check_later(&self) -> Result<()> {
+        let Ok(mut later) = self.inner.health.later.lock() else {
+            return Ok(());
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut first = None;
+        later.retain_mut(|(pop, oom)| match pop.as_mut().poll(&mut cx) {
+            std::task::Poll::Pending => true,
+            std::task::Poll::Ready(e) => {
+                if first.is_none()
+                    && let Some(e) = e
+                {
+                    first = Some(if *oom {
+                        Error::OutOfMemory(e.to_string())
+                    } else {
+                        Error::Gpu(e.to_string())
+                    });
+                }
+                false
+            }
+        });
+        first.map_or(Ok(()), Err)
+    }
+
     /// Runs `create` inside error scopes so that an allocation failure or a validation error comes back as
-    /// an error instead of reaching the uncaptured handler.
+    /// an error instead of reaching the device's uncaptured-error handler (an engine's, on a device handed
+    /// in). The scopes are pushed and popped on this thread with nothing awaited in between: wgpu keeps them
+    /// per thread, and an async task may move between threads at an `.await`.
     pub(crate) fn scoped<T>(&self, create: impl FnOnce() -> T) -> Result<T> {
         self.check()?;
         let device = &self.inner.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = create();
-        let validation = pollster::block_on(validation.pop());
-        let oom = pollster::block_on(oom.pop());
-        if let Some(e) = oom {
+        let validation = validation.pop();
+        let oom = oom.pop();
+        if let Some(e) = self.scope_result(oom, true) {
             return Err(Error::OutOfMemory(e.to_string()));
         }
-        if let Some(e) = validation {
+        if let Some(e) = self.scope_result(validation, false) {
             return Err(Error::Gpu(e.to_string()));
         }
         self.check()?;
         Ok(value)
     }
 
-    /// Blocks until the queue has finished all submitted work.
+    /// The error a popped scope caught. Natively wgpu answers at once (the future is ready when popped). On
+    /// the web the browser answers later: the answer is kept and [`Gpu::check`] returns it at a later call.
+    fn scope_result(
+        &self,
+        pop: impl std::future::Future<Output = Option<wgpu::Error>> + 'static,
+        oom: bool,
+    ) -> Option<wgpu::Error> {
+        let mut pop = Box::pin(pop);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match pop.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(e) => e,
+            #[cfg(not(target_arch = "wasm32"))]
+            std::task::Poll::Pending => {
+                let _ = oom;
+                pollster::block_on(pop)
+            }
+            #[cfg(target_arch = "wasm32")]
+            std::task::Poll::Pending => {
+                if let Ok(mut later) = self.inner.health.later.lock() {
+                    later.push((pop, oom));
+                }
+                None
+            }
+        }
+    }
+
+    /// Finishes `encoder` and submits it (inside error scopes), remembering the submission as this crate's
+    /// newest for [`Gpu::wait`].
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        self.scoped(|| {
+            let commands = encoder.finish();
+            let mut last = self
+                .inner
+                .last_submission
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let index = self.inner.queue.submit([commands]);
+            *last = Some(index.clone());
+            index
+        })
+    }
+
+    /// Blocks until the work this crate submitted has finished: its own submissions, not the rest of the
+    /// device (work an engine submitted later on a shared device is not waited for).
+    ///
+    /// Not for async code: it blocks the calling thread (a tokio worker) for as long as the GPU takes.
+    /// Await the `*_async` reads instead. On the web it returns an error, since the page cannot block.
     pub fn wait(&self) -> Result<()> {
+        let last = self
+            .inner
+            .last_submission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(index) = last {
+            if cfg!(target_arch = "wasm32") {
+                return Err(crate::readback::blocking_on_the_web());
+            }
+            self.inner
+                .device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        }
+        self.check()
+    }
+
+    /// Who polls the device for this crate's futures; [`Poller::Thread`] unless changed.
+    pub fn poller(&self) -> Poller {
+        self.inner.poll.mode()
+    }
+
+    /// Sets who polls the device for this crate's futures, for this device and every clone of this `Gpu`.
+    /// [`Poller::External`] ends the background thread (after its current poll) and starts none; the
+    /// futures then complete when the caller polls the device ([`Gpu::poll`] or `Device::poll`).
+    pub fn set_poller(&self, poller: Poller) {
+        self.inner.poll.set_mode(poller);
+    }
+
+    /// Polls the device once without blocking, running the callbacks of finished work (for callers that
+    /// chose [`Poller::External`]). A no-op on the web, where the browser polls.
+    pub fn poll(&self) -> Result<()> {
         self.inner
             .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => Error::Gpu(e.to_string()),
-                _ => Error::DeviceLost(e.to_string()),
-            })?;
-        self.check()
+            .poll(wgpu::PollType::Poll)
+            .map_err(|e| Error::Gpu(format!("polling the device: {e}")))?;
+        Ok(())
+    }
+
+    /// How many of this crate's futures wait for the device now (the poller's thread polls only while
+    /// this is above zero).
+    pub fn pending_futures(&self) -> usize {
+        self.inner.poll.pending()
+    }
+
+    /// Whether the background poll thread of this device is running (started by the first future that
+    /// waited, ended by [`Poller::External`] or the device being dropped).
+    pub fn poll_thread_running(&self) -> bool {
+        self.inner.poll.thread_running()
+    }
+
+    pub(crate) fn poll_hub(&self) -> &Arc<PollHub> {
+        &self.inner.poll
     }
 }

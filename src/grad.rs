@@ -17,6 +17,7 @@ use crate::kernels::{Access, BLOCK, grid};
 use crate::passes::{
     ArenaBinding, Slot, Stage, StepStats, compute_pass, placeholder_named, submit_alone,
 };
+use crate::readback::Readback;
 
 /// Bytes of one reduction entry: two f32 lanes.
 const ENTRY_BYTES: u64 = 8;
@@ -156,19 +157,23 @@ impl Reduction {
         self.per_segment.record(pass) + self.per_tensor.record(pass) + self.total.record(pass)
     }
 
-    /// Downloads the total and the per-tensor entries, `[total, tensor 0, ...]` (waits for the GPU).
-    pub fn read(&self) -> Result<Vec<[f32; 2]>> {
+    /// Starts downloading the total and the per-tensor entries, `[total, tensor 0, ...]`.
+    pub fn read(&self) -> Readback<Vec<[f32; 2]>> {
         let bytes = (1 + self.tensors as u64) * ENTRY_BYTES;
-        let data = crate::readback::read_bytes(&self.gpu, &[(&self.buffer, 0, bytes)])?;
-        let words: Vec<f32> = bytemuck::pod_collect_to_vec(&data);
-        Ok(words.chunks_exact(2).map(|w| [w[0], w[1]]).collect())
+        crate::readback::start(&self.gpu, &[(&self.buffer, 0, bytes)], |data| {
+            let words: Vec<f32> = bytemuck::pod_collect_to_vec(&data);
+            Ok(words.chunks_exact(2).map(|w| [w[0], w[1]]).collect())
+        })
     }
 
-    /// Downloads the total entry alone.
-    pub fn read_total(&self) -> Result<[f32; 2]> {
-        let data = crate::readback::read_bytes(&self.gpu, &[(&self.buffer, 0, ENTRY_BYTES)])?;
-        let words: Vec<f32> = bytemuck::pod_collect_to_vec(&data);
-        Ok([words[0], words[1]])
+    /// Starts downloading the total entry alone.
+    pub fn read_total(&self) -> Readback<[f32; 2]> {
+        crate::readback::start(&self.gpu, &[(&self.buffer, 0, ENTRY_BYTES)], |data| {
+            match bytemuck::pod_collect_to_vec::<u8, f32>(&data).as_slice() {
+                [l2, inf] => Ok([*l2, *inf]),
+                _ => Err(Error::Gpu("the gradient norms read back short".into())),
+            }
+        })
     }
 }
 
@@ -323,20 +328,30 @@ impl GradNorms {
         self.reduction.buffer()
     }
 
-    /// The norms of the whole model's gradient as of the last computation. Waits for the GPU.
+    /// The norms of the whole model's gradient as of the last computation. Blocks until the GPU has done
+    /// the work submitted so far; not for async code (use [`GradNorms::read_global_async`]).
     pub fn read_global(&self) -> Result<Norms> {
-        Ok(Norms::from_entry(self.reduction.read_total()?))
+        self.read_global_async().wait()
     }
 
-    /// The norms of every tensor's gradient, in registration order, as of the last computation. Waits for the
-    /// GPU.
+    /// The norms of every tensor's gradient, in registration order, as of the last computation. Blocks, as
+    /// [`GradNorms::read_global`] does.
     pub fn read_tensors(&self) -> Result<Vec<Norms>> {
-        Ok(self
-            .reduction
-            .read()?
-            .into_iter()
-            .skip(1)
-            .map(Norms::from_entry)
-            .collect())
+        self.read_tensors_async().wait()
+    }
+
+    /// Starts reading the global norms: as of the computations submitted before this call (one recorded
+    /// into an engine's encoder counts once that encoder is submitted), however late it is awaited.
+    pub fn read_global_async(&self) -> Readback<Norms> {
+        self.reduction
+            .read_total()
+            .map(|entry| Ok(Norms::from_entry(entry)))
+    }
+
+    /// Starts reading the per-tensor norms, as [`GradNorms::read_global_async`] does.
+    pub fn read_tensors_async(&self) -> Readback<Vec<Norms>> {
+        self.reduction
+            .read()
+            .map(|entries| Ok(entries.into_iter().skip(1).map(Norms::from_entry).collect()))
     }
 }

@@ -38,6 +38,7 @@ mod kernels;
 pub mod model_shapes;
 pub mod optim;
 mod passes;
+mod poll;
 mod precision;
 mod readback;
 
@@ -63,6 +64,8 @@ pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizePolicy, QuantizedState,
     StateFootprint,
 };
+pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
+pub use readback::Readback;
 /// Learning-rate schedules (the `wgoptim-schedule` crate): feed them to `Optimizer::step_scheduled`.
 pub use wgoptim_schedule as schedule;

@@ -11,6 +11,7 @@ use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
+use crate::readback::Readback;
 
 /// What one step cost the host: the figures that must not grow with the model's tensor count. Defined with the
 /// dispatch helpers that count them, so that the arena's helpers need nothing from the optimizers.
@@ -260,8 +261,15 @@ impl StateSet {
 
     /// Downloads state `state` of tensor `tensor` (waits for the GPU).
     pub fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        let slot = self.slot(state)?;
-        read_segments(arena, &self.buffers[slot], tensor)
+        self.read_async(arena, state, tensor).wait()
+    }
+
+    /// Starts downloading state `state` of tensor `tensor`.
+    pub fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<Vec<f32>> {
+        match self.slot(state) {
+            Ok(slot) => start_segments(arena, &self.buffers[slot], tensor),
+            Err(e) => Readback::ready(Err(e)),
+        }
     }
 
     /// Uploads state `state` of tensor `tensor` bit for bit (a checkpoint being restored); staged on the
@@ -323,18 +331,30 @@ pub(crate) fn f32_slices<'a>(t: &TensorInfo, buffers: &'a [wgpu::Buffer]) -> Vec
         .collect()
 }
 
+/// Starts downloading one tensor's values from per-chunk buffers shaped like the arena.
+pub(crate) fn start_segments(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    tensor: &str,
+) -> Readback<Vec<f32>> {
+    let t = match arena.tensor(tensor) {
+        Ok(t) => t,
+        Err(e) => return Readback::ready(Err(e)),
+    };
+    let ranges: Vec<_> = f32_slices(t, buffers)
+        .iter()
+        .map(|s| (s.buffer, s.offset, s.size))
+        .collect();
+    crate::readback::start_f32(arena.gpu(), &ranges)
+}
+
 /// Downloads one tensor's values from per-chunk buffers shaped like the arena (waits for the GPU).
 pub(crate) fn read_segments(
     arena: &ParamArena,
     buffers: &[wgpu::Buffer],
     tensor: &str,
 ) -> Result<Vec<f32>> {
-    let t = arena.tensor(tensor)?;
-    let ranges: Vec<_> = f32_slices(t, buffers)
-        .iter()
-        .map(|s| (s.buffer, s.offset, s.size))
-        .collect();
-    crate::readback::read_f32(arena.gpu(), &ranges)
+    start_segments(arena, buffers, tensor).wait()
 }
 
 /// Uploads one tensor's values into per-chunk buffers shaped like the arena (each segment at its chunk
@@ -433,8 +453,10 @@ pub(crate) fn submit_alone(
     let mut encoder = gpu
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-    let mut stats = record(&mut encoder)?;
-    gpu.queue().submit([encoder.finish()]);
+    // The staged writes are this crate's calls too: their errors are caught here, not by the device's
+    // handler (an engine's, on a shared device).
+    let mut stats = gpu.scoped(|| record(&mut encoder))??;
+    gpu.submit(encoder)?;
     stats.submissions += 1;
     Ok(stats)
 }

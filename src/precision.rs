@@ -427,7 +427,7 @@ impl HalfParams {
         let before = self.encode_upcast_grads(arena, &mut encoder)?;
         let step = opt.encode_step(arena, lr, &mut encoder)?;
         let after = self.encode_downcast_params(arena, &mut encoder)?;
-        self.binding.gpu().queue().submit([encoder.finish()]);
+        self.binding.gpu().submit(encoder)?;
         Ok(StepStats {
             dispatches: before.dispatches + step.dispatches + after.dispatches,
             submissions: 1,

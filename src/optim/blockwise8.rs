@@ -27,6 +27,7 @@ use crate::optim::KernelState;
 use crate::optim::common::StepKernel;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, group_buffer};
+use crate::readback::Readback;
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
 const MAP_WORDS: usize = 512;
@@ -590,8 +591,14 @@ impl Blockwise8 {
         Ok(self.tensor(arena, tensor)?.quantized)
     }
 
-    /// Reads the raw words of every segment of one moment of one tensor, per segment.
-    fn read_words(&self, moment: usize, t: &TensorState) -> Result<Vec<Vec<u32>>> {
+    /// Starts reading the raw words of every segment of one moment of one tensor; `decode` gets them per
+    /// segment, beside the segment's layout.
+    fn start_words<T: 'static>(
+        &self,
+        moment: usize,
+        t: &TensorState,
+        decode: impl FnOnce(&TensorState, Vec<Vec<u32>>) -> Result<T> + Send + 'static,
+    ) -> Readback<T> {
         let bs = self.block_size as u64;
         let ranges: Vec<_> = t
             .segments
@@ -601,78 +608,105 @@ impl Blockwise8 {
                 (&self.state[moment][s.chunk], s.base * 4, words * 4)
             })
             .collect();
-        let bytes = crate::readback::read_bytes(self.binding.gpu(), &ranges)?;
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        let mut out = Vec::with_capacity(t.segments.len());
-        let mut at = 0usize;
-        for s in &t.segments {
-            let n = segment_words(s.len, t.quantized, bs) as usize;
-            out.push(words.get(at..at + n).unwrap_or_default().to_vec());
-            at += n;
-        }
-        Ok(out)
+        let t = t.clone();
+        crate::readback::start(self.binding.gpu(), &ranges, move |bytes| {
+            let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+            let mut out = Vec::with_capacity(t.segments.len());
+            let mut at = 0usize;
+            for s in &t.segments {
+                let n = segment_words(s.len, t.quantized, bs) as usize;
+                out.push(words.get(at..at + n).unwrap_or_default().to_vec());
+                at += n;
+            }
+            decode(&t, out)
+        })
     }
 
-    /// The raw codes and absmax values of a quantised tensor's moment.
-    pub fn read_quantized(
+    /// Starts reading the raw codes and absmax values of a quantised tensor's moment.
+    pub fn read_quantized_async(
         &self,
         arena: &ParamArena,
         state: &str,
         tensor: &str,
-    ) -> Result<QuantizedState> {
-        let moment = self.moment(state)?;
-        let t = self.tensor(arena, tensor)?;
+    ) -> Readback<QuantizedState> {
+        let (moment, t) = match self
+            .moment(state)
+            .and_then(|m| Ok((m, self.tensor(arena, tensor)?)))
+        {
+            Ok(found) => found,
+            Err(e) => return Readback::ready(Err(e)),
+        };
         if !t.quantized {
-            return Err(Error::InvalidStateData {
+            return Readback::ready(Err(Error::InvalidStateData {
                 tensor: tensor.to_string(),
                 state: state.to_string(),
                 reason: "the tensor keeps f32 state (the quantisation policy leaves it in f32)"
                     .into(),
-            });
+            }));
         }
-        let mut out = QuantizedState {
-            block_size: self.block_size,
-            codes: Vec::new(),
-            absmax: Vec::new(),
-        };
-        for (s, words) in t.segments.iter().zip(self.read_words(moment, t)?) {
-            let cw = s.code_words() as usize;
-            let bytes: &[u8] = bytemuck::cast_slice(words.get(..cw).unwrap_or_default());
-            out.codes
-                .extend_from_slice(bytes.get(..s.len as usize).unwrap_or_default());
-            out.absmax.extend(
-                words
-                    .get(cw..)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|&w| f32::from_bits(w)),
-            );
-        }
-        Ok(out)
+        let block_size = self.block_size;
+        self.start_words(moment, t, move |t, segments| {
+            let mut out = QuantizedState {
+                block_size,
+                codes: Vec::new(),
+                absmax: Vec::new(),
+            };
+            for (s, words) in t.segments.iter().zip(segments) {
+                let cw = s.code_words() as usize;
+                let bytes: &[u8] = bytemuck::cast_slice(words.get(..cw).unwrap_or_default());
+                out.codes
+                    .extend_from_slice(bytes.get(..s.len as usize).unwrap_or_default());
+                out.absmax.extend(
+                    words
+                        .get(cw..)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&w| f32::from_bits(w)),
+                );
+            }
+            Ok(out)
+        })
     }
 
     /// One moment of one tensor in f32: dequantised (`map[code] · absmax`, the product the kernel forms) or
-    /// the f32 fallback as stored.
+    /// the f32 fallback as stored. Blocks.
     pub fn read_state(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Vec<f32>> {
-        let moment = self.moment(state)?;
-        let t = self.tensor(arena, tensor)?;
-        let map = self.map(moment);
+        self.read_state_async(arena, state, tensor).wait()
+    }
+
+    /// Starts reading one moment of one tensor in f32, as [`Blockwise8::read_state`] does.
+    pub fn read_state_async(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> Readback<Vec<f32>> {
+        let (moment, t) = match self
+            .moment(state)
+            .and_then(|m| Ok((m, self.tensor(arena, tensor)?)))
+        {
+            Ok(found) => found,
+            Err(e) => return Readback::ready(Err(e)),
+        };
+        let map = *self.map(moment);
         let bs = self.block_size as usize;
-        let mut out = Vec::new();
-        for (s, words) in t.segments.iter().zip(self.read_words(moment, t)?) {
-            if t.quantized {
-                let cw = s.code_words() as usize;
-                let codes: &[u8] = bytemuck::cast_slice(words.get(..cw).unwrap_or_default());
-                let absmax = words.get(cw..).unwrap_or_default();
-                for (i, &c) in codes.iter().take(s.len as usize).enumerate() {
-                    let scale = f32::from_bits(absmax.get(i / bs).copied().unwrap_or(0));
-                    out.push(map[c as usize] * scale);
+        self.start_words(moment, t, move |t, segments| {
+            let mut out = Vec::new();
+            for (s, words) in t.segments.iter().zip(segments) {
+                if t.quantized {
+                    let cw = s.code_words() as usize;
+                    let codes: &[u8] = bytemuck::cast_slice(words.get(..cw).unwrap_or_default());
+                    let absmax = words.get(cw..).unwrap_or_default();
+                    for (i, &c) in codes.iter().take(s.len as usize).enumerate() {
+                        let scale = f32::from_bits(absmax.get(i / bs).copied().unwrap_or(0));
+                        out.push(map[c as usize] * scale);
+                    }
+                } else {
+                    out.extend(words.iter().map(|&w| f32::from_bits(w)));
                 }
-            } else {
-                out.extend(words.iter().map(|&w| f32::from_bits(w)));
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Loads one moment of one tensor from f32 values: quantised on the host with the kernel's rule
@@ -810,14 +844,20 @@ impl Blockwise8 {
     /// Blocks skipped since the optimizer was built (or last reset) because a gradient in them was not
     /// finite. Waits for the GPU.
     pub fn skipped_blocks(&self) -> Result<u64> {
-        let bytes = crate::readback::read_bytes(self.binding.gpu(), &[(&self.counter, 0, 8)])?;
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        match words.as_slice() {
-            [lo, hi] => Ok(((*hi as u64) << 32) | *lo as u64),
-            _ => Err(Error::Gpu(
-                "the skipped-block counter read back short".into(),
-            )),
-        }
+        self.skipped_blocks_async().wait()
+    }
+
+    /// Starts reading the skipped-block count.
+    pub fn skipped_blocks_async(&self) -> Readback<u64> {
+        crate::readback::start(self.binding.gpu(), &[(&self.counter, 0, 8)], |bytes| {
+            let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+            match words.as_slice() {
+                [lo, hi] => Ok(((*hi as u64) << 32) | *lo as u64),
+                _ => Err(Error::Gpu(
+                    "the skipped-block counter read back short".into(),
+                )),
+            }
+        })
     }
 
     /// The absmax count of a quantised tensor (blocks restart at chunk boundaries), `None` for a tensor that

@@ -174,6 +174,20 @@ pub trait Optimizer {
         self.core().state().read(arena, state, tensor)
     }
 
+    /// Starts downloading one state buffer of one tensor in f32, as [`Optimizer::read_state`] does, without
+    /// blocking: the copy is submitted now and the future completes when it has run.
+    fn read_state_async(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> crate::Readback<Vec<f32>> {
+        match self.core().check_arena(arena) {
+            Ok(()) => self.core().state().read_async(arena, state, tensor),
+            Err(e) => crate::Readback::ready(Err(e)),
+        }
+    }
+
     /// Loads f32 values into one state buffer of one tensor (for example from a PyTorch checkpoint): stored
     /// as is in f32 state, quantised with the kernel's rule in 8-bit state (whose moments must be finite,
     /// and ≥ 0 for `exp_avg_sq`). Checked before anything is staged.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::{GroupConfig, QuantizedState};
+use crate::readback::Readback;
 
 /// The form one state buffer of one tensor takes: f32 values, or 8-bit codes with per-block scales.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +71,25 @@ pub trait KernelState {
         Ok(StateLayout::F32)
     }
 
+    /// Starts downloading one state buffer of one tensor as f32, for
+    /// [`Optimizer::read_state_async`](crate::Optimizer::read_state_async). The default reads with
+    /// [`KernelState::read`] at once, blocking; a kernel whose reads go through this crate's readbacks
+    /// overrides it to return without waiting.
+    fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<Vec<f32>> {
+        Readback::ready(self.read(arena, state, tensor))
+    }
+
     /// Downloads one state buffer of one tensor in its stored form.
     fn save(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
         Ok(StateData::F32(self.read(arena, state, tensor)?))
+    }
+
+    /// Starts downloading one state buffer of one tensor in its stored form (for
+    /// [`Checkpoint::capture_async`](crate::Checkpoint::capture_async)). The default is
+    /// [`KernelState::read_async`] as f32, matching the default [`KernelState::save`].
+    fn save_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<StateData> {
+        self.read_async(arena, state, tensor)
+            .map(|values| Ok(StateData::F32(values)))
     }
 
     /// Uploads one state buffer of one tensor in its stored form, bit for bit.
@@ -142,6 +159,11 @@ impl<'a> StateStore<'a> {
     /// Downloads one buffer of one tensor in its stored form.
     pub fn read(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
         self.0.save(arena, state, tensor)
+    }
+
+    /// Starts downloading one buffer of one tensor in its stored form.
+    pub fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<StateData> {
+        self.0.save_async(arena, state, tensor)
     }
 
     /// Uploads one buffer of one tensor in its stored form.
@@ -235,6 +257,10 @@ impl KernelState for crate::passes::StateSet {
         crate::passes::StateSet::read(self, arena, state, tensor)
     }
 
+    fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<Vec<f32>> {
+        crate::passes::StateSet::read_async(self, arena, state, tensor)
+    }
+
     fn write(&self, arena: &ParamArena, state: &str, tensor: &str, values: &[f32]) -> Result<()> {
         crate::passes::StateSet::write(self, arena, state, tensor, values)
     }
@@ -250,6 +276,10 @@ impl KernelState for crate::optim::Blockwise8 {
         self.read_state(arena, state, tensor)
     }
 
+    fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<Vec<f32>> {
+        self.read_state_async(arena, state, tensor)
+    }
+
     fn write(&self, arena: &ParamArena, state: &str, tensor: &str, values: &[f32]) -> Result<()> {
         self.write_state(arena, state, tensor, values)
     }
@@ -262,13 +292,19 @@ impl KernelState for crate::optim::Blockwise8 {
     }
 
     fn save(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<StateData> {
-        if self.is_quantized(arena, tensor)? {
-            Ok(StateData::Quantized(
-                self.read_quantized(arena, state, tensor)?,
-            ))
-        } else {
+        self.save_async(arena, state, tensor).wait()
+    }
+
+    fn save_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<StateData> {
+        match self.is_quantized(arena, tensor) {
+            Ok(true) => self
+                .read_quantized_async(arena, state, tensor)
+                .map(|q| Ok(StateData::Quantized(q))),
             // The f32 fallback is stored as is, so this read is exact.
-            Ok(StateData::F32(self.read_state(arena, state, tensor)?))
+            Ok(false) => self
+                .read_state_async(arena, state, tensor)
+                .map(|v| Ok(StateData::F32(v))),
+            Err(e) => Readback::ready(Err(e)),
         }
     }
 

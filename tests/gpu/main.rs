@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod async_reads;
 mod averaging;
 mod checkpoint;
 mod custom_optimizer;
@@ -41,5 +42,6 @@ fn main() {
     tests.extend(freezing::tests());
     tests.extend(hardening::tests());
     tests.extend(custom_optimizer::tests());
+    tests.extend(async_reads::tests());
     harness::run(tests)
 }
