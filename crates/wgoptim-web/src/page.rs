@@ -12,21 +12,23 @@ use std::task::{Context, Poll, Waker};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{CanvasRenderingContext2d, Document, HtmlCanvasElement};
-use wgoptim::{Gpu, ParamArena};
+use wgoptim::{Gpu, GpuOptions};
 
 use crate::model;
 use crate::moons::Moons;
-use crate::trainer::{self, Progress, Readback, Report, TrainConfig};
+use crate::trainer::{self, BufferReader, Progress, Report, TrainConfig};
 
-/// Trains and reports; the page's script awaits it. An error is reported on the page before it is returned.
+/// Trains and reports; the page's script awaits it. `adapter` names the adapter as the page's script found
+/// it (`GPUAdapterInfo`'s vendor, architecture and description), since wgpu's adapter info on the web has no
+/// name. An error is reported on the page before it is returned.
 #[wasm_bindgen]
-pub async fn run() -> Result<(), JsValue> {
+pub async fn run(adapter: String) -> Result<(), JsValue> {
     std::panic::set_hook(Box::new(|info| {
         let message = format!("panic: {info}");
         web_sys::console::error_1(&message.as_str().into());
         report_error(&message);
     }));
-    match train_on_page().await {
+    match train_on_page(&adapter).await {
         Ok(()) => Ok(()),
         Err(message) => {
             report_error(&message);
@@ -35,15 +37,16 @@ pub async fn run() -> Result<(), JsValue> {
     }
 }
 
-async fn train_on_page() -> Result<(), String> {
+async fn train_on_page(adapter: &str) -> Result<(), String> {
     let document = document()?;
     set_text(&document, "status", "opening WebGPU…");
     let gpu = open_gpu().await?;
-    set_text(
-        &document,
-        "status",
-        &format!("training on {}…", gpu.describe()),
-    );
+    let adapter = if gpu.info().name.is_empty() {
+        format!("WebGPU adapter {adapter}")
+    } else {
+        gpu.describe()
+    };
+    set_text(&document, "status", &format!("training on {adapter}…"));
     let cfg = TrainConfig::default();
     let mut lines = vec![format!(
         "{:>4} {:>10} {:>12} {:>12} {:>12}",
@@ -59,6 +62,7 @@ async fn train_on_page() -> Result<(), String> {
         }
     })
     .await?;
+    let report = Report { adapter, ..report };
     show_checks(&document, &report);
     draw_loss(&document, &report)?;
     draw_boundary(&document, &report, &cfg)?;
@@ -86,64 +90,22 @@ async fn train_on_page() -> Result<(), String> {
     Ok(())
 }
 
-/// The browser's WebGPU adapter, with its own limits (the arena asks no more than the defaults here).
+/// The browser's WebGPU adapter, opened without blocking.
 async fn open_gpu() -> Result<Gpu, String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::BROWSER_WEBGPU,
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapter = instance
-        .request_adapter(&wgpu::RequestAdapterOptions::default())
+    let options = GpuOptions {
+        backends: Some(wgpu::Backends::BROWSER_WEBGPU),
+        adapter_name: None,
+    };
+    Gpu::new_async(&options)
         .await
-        .map_err(|e| {
-            format!("no WebGPU adapter ({e}): WebGPU is off or unsupported in this browser")
-        })?;
-    let (device, queue) = adapter
-        .request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgoptim-web"),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("requesting a WebGPU device failed: {e}"))?;
-    Gpu::from_device(device, queue).map_err(|e| e.to_string())
+        .map_err(|e| format!("opening WebGPU failed: {e}"))
 }
 
-/// Readbacks whose futures complete when the browser maps the staging buffer: nothing blocks the page.
+/// Reads the loss history: the future completes when the browser has mapped the staging buffer.
 struct Browser;
 
-impl Readback for Browser {
-    fn params(
-        &self,
-        arena: &ParamArena,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<f32>, String>> {
-        let ranges = arena.param_slices(name).map(|slices| {
-            slices
-                .iter()
-                .map(|s| (s.buffer.clone(), s.offset, s.size))
-                .collect::<Vec<_>>()
-        });
-        let gpu = arena.gpu().clone();
-        async move { read_ranges(&gpu, &ranges.map_err(|e| e.to_string())?).await }
-    }
-
-    fn grads(
-        &self,
-        arena: &ParamArena,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<f32>, String>> {
-        let ranges = arena.grad_slices(name).map(|slices| {
-            slices
-                .iter()
-                .map(|s| (s.buffer.clone(), s.offset, s.size))
-                .collect::<Vec<_>>()
-        });
-        let gpu = arena.gpu().clone();
-        async move { read_ranges(&gpu, &ranges.map_err(|e| e.to_string())?).await }
-    }
-
-    fn buffer(
+impl BufferReader for Browser {
+    fn read(
         &self,
         gpu: &Gpu,
         buffer: &wgpu::Buffer,

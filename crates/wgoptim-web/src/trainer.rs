@@ -2,8 +2,9 @@
 //! bias, a WGSL kernel that writes their gradients into the arena's gradient slices, and AdamW stepping
 //! them under a warmup-cosine schedule.
 //!
-//! Nothing here waits for the GPU: readbacks go through a [`Readback`], which the page implements with
-//! futures that the browser completes and the host tests with blocking reads.
+//! Nothing here blocks: parameters and gradients come back through the library's readback futures
+//! (`read_params_async`, `read_grads_async`), which the browser completes on the page and wgoptim's poll
+//! thread natively; the loss history through a [`BufferReader`].
 
 use std::future::Future;
 
@@ -134,14 +135,11 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-/// Reads GPU memory back. Each method's future completes once the data is on the host.
-pub trait Readback {
-    /// A tensor's parameters.
-    fn params(&self, arena: &ParamArena, name: &str) -> impl Future<Output = Result<Vec<f32>>>;
-    /// A tensor's gradient.
-    fn grads(&self, arena: &ParamArena, name: &str) -> impl Future<Output = Result<Vec<f32>>>;
-    /// A whole buffer of f32 of the crate's own (one with `COPY_SRC` usage).
-    fn buffer(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>>;
+/// Reads back a buffer of the crate's own (the loss history), which the library's readbacks do not cover:
+/// the page awaits the browser's mapping, the host test blocks.
+pub trait BufferReader {
+    /// The whole of `buffer` (which has `COPY_SRC` usage) as f32.
+    fn read(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>>;
 }
 
 /// The model on the GPU, its optimizer and schedule, and the gradient kernel bound to the arena.
@@ -394,7 +392,7 @@ pub enum Progress {
 
 /// Trains on `gpu` with `cfg`, comparing the first `cfg.checked_steps` steps with the CPU reference, and
 /// reports. `progress` hears of each compared step.
-pub async fn train<R: Readback>(
+pub async fn train<R: BufferReader>(
     gpu: &Gpu,
     cfg: &TrainConfig,
     reader: &R,
@@ -425,11 +423,27 @@ pub async fn train<R: Readback>(
     let mut lrs = Vec::new();
     let checked = cfg.checked_steps.min(cfg.steps);
     for step in 1..=checked {
-        let before_w = reader.params(trainer.arena(), "weight").await?;
-        let before_b = reader.params(trainer.arena(), "bias").await?;
+        let before_w = trainer
+            .arena()
+            .read_params_async("weight")
+            .await
+            .map_err(lib)?;
+        let before_b = trainer
+            .arena()
+            .read_params_async("bias")
+            .await
+            .map_err(lib)?;
         trainer.gradient()?;
-        let grad_w = reader.grads(trainer.arena(), "weight").await?;
-        let grad_b = reader.grads(trainer.arena(), "bias").await?;
+        let grad_w = trainer
+            .arena()
+            .read_grads_async("weight")
+            .await
+            .map_err(lib)?;
+        let grad_b = trainer
+            .arena()
+            .read_grads_async("bias")
+            .await
+            .map_err(lib)?;
         let eval = model::evaluate(&data, &before_w, before_b[0]);
         let grad_err = gradient_error(&eval, &input_scale, &grad_w, grad_b[0]);
 
@@ -453,8 +467,16 @@ pub async fn train<R: Readback>(
         .map_err(|e| format!("{e:?}"))?;
         adamw::step(&mut bias, &grad_b, &mut state_bias, &oracle_bias, lr, step)
             .map_err(|e| format!("{e:?}"))?;
-        let after_w = reader.params(trainer.arena(), "weight").await?;
-        let after_b = reader.params(trainer.arena(), "bias").await?;
+        let after_w = trainer
+            .arena()
+            .read_params_async("weight")
+            .await
+            .map_err(lib)?;
+        let after_b = trainer
+            .arena()
+            .read_params_async("bias")
+            .await
+            .map_err(lib)?;
         let param_err = param_error(&after_w, &weight).max(param_error(&after_b, &bias));
         let check = StepCheck {
             step,
@@ -475,9 +497,17 @@ pub async fn train<R: Readback>(
     progress(Progress::Submitted(cfg.steps));
     // The loss after the last step.
     trainer.gradient()?;
-    let losses = reader.buffer(gpu, trainer.loss_buffer()).await?;
-    let final_w = reader.params(trainer.arena(), "weight").await?;
-    let final_b = reader.params(trainer.arena(), "bias").await?[0];
+    let losses = reader.read(gpu, trainer.loss_buffer()).await?;
+    let final_w = trainer
+        .arena()
+        .read_params_async("weight")
+        .await
+        .map_err(lib)?;
+    let final_b = trainer
+        .arena()
+        .read_params_async("bias")
+        .await
+        .map_err(lib)?[0];
     gpu.check().map_err(lib)?;
 
     let mut failures = Vec::new();

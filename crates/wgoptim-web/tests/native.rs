@@ -1,5 +1,5 @@
-//! The page's training and checks, run on every native adapter present with blocking readbacks: the same
-//! kernel, arena, optimizer, schedule and comparison as in the browser, so that a fault in them shows up in
+//! The page's training and checks, run on every native adapter present: the same kernel, arena, optimizer,
+//! schedule, readback futures and comparison as in the browser, so that a fault in them shows up in
 //! `cargo test` and not only in the headless-browser run (`scripts/web_test.sh`).
 //!
 //! Without an adapter the test says so and passes, unless `WGOPTIM_REQUIRE_BACKENDS` names backends (as CI
@@ -7,22 +7,15 @@
 
 use std::future::{Future, ready};
 
-use wgoptim::{Gpu, GpuOptions, ParamArena};
-use wgoptim_web::trainer::{Readback, Result, TrainConfig, train};
+use wgoptim::{Gpu, GpuOptions};
+use wgoptim_web::trainer::{BufferReader, Result, TrainConfig, train};
 
-/// Blocking reads: the library's for the arena, a map-and-wait for the loss history.
+/// The loss history, read with a blocking map-and-wait (the arena's reads are the library's futures,
+/// completed by its poll thread).
 struct Blocking;
 
-impl Readback for Blocking {
-    fn params(&self, arena: &ParamArena, name: &str) -> impl Future<Output = Result<Vec<f32>>> {
-        ready(arena.read_params(name).map_err(|e| e.to_string()))
-    }
-
-    fn grads(&self, arena: &ParamArena, name: &str) -> impl Future<Output = Result<Vec<f32>>> {
-        ready(arena.read_grads(name).map_err(|e| e.to_string()))
-    }
-
-    fn buffer(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>> {
+impl BufferReader for Blocking {
+    fn read(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>> {
         ready(read_buffer(gpu, buffer))
     }
 }
