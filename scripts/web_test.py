@@ -101,7 +101,7 @@ class WebDriver:
                 raise RuntimeError(f"chromedriver did not start (see {log_path})")
             time.sleep(0.1)
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, timeout=None):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
@@ -110,7 +110,7 @@ class WebDriver:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
                 return json.load(r)["value"]
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
@@ -135,7 +135,8 @@ class WebDriver:
                 }
             }
         }
-        self.session = self.call("POST", "/session", caps)["sessionId"]
+        # Starting the browser is the slow command, on a loaded machine most of all.
+        self.session = self.call("POST", "/session", caps, timeout=180)["sessionId"]
 
     def s(self, path):
         return f"/session/{self.session}{path}"
@@ -224,13 +225,22 @@ def main():
         driver = WebDriver(chromedriver, os.path.join(args.out, "chromedriver.log"))
         try:
             driver.start(chromium, profile)
-            driver.call("POST", driver.s("/url"), {"url": url})
+            driver.call("POST", driver.s("/url"), {"url": url}, timeout=120)
             deadline = time.monotonic() + args.timeout
+            last_error = None
             while time.monotonic() < deadline:
-                result = driver.script("return window.wgoptimResult || null;")
+                # A slow machine can time a command out now and then; a page that never answers does so
+                # until the deadline.
+                try:
+                    result = driver.script("return window.wgoptimResult || null;")
+                except (RuntimeError, OSError) as e:
+                    last_error = e
+                    continue
                 if result is not None:
                     break
                 time.sleep(0.25)
+            if result is None and last_error is not None:
+                raise RuntimeError(f"the page never answered: {last_error}")
             status_line = driver.script("return document.getElementById('status').textContent;")
             png = driver.call("GET", driver.s("/screenshot"))
             with open(screenshot, "wb") as f:

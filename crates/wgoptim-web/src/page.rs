@@ -1,13 +1,9 @@
-//! The page's glue: opens WebGPU, runs [`crate::trainer::train`] with readbacks the browser completes, and
+//! The page's glue, for `wasm32` (it compiles on the host only to be linted): opens WebGPU, runs [`crate::trainer::train`] with readbacks the browser completes, and
 //! shows the outcome: a status line, the compared steps, the loss and learning-rate curves, and the model's
 //! decision boundary over the data. The outcome also goes to `window.wgoptimResult` (and, as JSON, to
 //! `#result`) for the headless-browser test to read.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -137,12 +133,14 @@ async fn read_ranges(gpu: &Gpu, ranges: &[(wgpu::Buffer, u64, u64)]) -> Result<V
         at += size;
     }
     gpu.queue().submit([encoder.finish()]);
-    let (sender, mapped) = oneshot();
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, move |r| sender.send(r));
+    let (sender, mapped) = futures_channel::oneshot::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        // Fails only if this future was dropped, which then wants nothing.
+        let _ = sender.send(r);
+    });
     mapped
         .await
+        .map_err(|_| "the readback buffer was never mapped (device lost?)".to_string())?
         .map_err(|e| format!("mapping a readback buffer failed: {e}"))?;
     let bytes = staging
         .slice(..)
@@ -152,51 +150,6 @@ async fn read_ranges(gpu: &Gpu, ranges: &[(wgpu::Buffer, u64, u64)]) -> Result<V
     staging.unmap();
     gpu.check().map_err(|e| e.to_string())?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
-}
-
-/// A one-value channel for a callback to complete a future on the page's single thread.
-struct Slot<T> {
-    value: Option<T>,
-    waker: Option<Waker>,
-}
-
-struct Sender<T>(Rc<RefCell<Slot<T>>>);
-struct Receiver<T>(Rc<RefCell<Slot<T>>>);
-
-fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Rc::new(RefCell::new(Slot {
-        value: None,
-        waker: None,
-    }));
-    (Sender(Rc::clone(&slot)), Receiver(slot))
-}
-
-impl<T> Sender<T> {
-    fn send(self, value: T) {
-        let waker = {
-            let mut slot = self.0.borrow_mut();
-            slot.value = Some(value);
-            slot.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-impl<T> Future for Receiver<T> {
-    type Output = T;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut slot = self.0.borrow_mut();
-        match slot.value.take() {
-            Some(v) => Poll::Ready(v),
-            None => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
 }
 
 fn document() -> Result<Document, String> {
