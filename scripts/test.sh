@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # EGL (the OpenGL adapter) wants a runtime directory; headless machines often have none.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-cargo test --workspace --locked "$@"
+# The `tokio` feature adds the tokio runtime tests and the tokio example.
+cargo test --workspace --locked --features wgoptim/tokio "$@"

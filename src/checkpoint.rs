@@ -21,6 +21,7 @@
 //! can leave them half done, and then the device's buffers are gone anyway.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::optim::StateLayout as Layout;
 use crate::optim::{GroupConfig, MAX_STEPS, Optimizer, OptimizerState, StateData, StateRef};
+use crate::readback::Readback;
 
 /// The value of the `format` metadata key.
 pub const CHECKPOINT_FORMAT: &str = "wgoptim-checkpoint";
@@ -172,18 +174,133 @@ fn mismatch(tensor: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The entries one read of a capture adds (a tensor's parameters, or one state buffer of it).
+struct CapturedEntries(Vec<(String, (Vec<usize>, Data))>);
+
+impl CapturedEntries {
+    fn insert_into(self, entries: &mut BTreeMap<String, (Vec<usize>, Data)>) {
+        entries.extend(self.0);
+    }
+}
+
+/// The metadata of a capture, but for the skipped-block count still being read.
+struct PendingMeta {
+    meta: Meta,
+    skipped_blocks: Readback<Option<u64>>,
+}
+
+/// The entries of state `state` of tensor `tensor` (of `shape`): f32 values, or codes and absmax values.
+fn state_entries(state: &str, tensor: &str, shape: Vec<usize>, data: StateData) -> CapturedEntries {
+    CapturedEntries(match data {
+        StateData::F32(v) => vec![(state_key(state, tensor), (shape, Data::F32(v)))],
+        StateData::Quantized(q) => vec![
+            (
+                codes_key(state, tensor),
+                (vec![q.codes.len()], Data::U8(q.codes)),
+            ),
+            (
+                absmax_key(state, tensor),
+                (vec![q.absmax.len()], Data::F32(q.absmax)),
+            ),
+        ],
+    })
+}
+
+/// Writes `bytes` to `path` atomically, as [`Checkpoint::save`] describes.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source: std::io::Error, at: &Path| Error::Io {
+        path: at.to_path_buf(),
+        source,
+    };
+    let target = resolve_links(path).map_err(|e| io(e, path))?;
+    if target.file_name().is_none() {
+        return Err(corrupt(format!(
+            "`{}` does not name a file",
+            path.display()
+        )));
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    remove_stale_temporaries(&dir);
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(10);
+    // The mode a plain `File::create` gives (0666 less the umask), not tempfile's private 0600: the
+    // checkpoint keeps the permissions users expect of a file they write.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(|e| io(e, &dir))?;
+    // On failure `tmp` is dropped, which removes the temporary file.
+    let written = tmp
+        .as_file_mut()
+        .write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all());
+    if let Err(e) = written {
+        return Err(io(e, tmp.path()));
+    }
+    tmp.persist(&target).map_err(|e| io(e.error, &target))?;
+    // Make the rename itself durable where the platform lets a directory be synced.
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn checkpointable(optimizer: &dyn Optimizer) -> Result<&dyn OptimizerState> {
     Ok(optimizer.core())
 }
 
 impl Checkpoint {
-    /// Reads the parameters of every tensor of `arena` and the whole state of `optimizer` (waits for the GPU;
-    /// nothing is changed).
+    /// Reads the parameters of every tensor of `arena` and the whole state of `optimizer` (nothing is
+    /// changed). Blocks until the GPU has done the work submitted so far: for scripts and tools, not for
+    /// async code (use [`Checkpoint::capture_async`]).
     pub fn capture(arena: &ParamArena, optimizer: &dyn Optimizer) -> Result<Checkpoint> {
+        let (reads, pending) = Self::start_capture(arena, optimizer)?;
+        let mut entries = BTreeMap::new();
+        for read in reads {
+            read.wait()?.insert_into(&mut entries);
+        }
+        let mut meta = pending.meta;
+        meta.skipped_blocks = pending.skipped_blocks.wait()?;
+        Ok(Checkpoint { meta, entries })
+    }
+
+    /// Captures as [`Checkpoint::capture`] does, without blocking: every copy is submitted now (so the
+    /// checkpoint holds the state after the work submitted so far, whatever is submitted before it is
+    /// awaited), and the future completes once they have run. It borrows neither the arena nor the
+    /// optimizer, so stepping can go on while it is awaited.
+    pub fn capture_async(
+        arena: &ParamArena,
+        optimizer: &dyn Optimizer,
+    ) -> impl Future<Output = Result<Checkpoint>> + use<> {
+        let started = Self::start_capture(arena, optimizer);
+        async move {
+            let (reads, pending) = started?;
+            let mut entries = BTreeMap::new();
+            for read in reads {
+                read.await?.insert_into(&mut entries);
+            }
+            let mut meta = pending.meta;
+            meta.skipped_blocks = pending.skipped_blocks.await?;
+            Ok(Checkpoint { meta, entries })
+        }
+    }
+
+    /// Starts every read of a capture and gathers what the host knows; the reads come back as entries.
+    fn start_capture(
+        arena: &ParamArena,
+        optimizer: &dyn Optimizer,
+    ) -> Result<(Vec<Readback<CapturedEntries>>, PendingMeta)> {
         let live = checkpointable(optimizer)?;
         let store = live.state_store(arena)?;
         let states = store.names();
-        let mut entries = BTreeMap::new();
+        let mut reads = Vec::new();
         let mut tensors = Vec::with_capacity(arena.tensors().len());
         for t in arena.tensors() {
             tensors.push(TensorEntry {
@@ -191,26 +308,20 @@ impl Checkpoint {
                 shape: t.shape.clone(),
                 group: t.group,
             });
-            entries.insert(
-                param_key(&t.name),
-                (t.shape.clone(), Data::F32(arena.read_params(&t.name)?)),
+            let key = param_key(&t.name);
+            let shape = t.shape.clone();
+            reads.push(
+                arena
+                    .read_params_async(&t.name)
+                    .map(move |v| Ok(CapturedEntries(vec![(key, (shape, Data::F32(v)))]))),
             );
             for state in &states {
-                match store.read(arena, state, &t.name)? {
-                    StateData::F32(v) => {
-                        entries.insert(state_key(state, &t.name), (t.shape.clone(), Data::F32(v)));
-                    }
-                    StateData::Quantized(q) => {
-                        entries.insert(
-                            codes_key(state, &t.name),
-                            (vec![q.codes.len()], Data::U8(q.codes)),
-                        );
-                        entries.insert(
-                            absmax_key(state, &t.name),
-                            (vec![q.absmax.len()], Data::F32(q.absmax)),
-                        );
-                    }
-                }
+                let (name, shape, state) = (t.name.clone(), t.shape.clone(), state.to_string());
+                reads.push(
+                    store
+                        .read_async(arena, &state, &t.name)
+                        .map(move |data| Ok(state_entries(&state, &name, shape, data))),
+                );
             }
         }
         let meta = Meta {
@@ -229,12 +340,19 @@ impl Checkpoint {
                 .collect(),
             tensors,
             states: states.iter().map(|s| s.to_string()).collect(),
-            skipped_blocks: live.skipped_blocks()?,
+            skipped_blocks: None,
             schedule: None,
             extra: BTreeMap::new(),
             checksums: BTreeMap::new(),
         };
-        Ok(Checkpoint { meta, entries })
+        let skipped_blocks = live.skipped_blocks_async();
+        Ok((
+            reads,
+            PendingMeta {
+                meta,
+                skipped_blocks,
+            },
+        ))
     }
 
     /// Stores `schedule`'s state, to be handed back by [`Checkpoint::schedule_state`] /
@@ -377,50 +495,36 @@ impl Checkpoint {
     /// (on Linux): only files of that exact name whose process no longer exists and that were last written
     /// more than ten minutes ago, so a save in progress never loses its file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+        write_file(path.as_ref(), &self.to_bytes()?)
+    }
+
+    /// [`Checkpoint::save`] for async code: the bytes are encoded here, and the file written and flushed to
+    /// disk on tokio's blocking pool, so a worker thread never waits for the disk. Needs a tokio runtime.
+    #[cfg(all(feature = "tokio", not(target_arch = "wasm32")))]
+    pub async fn save_async(&self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = self.to_bytes()?;
-        let io = |source: std::io::Error, at: &Path| Error::Io {
-            path: at.to_path_buf(),
-            source,
-        };
-        let target = resolve_links(path).map_err(|e| io(e, path))?;
-        if target.file_name().is_none() {
-            return Err(corrupt(format!(
-                "`{}` does not name a file",
-                path.display()
-            )));
-        }
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        remove_stale_temporaries(&dir);
-        let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(TEMP_SUFFIX).rand_bytes(10);
-        // The mode a plain `File::create` gives (0666 less the umask), not tempfile's private 0600: the
-        // checkpoint keeps the permissions users expect of a file they write.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let mut tmp = builder.tempfile_in(&dir).map_err(|e| io(e, &dir))?;
-        // On failure `tmp` is dropped, which removes the temporary file.
-        let written = tmp
-            .as_file_mut()
-            .write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all());
-        if let Err(e) = written {
-            return Err(io(e, tmp.path()));
-        }
-        tmp.persist(&target).map_err(|e| io(e.error, &target))?;
-        // Make the rename itself durable where the platform lets a directory be synced.
-        #[cfg(unix)]
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        let path = path.as_ref().to_path_buf();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || write_file(&path, &bytes))
+            .await
+            .map_err(|e| Error::Io {
+                path: at,
+                source: std::io::Error::other(format!("the writing task failed: {e}")),
+            })?
+    }
+
+    /// [`Checkpoint::load`] for async code: the file is read and checked on tokio's blocking pool. Needs a
+    /// tokio runtime.
+    #[cfg(all(feature = "tokio", not(target_arch = "wasm32")))]
+    pub async fn load_async(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref().to_path_buf();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || Self::load(&path))
+            .await
+            .map_err(|e| Error::Io {
+                path: at,
+                source: std::io::Error::other(format!("the reading task failed: {e}")),
+            })?
     }
 
     /// Reads a checkpoint file (see [`Checkpoint::from_bytes`] for what is checked).

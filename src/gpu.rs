@@ -52,16 +52,17 @@ impl GpuOptions {
 struct Health {
     lost: Mutex<Option<String>>,
     uncaptured: Mutex<Option<String>>,
-    /// On the web: error scopes popped whose answer had not come yet, and whether each caught
-    /// out-of-memory errors (else validation errors).
-    #[cfg(target_arch = "wasm32")]
-    later: Mutex<
-        Vec<(
-            std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
-            bool,
-        )>,
-    >,
 }
+
+/// On the web: error scopes popped whose answer had not come yet, and whether each caught out-of-memory
+/// errors (else validation errors).
+#[cfg(target_arch = "wasm32")]
+type LaterScopes = Mutex<
+    Vec<(
+        std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
+        bool,
+    )>,
+>;
 
 struct GpuInner {
     device: wgpu::Device,
@@ -75,6 +76,8 @@ struct GpuInner {
     /// lock that is held across the submit, so a slower thread never replaces a newer index with an older.
     last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
     poll: Arc<PollHub>,
+    #[cfg(target_arch = "wasm32")]
+    later: LaterScopes,
 }
 
 impl Drop for GpuInner {
@@ -241,6 +244,9 @@ impl Gpu {
         Ok(Self::wrap(device, queue, info))
     }
 
+    // On the web the wgpu types are neither `Send` nor `Sync` (the page has one thread); the `Arc` is there
+    // for cheap clones, not for sharing between threads.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         Self {
             inner: Arc::new(GpuInner {
@@ -252,6 +258,8 @@ impl Gpu {
                 subgroups_allowed: std::sync::atomic::AtomicBool::new(true),
                 last_submission: Mutex::new(None),
                 poll: Arc::new(PollHub::default()),
+                #[cfg(target_arch = "wasm32")]
+                later: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -377,7 +385,7 @@ impl Gpu {
     /// Returns the first error among the scopes whose answer has come since they were popped (the web).
     #[cfg(target_arch = "wasm32")]
     fn check_later(&self) -> Result<()> {
-        let Ok(mut later) = self.inner.health.later.lock() else {
+        let Ok(mut later) = self.inner.later.lock() else {
             return Ok(());
         };
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -440,7 +448,7 @@ impl Gpu {
             }
             #[cfg(target_arch = "wasm32")]
             std::task::Poll::Pending => {
-                if let Ok(mut later) = self.inner.health.later.lock() {
+                if let Ok(mut later) = self.inner.later.lock() {
                     later.push((pop, oom));
                 }
                 None
@@ -464,19 +472,35 @@ impl Gpu {
         })
     }
 
+    /// Starts reading `size` bytes of `buffer` from `offset` (a buffer of the caller's: an engine's loss, a
+    /// metric), through the same machinery as the crate's own reads: the copy is submitted now, and the
+    /// future completes when that submission has finished. The buffer needs `COPY_SRC` usage; `offset` and
+    /// `size` must be multiples of 4. A refused copy comes out of the future as an error.
+    pub fn read_buffer_async(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> crate::Readback<Vec<u8>> {
+        crate::readback::start(self, &[(buffer, offset, size)], Ok)
+    }
+
+    /// The newest submission this crate made on the device.
+    pub(crate) fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
+        self.inner
+            .last_submission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Blocks until the work this crate submitted has finished: its own submissions, not the rest of the
     /// device (work an engine submitted later on a shared device is not waited for).
     ///
     /// Not for async code: it blocks the calling thread (a tokio worker) for as long as the GPU takes.
     /// Await the `*_async` reads instead. On the web it returns an error, since the page cannot block.
     pub fn wait(&self) -> Result<()> {
-        let last = self
-            .inner
-            .last_submission
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(index) = last {
+        if let Some(index) = self.last_submission() {
             if cfg!(target_arch = "wasm32") {
                 return Err(crate::readback::blocking_on_the_web());
             }

@@ -36,9 +36,6 @@
 //! happened; [`StepGuard::latest`] returns the newest one that has arrived.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
@@ -48,6 +45,7 @@ use crate::optim::{
     Optimizer, StepStats, check_count, next_count, next_records, record_bytes, stage_records,
 };
 use crate::passes::{ArenaBinding, Slot, Stage, placeholder_named, submit_alone};
+use crate::readback::Mapping;
 use wgoptim_schedule::{Schedule, ScheduleValue};
 
 /// Which norm `max_grad_norm` bounds, as `clip_grad_norm_`'s `norm_type`.
@@ -236,32 +234,14 @@ struct Gate {
     fused: bool,
 }
 
-/// Set by a report's map callback: `Some(true)` once mapped, `Some(false)` if the mapping failed.
-type MapSignal = Arc<(Mutex<Option<bool>>, Condvar)>;
-
-/// How long a wait for a report may take after the device says its work is done: the callback can run on
-/// another thread polling the same device, a moment later.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Pending {
-    buffer: wgpu::Buffer,
-    signal: MapSignal,
-    /// Whether its readback was started (after its submission).
-    mapped: bool,
-}
-
-fn map_state(signal: &MapSignal) -> Option<bool> {
-    *signal.0.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Waits up to `timeout` for the map callback; returns what it reported, or `None` on timeout.
-fn wait_for_map(signal: &MapSignal, timeout: Duration) -> Option<bool> {
-    let (lock, ready) = &**signal;
-    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-    let (state, _) = ready
-        .wait_timeout_while(guard, timeout, |s| s.is_none())
-        .unwrap_or_else(|e| e.into_inner());
-    *state
+/// The readback of one guarded step's control words.
+enum Pending {
+    /// Recorded into an encoder that is not known to be submitted yet.
+    Encoded(wgpu::Buffer),
+    /// Submitted, its mapping asked for.
+    Mapping(Mapping),
+    /// Submitted, but the submission that orders it could not be made (a lost device).
+    Failed(String),
 }
 
 /// Unscaling, overflow skipping and clipping, run on the GPU before an optimizer's step in the same
@@ -401,7 +381,12 @@ impl StepGuard {
         let stats = submit_alone(&gpu, "guarded step", |encoder| {
             self.encode_step(optimizer, arena, lr, encoder)
         })?;
-        self.submitted();
+        // The step's own submission, or a later one of this crate if another thread submitted meanwhile:
+        // either way one that orders the report's copy.
+        match gpu.last_submission() {
+            Some(index) => self.start_reports(Ok(index)),
+            None => self.submitted(),
+        }
         Ok(stats)
     }
 
@@ -507,11 +492,7 @@ impl StepGuard {
 
         encoder.copy_buffer_to_buffer(&self.control, 0, &readback, 0, CONTROL_BYTES);
         self.submitted += 1;
-        self.pending.push_back(Pending {
-            buffer: readback,
-            signal: Arc::new((Mutex::new(None), Condvar::new())),
-            mapped: false,
-        });
+        self.pending.push_back(Pending::Encoded(readback));
         if gated {
             // Until the reports arrive, assume the steps in flight were taken; `sync` makes it exact.
             let assumed = known.taken + (self.submitted - known.submitted);
@@ -528,9 +509,9 @@ impl StepGuard {
     /// many steps were forgotten. Never call it for an encoder that was (or will be) submitted.
     pub fn abandon_encoded(&mut self, optimizer: &mut dyn Optimizer) -> usize {
         let mut forgotten = 0;
-        while self.pending.back().is_some_and(|p| !p.mapped) {
-            if let Some(p) = self.pending.pop_back() {
-                self.spare.push(p.buffer);
+        while let Some(Pending::Encoded(_)) = self.pending.back() {
+            if let Some(Pending::Encoded(buffer)) = self.pending.pop_back() {
+                self.spare.push(buffer);
             }
             forgotten += 1;
         }
@@ -552,15 +533,41 @@ impl StepGuard {
     /// Starts the readback of the reports of the steps encoded since the last call; call it once the
     /// encoder holding them is submitted ([`StepGuard::step`] does). If the encoder was dropped instead, call
     /// [`StepGuard::abandon_encoded`].
+    ///
+    /// The reports' waits need a submission index after the encoder's, which the encoder's owner does not
+    /// hand over: this makes an empty submission of its own for them to wait on (it is queued after the
+    /// caller's, so a wait for it waits for the guarded step and for nothing submitted later).
     pub fn submitted(&mut self) {
-        for p in self.pending.iter_mut().filter(|p| !p.mapped) {
-            let signal = p.signal.clone();
-            p.buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                let (lock, ready) = &*signal;
-                *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.is_ok());
-                ready.notify_all();
-            });
-            p.mapped = true;
+        if !self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Encoded(_)))
+        {
+            return;
+        }
+        let gpu = self.binding.gpu().clone();
+        let marker = gpu.submit(gpu.device().create_command_encoder(
+            &wgpu::CommandEncoderDescriptor {
+                label: Some("step guard: after the caller's submission"),
+            },
+        ));
+        self.start_reports(marker);
+    }
+
+    /// Asks for the mapping of every report recorded but not yet mapped, ordered by submission `index`.
+    fn start_reports(&mut self, index: Result<wgpu::SubmissionIndex>) {
+        let gpu = self.binding.gpu().clone();
+        for p in self.pending.iter_mut() {
+            if let Pending::Encoded(_) = p {
+                let Pending::Encoded(buffer) = std::mem::replace(p, Pending::Failed(String::new()))
+                else {
+                    continue;
+                };
+                *p = match &index {
+                    Ok(index) => Pending::Mapping(Mapping::start(&gpu, buffer, index.clone())),
+                    Err(e) => Pending::Failed(e.to_string()),
+                };
+            }
         }
     }
 
@@ -599,12 +606,49 @@ impl StepGuard {
         Ok(self.known.filter(|k| k.submitted > 0))
     }
 
-    /// Waits for every step submitted so far and returns the last one's report.
+    /// Waits for every step submitted so far and returns the last one's report. Blocks the calling thread
+    /// until the GPU has run those steps (and nothing submitted after them): not for async code, which
+    /// awaits [`StepGuard::wait_async`] instead.
     pub fn wait(&mut self) -> Result<Option<GuardReport>> {
         while !self.pending.is_empty() {
             self.collect(true)?;
         }
         Ok(self.known.filter(|k| k.submitted > 0))
+    }
+
+    /// The report of the last step submitted so far, once the GPU has run it: [`StepGuard::wait`] as a
+    /// future. The device is polled by the [`crate::Poller`]; the calling thread is never blocked.
+    ///
+    /// After it, [`StepGuard::sync`] and [`StepGuard::state`] have nothing left to wait for (unless steps
+    /// were submitted in between), so async code calls them right after it without blocking.
+    pub async fn wait_async(&mut self) -> Result<Option<GuardReport>> {
+        self.settle_async(0).await?;
+        Ok(self.known.filter(|k| k.submitted > 0))
+    }
+
+    /// Waits, without blocking, until fewer than `MAX_IN_FLIGHT` (64) guarded steps are in flight, so that
+    /// the next [`StepGuard::step`] does not block waiting for the oldest report. For async training loops
+    /// that submit faster than the GPU runs: await it before each step.
+    pub async fn ready_async(&mut self) -> Result<()> {
+        self.settle_async(MAX_IN_FLIGHT as usize - 1).await
+    }
+
+    /// Awaits the oldest reports until at most `keep` are in flight, taking in each as it arrives.
+    async fn settle_async(&mut self, keep: usize) -> Result<()> {
+        while self.pending.len() > keep {
+            match self.pending.front_mut() {
+                Some(Pending::Mapping(mapping)) => {
+                    if let Err(e) = std::future::poll_fn(|cx| mapping.poll_outcome(cx)).await {
+                        self.pending.pop_front();
+                        return Err(e);
+                    }
+                }
+                Some(Pending::Encoded(_)) => return Err(Error::GuardNotSubmitted),
+                Some(Pending::Failed(_)) | None => {}
+            }
+            self.take_reports()?;
+        }
+        Ok(())
     }
 
     /// Waits for every step submitted so far and sets `optimizer`'s step count to the number of steps it
@@ -669,7 +713,11 @@ impl StepGuard {
         self.check_arena(arena)?;
         optimizer.core().check_arena(arena)?;
         optimizer.core().check_step(lr, momentum)?;
-        if self.pending.iter().any(|p| !p.mapped) {
+        if self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Encoded(_)))
+        {
             return Err(Error::GuardNotSubmitted);
         }
         if let Some(gate) = &self.gate
@@ -821,53 +869,58 @@ impl StepGuard {
         })
     }
 
-    /// Takes in the reports that have arrived; with `wait`, first waits for the oldest one in flight.
+    /// Takes in the reports that have arrived; with `wait`, first waits for the oldest one in flight (polling
+    /// the device up to that step's submission, no further).
     fn collect(&mut self, wait: bool) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let poll = if wait {
-            wgpu::PollType::wait_indefinitely()
-        } else {
-            wgpu::PollType::Poll
-        };
-        self.binding
-            .gpu()
-            .device()
-            .poll(poll)
-            .map_err(|e| Error::DeviceLost(format!("waiting for the step guard's report: {e}")))?;
-        self.binding.gpu().check()?;
-        if wait && let Some(front) = self.pending.front() {
-            if !front.mapped {
-                return Err(Error::GuardNotSubmitted);
-            }
-            if wait_for_map(&front.signal, REPORT_TIMEOUT).is_none() {
-                return Err(Error::Gpu(
-                    "the step guard's report did not arrive after the device finished its work"
-                        .into(),
-                ));
-            }
-        }
-        while let Some(front) = self.pending.front() {
-            match map_state(&front.signal) {
-                None => break,
-                Some(false) => {
-                    self.pending.pop_front();
-                    return Err(Error::Gpu("a step guard report could not be mapped".into()));
+        if wait {
+            match self.pending.front_mut() {
+                Some(Pending::Encoded(_)) => return Err(Error::GuardNotSubmitted),
+                Some(Pending::Mapping(mapping)) => {
+                    if let Err(e) = mapping.wait_outcome() {
+                        self.pending.pop_front();
+                        return Err(e);
+                    }
                 }
-                Some(true) => {}
+                Some(Pending::Failed(_)) | None => {}
             }
-            let Some(done) = self.pending.pop_front() else {
-                break;
+        } else {
+            // Runs the callbacks of whatever has finished; never blocks.
+            self.binding.gpu().poll()?;
+        }
+        self.binding.gpu().check()?;
+        self.take_reports()
+    }
+
+    /// Takes in, oldest first, the reports whose mapping has completed.
+    fn take_reports(&mut self) -> Result<()> {
+        loop {
+            match self.pending.front_mut() {
+                None | Some(Pending::Encoded(_)) => return Ok(()),
+                Some(Pending::Failed(reason)) => {
+                    let reason = std::mem::take(reason);
+                    self.pending.pop_front();
+                    return Err(Error::Gpu(format!(
+                        "a step guard report could not be read back: {reason}"
+                    )));
+                }
+                Some(Pending::Mapping(mapping)) => match mapping.try_outcome() {
+                    None => return Ok(()),
+                    Some(Err(e)) => {
+                        self.pending.pop_front();
+                        return Err(e);
+                    }
+                    Some(Ok(())) => {}
+                },
+            }
+            let Some(Pending::Mapping(done)) = self.pending.pop_front() else {
+                return Ok(());
             };
-            let words: Vec<u32> = {
-                let view = done.buffer.slice(..).get_mapped_range().map_err(|e| {
-                    Error::Gpu(format!("reading the step guard's report failed: {e}"))
-                })?;
-                bytemuck::pod_collect_to_vec(&view)
-            };
-            done.buffer.unmap();
-            self.spare.push(done.buffer);
+            let bytes = done.take_bytes()?;
+            self.spare.push(done.into_buffer());
+            let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
             if words[9] != 0 {
                 return Err(Error::Gpu(
                     "the step guard's candidate records did not cover the GPU's step".into(),
@@ -895,7 +948,6 @@ impl StepGuard {
                 growth_tracker: words[1],
             });
         }
-        Ok(())
     }
 }
 

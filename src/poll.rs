@@ -32,6 +32,8 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 
 struct Entry {
     id: u64,
+    /// What the thread waits for; on the web, where the browser polls, entries only count the futures.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     index: wgpu::SubmissionIndex,
     /// Set by the mapping's callback: once it has run, nothing waits on this entry any more.
     done: Arc<AtomicBool>,

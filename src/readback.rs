@@ -31,6 +31,8 @@ pub(crate) struct Mapping {
     /// The registration with the poller, taken at the first poll that found the mapping unfinished (a
     /// blocking wait polls itself and never registers).
     ticket: Option<Ticket>,
+    /// Whether the callback reported success (the channel hands its value out once).
+    mapped: bool,
 }
 
 impl Mapping {
@@ -51,25 +53,37 @@ impl Mapping {
             rx,
             done,
             ticket: None,
+            mapped: false,
         }
+    }
+
+    /// Takes the callback's result from the channel, remembering a success.
+    fn received(&mut self, r: std::result::Result<MapResult, oneshot::Canceled>) -> Result<()> {
+        self.ticket = None;
+        let outcome = map_outcome(r);
+        self.mapped = outcome.is_ok();
+        outcome
     }
 
     /// The mapping's outcome if its callback has run, without waiting or polling.
     pub fn try_outcome(&mut self) -> Option<Result<()>> {
+        if self.mapped {
+            return Some(Ok(()));
+        }
         match self.rx.try_recv() {
             Ok(None) => None,
-            Ok(Some(r)) => Some(map_outcome(Ok(r))),
-            Err(e) => Some(map_outcome(Err(e))),
+            Ok(Some(r)) => Some(self.received(Ok(r))),
+            Err(e) => Some(self.received(Err(e))),
         }
     }
 
     /// Polls for the mapping's outcome, registering with the poller while it is not there.
     pub fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.mapped {
+            return Poll::Ready(Ok(()));
+        }
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(r) => {
-                self.ticket = None;
-                Poll::Ready(map_outcome(r))
-            }
+            Poll::Ready(r) => Poll::Ready(self.received(r)),
             Poll::Pending => {
                 if self.ticket.is_none() {
                     self.ticket = Some(self.gpu.poll_hub().register(
@@ -100,7 +114,8 @@ impl Mapping {
             })
             .map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
         // The callback ran in that poll, or runs now on a thread that polled the same submission first.
-        map_outcome(pollster::block_on(&mut self.rx))
+        let r = pollster::block_on(&mut self.rx);
+        self.received(r)
     }
 
     /// Copies out the mapped bytes and unmaps, so the buffer can be mapped again.
@@ -113,6 +128,11 @@ impl Mapping {
             .to_vec();
         self.buffer.unmap();
         Ok(data)
+    }
+
+    /// The staging buffer, for reuse after [`Mapping::take_bytes`].
+    pub fn into_buffer(self) -> wgpu::Buffer {
+        self.buffer
     }
 }
 

@@ -321,6 +321,10 @@ impl<C: OptimizerConfig, K: StepKernel> OptimizerState for Core<C, K> {
         self.kernel.state().skipped_blocks()
     }
 
+    fn skipped_blocks_async(&self) -> crate::Readback<Option<u64>> {
+        self.kernel.state().skipped_blocks_async()
+    }
+
     fn load_skipped_blocks(&self, blocks: u64) -> Result<()> {
         self.kernel.state().set_skipped_blocks(blocks)
     }

@@ -130,6 +130,11 @@ pub trait KernelState {
         Ok(None)
     }
 
+    /// Starts reading that count. The default answers with [`KernelState::skipped_blocks`] at once.
+    fn skipped_blocks_async(&self) -> Readback<Option<u64>> {
+        Readback::ready(self.skipped_blocks())
+    }
+
     /// Sets that count (a checkpoint being restored).
     fn set_skipped_blocks(&self, _blocks: u64) -> Result<()> {
         Ok(())
@@ -210,6 +215,12 @@ pub trait OptimizerState {
     /// The 8-bit optimizers' count of blocks skipped for a non-finite gradient (`None` elsewhere).
     fn skipped_blocks(&self) -> Result<Option<u64>> {
         Ok(None)
+    }
+
+    /// Starts reading that count, for [`Checkpoint::capture_async`](crate::Checkpoint::capture_async). The
+    /// default answers with [`OptimizerState::skipped_blocks`] at once.
+    fn skipped_blocks_async(&self) -> Readback<Option<u64>> {
+        Readback::ready(self.skipped_blocks())
     }
 
     /// Sets that count.
@@ -340,6 +351,10 @@ impl KernelState for crate::optim::Blockwise8 {
 
     fn skipped_blocks(&self) -> Result<Option<u64>> {
         crate::optim::Blockwise8::skipped_blocks(self).map(Some)
+    }
+
+    fn skipped_blocks_async(&self) -> Readback<Option<u64>> {
+        crate::optim::Blockwise8::skipped_blocks_async(self).map(|n| Ok(Some(n)))
     }
 
     fn set_skipped_blocks(&self, blocks: u64) -> Result<()> {

@@ -9,7 +9,8 @@ use crate::harness::{GpuTest, test};
 use crate::util::{err, model, run, same_bits, small_model, write_grads};
 use wgoptim::{
     Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, AveragedParams, AveragingMode, Error, Gpu,
-    GradNorms, Optimizer, Poller, QuantizePolicy, Sgd, SgdConfig,
+    GradNorms, GuardConfig, GuardReport, LossScaleConfig, Optimizer, ParamArena, Poller,
+    QuantizePolicy, Sgd, SgdConfig, StepGuard,
 };
 
 pub fn tests() -> Vec<GpuTest> {
@@ -33,6 +34,12 @@ pub fn tests() -> Vec<GpuTest> {
             "async_shared_device_keeps_engine_handlers",
             engine_handlers_kept,
         ),
+        test("async_guard_reports_match_blocking", guard_reports_match),
+        test(
+            "async_guard_ready_keeps_steps_from_blocking",
+            guard_ready_bounds_in_flight,
+        ),
+        test("async_checkpoint_capture_matches_blocking", capture_matches),
     ]
 }
 
@@ -296,4 +303,155 @@ fn engine_handlers_kept(gpu: &Gpu) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A loss-scaling, clipping guard over the small model.
+fn guarded_run(gpu: &Gpu) -> Result<(ParamArena, AdamW, StepGuard), String> {
+    let arena = model(gpu, &small_model(), None)?;
+    let opt = AdamW::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    let guard = StepGuard::new(
+        &arena,
+        GuardConfig {
+            loss_scale: Some(LossScaleConfig::default()),
+            max_grad_norm: Some(1.0),
+            ..GuardConfig::default()
+        },
+    )
+    .map_err(err)?;
+    Ok((arena, opt, guard))
+}
+
+/// Step `step`'s gradients; step 3's hold an infinity, so that its report carries a skip.
+fn guarded_grads(arena: &ParamArena, step: u64) -> Result<(), String> {
+    write_grads(arena, step)?;
+    if step == 3 {
+        let t = &arena.tensors()[1];
+        let mut g = vec![0.5; t.numel as usize];
+        g[0] = f32::INFINITY;
+        arena.write_grads(&t.name, &g).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The report future gives, step by step, the report the blocking wait gives on an identical run, and the
+/// parameters after the run are the same bits.
+fn guard_reports_match(gpu: &Gpu) -> Result<(), String> {
+    let steps = 5;
+    let (arena_a, mut opt_a, mut guard_a) = guarded_run(gpu)?;
+    let (arena_b, mut opt_b, mut guard_b) = guarded_run(gpu)?;
+    let mut skipped = false;
+    for step in 1..=steps {
+        guarded_grads(&arena_a, step)?;
+        guarded_grads(&arena_b, step)?;
+        guard_a.step(&mut opt_a, &arena_a, 1e-3).map_err(err)?;
+        guard_b.step(&mut opt_b, &arena_b, 1e-3).map_err(err)?;
+        let a: Option<GuardReport> = pollster::block_on(guard_a.wait_async()).map_err(err)?;
+        let b = guard_b.wait().map_err(err)?;
+        let a = a.ok_or("no report from the future")?;
+        if Some(a) != b || a.submitted != step {
+            return Err(format!("step {step}: future {a:?}, blocking {b:?}"));
+        }
+        skipped |= a.found_inf;
+    }
+    if !skipped {
+        return Err("no step overflowed, so the skip path went untested".into());
+    }
+    guard_a.sync(&mut opt_a).map_err(err)?;
+    guard_b.sync(&mut opt_b).map_err(err)?;
+    if opt_a.step_count() != opt_b.step_count() || opt_a.step_count() != steps - 1 {
+        return Err(format!(
+            "step counts {} and {} after one skipped step of {steps}",
+            opt_a.step_count(),
+            opt_b.step_count()
+        ));
+    }
+    same_bits(
+        "params",
+        &crate::util::params(&arena_a)?,
+        &crate::util::params(&arena_b)?,
+    )
+}
+
+/// 70 guarded steps (more than the 64 a guard keeps in flight) with `ready_async` awaited before each: the
+/// reports it takes in on the way leave the guard's counting intact, and the final report covers every step.
+fn guard_ready_bounds_in_flight(gpu: &Gpu) -> Result<(), String> {
+    let steps = 70;
+    let (arena, mut opt, mut guard) = guarded_run(gpu)?;
+    write_grads(&arena, 1)?;
+    for _ in 0..steps {
+        pollster::block_on(guard.ready_async()).map_err(err)?;
+        guard.step(&mut opt, &arena, 1e-4).map_err(err)?;
+    }
+    let report = pollster::block_on(guard.wait_async())
+        .map_err(err)?
+        .ok_or("no report")?;
+    if report.submitted != steps || report.taken != steps || report.skipped != 0 {
+        return Err(format!("after {steps} clean steps: {report:?}"));
+    }
+    Ok(())
+}
+
+/// `capture_async` gives the bytes `capture` gives (f32 state and 8-bit state with a skipped-block count),
+/// and a capture started before a step holds the state before it.
+fn capture_matches(gpu: &Gpu) -> Result<(), String> {
+    use wgoptim::Checkpoint;
+    let arena = model(gpu, &small_model(), None)?;
+    let mut adamw = AdamW::new(&arena, AdamConfig::adamw()).map_err(err)?;
+    let eightbit = Adam8bitConfig {
+        min_quantized_numel: 256,
+        quantize_policy: QuantizePolicy::PartialBlocks,
+        ..Adam8bitConfig::adamw()
+    };
+    let mut small = AdamW8bit::new(&arena, eightbit).map_err(err)?;
+    run(&arena, &mut adamw, 2)?;
+    run(&arena, &mut small, 2)?;
+    for opt in [&adamw as &dyn Optimizer, &small] {
+        let blocking = Checkpoint::capture(&arena, opt).map_err(err)?;
+        let awaited = pollster::block_on(Checkpoint::capture_async(&arena, opt)).map_err(err)?;
+        let quantized = same_checkpoint(opt.kind(), &blocking, &awaited)?;
+        if (quantized > 0) != (opt.kind() != "adam") {
+            return Err(format!("{}: {quantized} 8-bit state entries", opt.kind()));
+        }
+    }
+    let before = Checkpoint::capture(&arena, &adamw).map_err(err)?;
+    let early = Checkpoint::capture_async(&arena, &adamw);
+    run(&arena, &mut adamw, 1)?;
+    let early = pollster::block_on(early).map_err(err)?;
+    same_checkpoint("capture started before a step", &before, &early).map(|_| ())
+}
+
+/// Two checkpoints hold the same step, config, tensors and bits (the file bytes are not compared: the
+/// safetensors header's key order is not fixed). Returns how many 8-bit state entries they hold.
+fn same_checkpoint(
+    what: &str,
+    a: &wgoptim::Checkpoint,
+    b: &wgoptim::Checkpoint,
+) -> Result<usize, String> {
+    if a.step_count() != b.step_count()
+        || a.config() != b.config()
+        || a.state_names() != b.state_names()
+    {
+        return Err(format!("{what}: the metadata differ"));
+    }
+    let mut quantized = 0;
+    for t in a.tensors() {
+        let bits = |v: Option<&[f32]>| v.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        if bits(a.params(&t.name)) != bits(b.params(&t.name)) || a.params(&t.name).is_none() {
+            return Err(format!("{what}: parameters of {} differ", t.name));
+        }
+        for state in a.state_names() {
+            let qa = a.quantized_state(state, &t.name);
+            let qb = b.quantized_state(state, &t.name);
+            quantized += qa.is_some() as usize;
+            let same_q = match (qa, qb) {
+                (Some((ca, ma)), Some((cb, mb))) => ca == cb && bits(Some(ma)) == bits(Some(mb)),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same_q || bits(a.state(state, &t.name)) != bits(b.state(state, &t.name)) {
+                return Err(format!("{what}: state {state} of {} differs", t.name));
+            }
+        }
+    }
+    Ok(quantized)
 }
