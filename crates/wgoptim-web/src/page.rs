@@ -3,8 +3,6 @@
 //! decision boundary over the data. The outcome also goes to `window.wgoptimResult` (and, as JSON, to
 //! `#result`) for the headless-browser test to read.
 
-use std::future::Future;
-
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{CanvasRenderingContext2d, Document, HtmlCanvasElement};
@@ -12,7 +10,7 @@ use wgoptim::{Gpu, GpuOptions};
 
 use crate::model;
 use crate::moons::Moons;
-use crate::trainer::{self, BufferReader, Progress, Report, TrainConfig};
+use crate::trainer::{self, Progress, Report, TrainConfig};
 
 /// Trains and reports; the page's script awaits it. `adapter` names the adapter as the page's script found
 /// it (`GPUAdapterInfo`'s vendor, architecture and description), since wgpu's adapter info on the web has no
@@ -48,7 +46,7 @@ async fn train_on_page(adapter: &str) -> Result<(), String> {
         "{:>4} {:>10} {:>12} {:>12} {:>12}",
         "step", "lr", "grad err", "loss err", "param err"
     )];
-    let report = trainer::train(&gpu, &cfg, &Browser, |p| {
+    let report = trainer::train(&gpu, &cfg, |p| {
         if let Progress::Checked(c) = p {
             lines.push(format!(
                 "{:>4} {:>10.3e} {:>12.3} {:>12} {:>12.3}",
@@ -95,61 +93,6 @@ async fn open_gpu() -> Result<Gpu, String> {
     Gpu::new_async(&options)
         .await
         .map_err(|e| format!("opening WebGPU failed: {e}"))
-}
-
-/// Reads the loss history: the future completes when the browser has mapped the staging buffer.
-struct Browser;
-
-impl BufferReader for Browser {
-    fn read(
-        &self,
-        gpu: &Gpu,
-        buffer: &wgpu::Buffer,
-    ) -> impl Future<Output = Result<Vec<f32>, String>> {
-        let ranges = vec![(buffer.clone(), 0, buffer.size())];
-        let gpu = gpu.clone();
-        async move { read_ranges(&gpu, &ranges).await }
-    }
-}
-
-/// Copies the ranges into one staging buffer and awaits its mapping.
-async fn read_ranges(gpu: &Gpu, ranges: &[(wgpu::Buffer, u64, u64)]) -> Result<Vec<f32>, String> {
-    gpu.check().map_err(|e| e.to_string())?;
-    let total: u64 = ranges.iter().map(|r| r.2).sum();
-    if total == 0 {
-        return Ok(Vec::new());
-    }
-    let device = gpu.device();
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("page readback"),
-        size: total,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    let mut at = 0;
-    for (buffer, offset, size) in ranges {
-        encoder.copy_buffer_to_buffer(buffer, *offset, &staging, at, *size);
-        at += size;
-    }
-    gpu.queue().submit([encoder.finish()]);
-    let (sender, mapped) = futures_channel::oneshot::channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        // Fails only if this future was dropped, which then wants nothing.
-        let _ = sender.send(r);
-    });
-    mapped
-        .await
-        .map_err(|_| "the readback buffer was never mapped (device lost?)".to_string())?
-        .map_err(|e| format!("mapping a readback buffer failed: {e}"))?;
-    let bytes = staging
-        .slice(..)
-        .get_mapped_range()
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    staging.unmap();
-    gpu.check().map_err(|e| e.to_string())?;
-    Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
 fn document() -> Result<Document, String> {

@@ -2,11 +2,9 @@
 //! bias, a WGSL kernel that writes their gradients into the arena's gradient slices, and AdamW stepping
 //! them under a warmup-cosine schedule.
 //!
-//! Nothing here blocks: parameters and gradients come back through the library's readback futures
-//! (`read_params_async`, `read_grads_async`), which the browser completes on the page and wgoptim's poll
-//! thread natively; the loss history through a [`BufferReader`].
-
-use std::future::Future;
+//! Nothing here blocks: parameters, gradients and the loss history come back through the library's
+//! readback futures (`read_params_async`, `read_grads_async`, `Gpu::read_buffer_async`), which the browser
+//! completes on the page and wgoptim's poll thread natively.
 
 use serde::Serialize;
 use wgoptim::schedule::{Schedule, WarmupCosine};
@@ -133,13 +131,6 @@ pub struct Report {
     pub bias: f32,
     /// Why the run failed, when it did.
     pub failures: Vec<String>,
-}
-
-/// Reads back a buffer of the crate's own (the loss history), which the library's readbacks do not cover:
-/// the page awaits the browser's mapping, the host test blocks.
-pub trait BufferReader {
-    /// The whole of `buffer` (which has `COPY_SRC` usage) as f32.
-    fn read(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>>;
 }
 
 /// The model on the GPU, its optimizer and schedule, and the gradient kernel bound to the arena.
@@ -392,10 +383,9 @@ pub enum Progress {
 
 /// Trains on `gpu` with `cfg`, comparing the first `cfg.checked_steps` steps with the CPU reference, and
 /// reports. `progress` hears of each compared step.
-pub async fn train<R: BufferReader>(
+pub async fn train(
     gpu: &Gpu,
     cfg: &TrainConfig,
-    reader: &R,
     mut progress: impl FnMut(Progress),
 ) -> Result<Report> {
     let data = Moons::generate(cfg.samples, cfg.noise, cfg.seed);
@@ -497,7 +487,12 @@ pub async fn train<R: BufferReader>(
     progress(Progress::Submitted(cfg.steps));
     // The loss after the last step.
     trainer.gradient()?;
-    let losses = reader.read(gpu, trainer.loss_buffer()).await?;
+    let history = trainer.loss_buffer();
+    let losses: Vec<f32> = bytemuck::pod_collect_to_vec(
+        &gpu.read_buffer_async(history, 0, history.size())
+            .await
+            .map_err(lib)?,
+    );
     let final_w = trainer
         .arena()
         .read_params_async("weight")

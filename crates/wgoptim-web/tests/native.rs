@@ -5,47 +5,8 @@
 //! Without an adapter the test says so and passes, unless `WGOPTIM_REQUIRE_BACKENDS` names backends (as CI
 //! does), which must then be present.
 
-use std::future::{Future, ready};
-
 use wgoptim::{Gpu, GpuOptions};
-use wgoptim_web::trainer::{BufferReader, Result, TrainConfig, train};
-
-/// The loss history, read with a blocking map-and-wait (the arena's reads are the library's futures,
-/// completed by its poll thread).
-struct Blocking;
-
-impl BufferReader for Blocking {
-    fn read(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> impl Future<Output = Result<Vec<f32>>> {
-        ready(read_buffer(gpu, buffer))
-    }
-}
-
-fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
-    let device = gpu.device();
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("loss readback"),
-        size: buffer.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
-    gpu.queue().submit([encoder.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
-    gpu.wait().map_err(|e| e.to_string())?;
-    rx.recv()
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let bytes = staging
-        .slice(..)
-        .get_mapped_range()
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    Ok(bytemuck::pod_collect_to_vec(&bytes))
-}
+use wgoptim_web::trainer::{TrainConfig, train};
 
 #[test]
 fn page_training_passes_its_checks_on_every_native_adapter() {
@@ -72,7 +33,7 @@ fn page_training_passes_its_checks_on_every_native_adapter() {
     }
     let cfg = TrainConfig::default();
     for gpu in &gpus {
-        let report = pollster::block_on(train(gpu, &cfg, &Blocking, |_| {}))
+        let report = pollster::block_on(train(gpu, &cfg, |_| {}))
             .unwrap_or_else(|e| panic!("{}: {e}", gpu.describe()));
         let worst = |f: fn(&wgoptim_web::trainer::StepCheck) -> f64| {
             report.checks.iter().map(f).fold(0.0, f64::max)
