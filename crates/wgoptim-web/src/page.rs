@@ -1,7 +1,7 @@
-//! The page's glue, for `wasm32` (it compiles on the host only to be linted): opens WebGPU, runs [`crate::trainer::train`] with readbacks the browser completes, and
-//! shows the outcome: a status line, the compared steps, the loss and learning-rate curves, and the model's
-//! decision boundary over the data. The outcome also goes to `window.wgoptimResult` (and, as JSON, to
-//! `#result`) for the headless-browser test to read.
+//! The page's glue, for `wasm32` (it compiles on the host only to be linted): opens WebGPU, runs
+//! [`crate::trainer::train`] with readbacks the browser completes, and shows the outcome: a status line, the
+//! compared steps, the loss and learning-rate curves, and the model's decision boundary over the data. The
+//! outcome also goes to `window.wgoptimResult` (and, as JSON, to `#result`) for the headless-browser test.
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
