@@ -120,7 +120,7 @@ fn adamw_steps(
                         failed.keep(e);
                     }
                     timed += Clock::now().saturating_sub(t);
-                    if let Err(e) = gpu.wait() {
+                    if let Err(e) = gpu.wait_device() {
                         failed.keep(e);
                     }
                 }
@@ -159,7 +159,7 @@ fn run() -> Result<(), String> {
                     if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
                         // The staged hyperparameter writes are only released by a submission.
                         gpu.queue().submit([]);
-                        if let Err(e) = gpu.wait() {
+                        if let Err(e) = gpu.wait_device() {
                             failed.keep(e);
                         }
                     }
@@ -184,7 +184,7 @@ fn run() -> Result<(), String> {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
                 gpu.queue().submit([encoder.finish()]);
                 timed += Clock::now().saturating_sub(t);
-                if let Err(e) = gpu.wait() {
+                if let Err(e) = gpu.wait_device() {
                     failed.keep(e);
                 }
             }
@@ -221,7 +221,7 @@ fn run() -> Result<(), String> {
                         failed.keep(e);
                     }
                     timed += Clock::now().saturating_sub(t);
-                    if let Err(e) = gpu.wait() {
+                    if let Err(e) = gpu.wait_device() {
                         failed.keep(e);
                     }
                 }

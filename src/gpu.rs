@@ -515,6 +515,23 @@ impl Gpu {
         self.check()
     }
 
+    /// Blocks until everything submitted to the device's queue so far has finished, by anyone: for a
+    /// caller that owns the device and submits work of its own beside this crate's (a benchmark, an example
+    /// with its own kernels) and wants it all done. On a device shared with an engine this waits for the
+    /// engine's work too: use [`Gpu::wait`] there, or a wait on the caller's own `SubmissionIndex`.
+    ///
+    /// Not for async code, as [`Gpu::wait`]; an error on the web.
+    pub fn wait_device(&self) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(crate::readback::blocking_on_the_web());
+        }
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        self.check()
+    }
+
     /// Who polls the device for this crate's futures; [`Poller::Thread`] unless changed.
     pub fn poller(&self) -> Poller {
         self.inner.poll.mode()

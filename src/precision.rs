@@ -32,6 +32,7 @@ use crate::kernels::Access;
 use crate::kernels::QUAD_BLOCKS;
 use crate::optim::{Optimizer, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
+use crate::readback::Readback;
 
 /// A 16-bit floating-point format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -305,27 +306,39 @@ impl HalfParams {
         Ok(())
     }
 
-    fn read<T: HalfFloat>(&self, name: &str, side: Side) -> Result<Vec<T>> {
-        let t = self.tensor(name)?;
-        self.check_dtype::<T>(name)?;
-        let slices = self.slices(name, side)?;
+    fn read<T: HalfFloat>(&self, name: &str, side: Side) -> Readback<Vec<T>> {
+        let prepared = self.tensor(name).and_then(|t| {
+            self.check_dtype::<T>(name)?;
+            Ok((t, self.slices(name, side)?))
+        });
+        let (t, slices) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Readback::ready(Err(e)),
+        };
         let ranges: Vec<_> = slices
             .iter()
             .map(|s| (s.buffer, s.offset, s.size))
             .collect();
-        let bytes = crate::readback::read_bytes(self.binding.gpu(), &ranges)?;
-        let words: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
-        let mut out = Vec::with_capacity(t.numel as usize);
-        let mut at = 0;
-        for (s, segment) in slices.iter().zip(&t.segments) {
-            out.extend(
-                words[at..at + segment.len as usize]
-                    .iter()
-                    .map(|&b| T::from_raw(b)),
-            );
-            at += (s.size / 2) as usize;
-        }
-        Ok(out)
+        // Each segment's elements, then the words its slice spans (a padding half at an odd end).
+        let layout: Vec<(usize, usize)> = slices
+            .iter()
+            .zip(&t.segments)
+            .map(|(s, segment)| (segment.len as usize, (s.size / 2) as usize))
+            .collect();
+        let numel = t.numel as usize;
+        crate::readback::start(self.binding.gpu(), &ranges, move |bytes| {
+            let words: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
+            let mut out = Vec::with_capacity(numel);
+            let mut at = 0;
+            for (len, span) in layout {
+                let segment = words
+                    .get(at..at + len)
+                    .ok_or_else(|| Error::Gpu("a 16-bit readback came back short".into()))?;
+                out.extend(segment.iter().map(|&b| T::from_raw(b)));
+                at += span;
+            }
+            Ok(out)
+        })
     }
 
     /// Uploads a tensor's 16-bit parameters (`half::bf16` or `half::f16`, as the buffers hold). Follow with
@@ -339,13 +352,25 @@ impl HalfParams {
         self.write(name, data, Side::Grads)
     }
 
-    /// Downloads a tensor's 16-bit parameters. Waits for the GPU.
+    /// Downloads a tensor's 16-bit parameters. Blocks until the GPU has done the work submitted so far; not
+    /// for async code (use [`HalfParams::read_params_async`]).
     pub fn read_params<T: HalfFloat>(&self, name: &str) -> Result<Vec<T>> {
+        self.read(name, Side::Params).wait()
+    }
+
+    /// Downloads a tensor's 16-bit gradient. Blocks, as [`HalfParams::read_params`] does.
+    pub fn read_grads<T: HalfFloat>(&self, name: &str) -> Result<Vec<T>> {
+        self.read(name, Side::Grads).wait()
+    }
+
+    /// Starts downloading a tensor's 16-bit parameters: the copy is submitted now, and the future
+    /// completes when it has run.
+    pub fn read_params_async<T: HalfFloat>(&self, name: &str) -> Readback<Vec<T>> {
         self.read(name, Side::Params)
     }
 
-    /// Downloads a tensor's 16-bit gradient. Waits for the GPU.
-    pub fn read_grads<T: HalfFloat>(&self, name: &str) -> Result<Vec<T>> {
+    /// Starts downloading a tensor's 16-bit gradient, as [`HalfParams::read_params_async`] does.
+    pub fn read_grads_async<T: HalfFloat>(&self, name: &str) -> Readback<Vec<T>> {
         self.read(name, Side::Grads)
     }
 

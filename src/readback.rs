@@ -343,8 +343,3 @@ fn stage(gpu: &Gpu, ranges: &[(&wgpu::Buffer, u64, u64)]) -> Result<Option<Mappi
     let index = gpu.submit(encoder)?;
     Ok(Some(Mapping::start(gpu, staging, index)))
 }
-
-/// Reads the byte ranges `(buffer, offset, size)` in order, concatenated. Blocks.
-pub(crate) fn read_bytes(gpu: &Gpu, ranges: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<u8>> {
-    start(gpu, ranges, Ok).wait()
-}

@@ -292,7 +292,7 @@ fn adamw_soak_against_the_reference() {
         }
 
         // Memory, with the queue drained.
-        gpu.wait().expect("wait");
+        gpu.wait_device().expect("wait");
         let rss = rss_bytes();
         let vram = gpu_memory(&gpu);
         eprintln!(

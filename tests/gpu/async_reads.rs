@@ -2,6 +2,7 @@
 //! in by an engine keeping the engine's handlers. The futures are driven by `pollster::block_on` on the test's
 //! own thread, so that the device is polled by the crate's poller (or, in `External` mode, by the test).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -247,8 +248,6 @@ fn external_poller(gpu: &Gpu) -> Result<(), String> {
     let got = got.ok_or("the future never completed under the caller's polling")?;
     same_bits("params", &[want], &[got])
 }
-
-use std::future::Future;
 
 /// A device opened by an engine, with its own uncaptured-error and device-lost handlers, keeps them after
 /// `Gpu::from_device`: an engine error reaches the engine's handler and is not reported by this crate's

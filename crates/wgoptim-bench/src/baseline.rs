@@ -355,7 +355,7 @@ impl ReferenceKernel {
                     .write_buffer(&c.arrays[a], offset, bytemuck::cast_slice(piece));
             }
         }
-        self.gpu.wait()?;
+        self.gpu.wait_device()?;
         Ok(())
     }
 
@@ -382,7 +382,7 @@ impl ReferenceKernel {
                     );
                     done += n;
                 }
-                self.gpu.wait()?;
+                self.gpu.wait_device()?;
             }
         }
         Ok(())
@@ -417,7 +417,7 @@ impl ReferenceKernel {
                 // The receiver waits below; a failed send only means it already gave up.
                 let _ = tx.send(r);
             });
-            self.gpu.wait()?;
+            self.gpu.wait_device()?;
             match rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(BenchError::fatal(format!("reading `{array}`: {e}"))),

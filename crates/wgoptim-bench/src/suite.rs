@@ -326,7 +326,7 @@ pub fn measure_round(
     for _ in 0..if first { warmup } else { warmup.min(1) } {
         work.step()?;
     }
-    gpu.wait()?;
+    gpu.wait_device()?;
     if first {
         let per_round = |n: u32| n.div_ceil(rounds).max(1);
         samples.steps = match steps {
@@ -334,7 +334,7 @@ pub fn measure_round(
             StepCount::Adaptive { seconds, min, max } => {
                 let t = Instant::now();
                 work.step()?;
-                gpu.wait()?;
+                gpu.wait_device()?;
                 let one = t.elapsed().as_secs_f64().max(1e-6);
                 let want = (seconds / one / rounds as f64).ceil().min(u32::MAX as f64) as u32;
                 want.clamp(per_round(min), per_round(max.max(min)))
@@ -380,7 +380,7 @@ pub fn measure_round(
         for _ in 0..n {
             work.step()?;
         }
-        gpu.wait()?;
+        gpu.wait_device()?;
         let w = ms(t.elapsed()) / n as f64;
         samples.wall_ms.push(w);
         wall = Some(w);
@@ -398,7 +398,7 @@ pub fn measure_round(
                     .host_cpu_us
                     .push(b.saturating_sub(a).as_secs_f64() * 1e6);
             }
-            gpu.wait()?;
+            gpu.wait_device()?;
         }
         if samples.host_us.is_empty() {
             return Err(BenchError::fatal("no host samples"));
@@ -603,7 +603,7 @@ fn fill_arena(arena: &ParamArena, tensors: &[(String, Vec<usize>, u32)]) -> Resu
         let values: Vec<f32> = values.iter().map(|_| rng.next_f32()).collect();
         arena.write_grads(name, &values)?;
     }
-    arena.gpu().wait()?;
+    arena.gpu().wait_device()?;
     Ok(())
 }
 

@@ -96,7 +96,7 @@ impl GpuTimer {
                 // The receiver waits below; a failed send only means it already gave up.
                 let _ = tx.send(r);
             });
-        gpu.wait()?;
+        gpu.wait_device()?;
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(BenchError::fatal(format!("reading timestamps: {e}"))),

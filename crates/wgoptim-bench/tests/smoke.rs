@@ -364,7 +364,7 @@ fn naive_adamw_matches_the_references(gpu: &Gpu) -> Result<(), Failed> {
             kernel.write("grad", g).map_err(|e| e.to_string())?;
             kernel.step().map_err(|e| e.to_string())?;
         }
-        gpu.wait().map_err(|e| e.to_string())?;
+        gpu.wait_device().map_err(|e| e.to_string())?;
         for (i, name) in ["param", "exp_avg", "exp_avg_sq"].iter().enumerate() {
             let got = kernel.read(name, N).map_err(|e| e.to_string())?;
             let e = relative_error(&got, &want[i]);

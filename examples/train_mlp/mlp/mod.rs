@@ -625,7 +625,7 @@ impl Trainer {
                 // The receiver waits below; a failed send means it already gave up.
                 let _ = tx.send(r);
             });
-        self.gpu.wait()?;
+        self.gpu.wait_device()?;
         rx.recv()??;
         let words: Vec<u32> = {
             let view = self.staging.slice(..).get_mapped_range()?;
