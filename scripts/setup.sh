@@ -2,11 +2,15 @@
 # Installs what the project needs on a fresh Debian/Ubuntu machine: Mesa's software adapters (lavapipe for
 # Vulkan, llvmpipe for OpenGL through EGL), so that the tests and the benchmark run even without a GPU.
 # A machine with a GPU driver keeps it; the software adapters are only added beside it.
-# For the web example (scripts/web.sh) and its headless-browser test (scripts/web_test.sh): Chromium and
-# ChromeDriver, the wasm32 target and wasm-bindgen-cli. Whatever is present already is skipped.
+# With --web, also what the web example (scripts/web.sh) and its headless-browser test (scripts/web_test.sh)
+# need: Chromium and ChromeDriver, the wasm32 target and wasm-bindgen-cli; the test command asks for them, the
+# benchmark does not. Whatever is present already is skipped.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-need=(mesa-vulkan-drivers libegl-mesa0 libegl1 libgl1-mesa-dri chromium chromium-driver)
+web=0
+[ "${1:-}" = "--web" ] && web=1
+need=(mesa-vulkan-drivers libegl-mesa0 libegl1 libgl1-mesa-dri)
+[ "$web" -eq 1 ] && need+=(chromium chromium-driver)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
   for p in "${need[@]}"; do
@@ -23,6 +27,9 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (stable) with rustup first" >&2
   exit 1
+fi
+if [ "$web" -eq 0 ]; then
+  exit 0
 fi
 # The crate must keep compiling for the web (WebGPU): CI checks and lints it for wasm32, and builds the web
 # example for it.
