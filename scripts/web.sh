@@ -4,7 +4,7 @@
 #   scripts/web.sh          build, then serve until interrupted
 #   scripts/web.sh build    build only
 # Needs the wasm32-unknown-unknown target and wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock;
-# scripts/setup.sh installs both.
+# scripts/setup.sh --web installs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
