@@ -66,8 +66,8 @@ pub use optim::{
     StateFootprint,
 };
 pub use optim::{Adopt, AdoptConfig};
-pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use optim::{Muon, MuonConfig};
+pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 pub use readback::Readback;
