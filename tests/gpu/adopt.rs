@@ -14,18 +14,16 @@
 //! tests compare the GPU with that oracle under the same bound.
 
 use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::fixture_run::{close_to_scale, fixture_arena, follow_case};
 use crate::harness::{GpuTest, test};
 use crate::util::{err, model, noise, params, run, small_model};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
-    Adopt, AdoptConfig, ArenaBuilder, Checkpoint, Gpu, GroupConfig, GuardConfig, LossScaleConfig,
-    Optimizer, ParamArena, StepGuard,
+    Adopt, AdoptConfig, Checkpoint, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
+    ParamArena, StepGuard,
 };
 use wgoptim_reference::adopt as cpu;
-use wgoptim_reference::compare::{check_close, max_abs_err};
 use wgoptim_reference::fixtures::{TorchCase, fixtures_dir, load_case_in, load_inputs};
-
-const RTOL: f32 = 1e-6;
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -39,17 +37,6 @@ pub fn tests() -> Vec<GpuTest> {
         test("adopt_one_cycle_drives_lr_and_beta1", one_cycle_schedule),
         test("adopt_checkpoint_resume", resume),
     ]
-}
-
-fn max_abs(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
-/// Checks `got` against `want` relative to `scale` (at least `want`'s own magnitude); returns the error.
-fn close(got: &[f32], want: &[f32], scale: f32) -> Result<f32, String> {
-    let scale = scale.max(max_abs(want)).max(f32::MIN_POSITIVE);
-    check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
-    Ok(max_abs_err(got, want) / scale)
 }
 
 fn config(case: &TorchCase) -> Result<AdoptConfig, String> {
@@ -77,14 +64,7 @@ fn config(case: &TorchCase) -> Result<AdoptConfig, String> {
 fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
     let inputs = load_inputs()?;
     let case = load_case_in(&fixtures_dir("timm_adopt"), name)?;
-    let mut builder = ArenaBuilder::new();
-    for t in &inputs.tensors {
-        builder.add(&t.name, &t.shape, t.group).map_err(err)?;
-    }
-    let arena = builder.build(gpu).map_err(err)?;
-    for (t, init) in inputs.tensors.iter().zip(&inputs.init) {
-        arena.write_params(&t.name, init).map_err(err)?;
-    }
+    let arena = fixture_arena(gpu, &inputs)?;
     let mut opt = Adopt::new(&arena, config(&case)?).map_err(err)?;
     for (g, spec) in case.groups.iter().enumerate() {
         let group = GroupConfig {
@@ -94,50 +74,7 @@ fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
         };
         opt.set_group(g as u32, group).map_err(err)?;
     }
-    let mut worst = 0f32;
-    let mut scales: Vec<f32> = inputs.init.iter().map(|x| max_abs(x)).collect();
-    for (s, lr) in inputs.lrs.iter().enumerate() {
-        for (t, g) in inputs.tensors.iter().zip(&inputs.grads[s]) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step(&arena, *lr).map_err(err)?;
-        for (i, t) in inputs.tensors.iter().enumerate() {
-            let got = arena.read_params(&t.name).map_err(err)?;
-            let want = &case.params[s][i];
-            scales[i] = scales[i].max(max_abs(want));
-            let e = close(&got, want, scales[i]).map_err(|m| {
-                format!(
-                    "{name} ({}) step {} tensor `{}`: {m}",
-                    case.reference,
-                    s + 1,
-                    t.name
-                )
-            })?;
-            worst = worst.max(e);
-        }
-    }
-    let mut names = opt.state_names();
-    names.sort();
-    if names.iter().ne(case.final_state.keys()) {
-        return Err(format!(
-            "{name}: state {names:?} vs timm's {:?}",
-            case.final_state.keys()
-        ));
-    }
-    for (key, want) in &case.final_state {
-        for (i, t) in inputs.tensors.iter().enumerate() {
-            let got = opt.read_state(&arena, key, &t.name).map_err(err)?;
-            let e = close(&got, &want[i], 0.0)
-                .map_err(|m| format!("{name}: final `{key}` of `{}`: {m}", t.name))?;
-            worst = worst.max(e);
-        }
-    }
-    println!(
-        "{name}: worst error relative to the tensor's scale over {} steps {worst:e} ({})",
-        inputs.lrs.len(),
-        case.reference
-    );
-    Ok(())
+    follow_case(name, &arena, &mut opt, &inputs, &case).map(|_| ())
 }
 
 /// The CPU oracle's config for `group` of the small model, with group 1's overrides of `groups()`.
@@ -261,7 +198,7 @@ fn guard_skips(gpu: &Gpu) -> Result<(), String> {
         ));
     }
     for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
-        close(got, want, 0.0).map_err(|m| format!("tensor {i}: {m}"))?;
+        close_to_scale(got, want, 0.0).map_err(|m| format!("tensor {i}: {m}"))?;
     }
     Ok(())
 }
@@ -303,7 +240,7 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
-            close(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
+            close_to_scale(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod custom_optimizer;
 mod determinism;
 mod eightbit;
 mod errors;
+mod fixture_run;
 mod freezing;
 mod guard;
 mod hardening;

@@ -22,17 +22,15 @@
 //! cases run at learning rates where the trust ratio decides the step (`lars_trust_clip` has tensors on both
 //! sides of the clamp); the final momentum buffers of LARS hold the rescaled gradients themselves.
 
+use crate::fixture_run::{fixture_arena, follow_case};
 use crate::harness::{GpuTest, test};
 use crate::util::err;
 use serde_json::Value;
 use wgoptim::{
-    Adagrad, AdagradConfig, ArenaBuilder, Gpu, GroupConfig, Lamb, LambConfig, Lars, LarsConfig,
-    Lion, LionConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+    Adagrad, AdagradConfig, Gpu, GroupConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
+    Optimizer, ParamArena, Rmsprop, RmspropConfig,
 };
-use wgoptim_reference::compare::{check_close, max_abs_err};
 use wgoptim_reference::fixtures::{TorchCase, load_case, load_inputs};
-
-const RTOL: f32 = 1e-6;
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -59,17 +57,6 @@ pub fn tests() -> Vec<GpuTest> {
         test("adagrad_default", |g| case(g, "adagrad_default")),
         test("adagrad_lr_decay_wd", |g| case(g, "adagrad_lr_decay_wd")),
     ]
-}
-
-fn max_abs(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
-/// Checks `got` against `want` with the bound above, relative to `scale`; returns the error relative to it.
-fn close(got: &[f32], want: &[f32], scale: f32) -> Result<f32, String> {
-    let scale = scale.max(max_abs(want)).max(f32::MIN_POSITIVE);
-    check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
-    Ok(max_abs_err(got, want) / scale)
 }
 
 fn f(config: &Value, key: &str) -> Result<f64, String> {
@@ -242,59 +229,7 @@ fn optimizer(arena: &ParamArena, case: &TorchCase) -> Result<Box<dyn Optimizer>,
 fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
     let inputs = load_inputs()?;
     let case = load_case(name)?;
-    let mut builder = ArenaBuilder::new();
-    for t in &inputs.tensors {
-        builder.add(&t.name, &t.shape, t.group).map_err(err)?;
-    }
-    let arena = builder.build(gpu).map_err(err)?;
-    for (t, init) in inputs.tensors.iter().zip(&inputs.init) {
-        arena.write_params(&t.name, init).map_err(err)?;
-    }
+    let arena = fixture_arena(gpu, &inputs)?;
     let mut opt = optimizer(&arena, &case)?;
-    let mut state_names = opt.state_names();
-    state_names.sort();
-    let fixture_names: Vec<&String> = case.final_state.keys().collect();
-    if state_names.len() != fixture_names.len()
-        || state_names.iter().zip(&fixture_names).any(|(a, b)| a != b)
-    {
-        return Err(format!(
-            "{name}: state {state_names:?}, reference has {fixture_names:?}"
-        ));
-    }
-    let mut worst = 0f32;
-    let mut scales: Vec<f32> = inputs.init.iter().map(|x| max_abs(x)).collect();
-    for (s, lr) in inputs.lrs.iter().enumerate() {
-        for (t, g) in inputs.tensors.iter().zip(&inputs.grads[s]) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step(&arena, *lr).map_err(err)?;
-        for (i, t) in inputs.tensors.iter().enumerate() {
-            let got = arena.read_params(&t.name).map_err(err)?;
-            let want = &case.params[s][i];
-            scales[i] = scales[i].max(max_abs(want));
-            let e = close(&got, want, scales[i]).map_err(|m| {
-                format!(
-                    "{name} ({}) step {} tensor `{}`: {m}",
-                    case.reference,
-                    s + 1,
-                    t.name
-                )
-            })?;
-            worst = worst.max(e);
-        }
-    }
-    for (key, want) in &case.final_state {
-        for (i, t) in inputs.tensors.iter().enumerate() {
-            let got = opt.read_state(&arena, key, &t.name).map_err(err)?;
-            let e = close(&got, &want[i], 0.0)
-                .map_err(|m| format!("{name}: final `{key}` of `{}`: {m}", t.name))?;
-            worst = worst.max(e);
-        }
-    }
-    println!(
-        "{name}: worst error relative to the tensor's scale over {} steps {worst:e} ({})",
-        inputs.lrs.len(),
-        case.reference
-    );
-    Ok(())
+    follow_case(name, &arena, opt.as_mut(), &inputs, &case).map(|_| ())
 }

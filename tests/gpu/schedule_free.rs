@@ -17,6 +17,7 @@
 use std::path::Path;
 
 use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::fixture_run::{close_to_scale, max_abs};
 use crate::harness::{GpuTest, test};
 use crate::util::{err, model, noise, params, same_bits, small_model, state};
 use wgoptim::schedule::{Constant, OneCycle, OneCycleConfig, Schedule};
@@ -24,10 +25,7 @@ use wgoptim::{
     ArenaBuilder, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
     ParamArena, ScheduleFree, ScheduleFreeConfig, ScheduleFreeMode, StepGuard,
 };
-use wgoptim_reference::compare::{check_close, max_abs_err};
 use wgoptim_reference::fixtures::{File, TorchCase, fixtures_dir, load_case_in, load_inputs};
-
-const RTOL: f32 = 1e-6;
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
@@ -50,16 +48,6 @@ pub fn tests() -> Vec<GpuTest> {
         test("schedule_free_step_guard", guard),
         test("schedule_free_schedules", schedules),
     ]
-}
-
-fn max_abs(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
-fn close(got: &[f32], want: &[f32], scale: f32) -> Result<f32, String> {
-    let scale = scale.max(max_abs(want)).max(f32::MIN_POSITIVE);
-    check_close(got, want, 0.0, RTOL * scale).map_err(|m| m.to_string())?;
-    Ok(max_abs_err(got, want) / scale)
 }
 
 fn config(case: &TorchCase) -> Result<ScheduleFreeConfig, String> {
@@ -115,7 +103,7 @@ fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
             let got = arena.read_params(&t.name).map_err(err)?;
             let want = want(i)?;
             scales[i] = scales[i].max(max_abs(&want));
-            let e = close(&got, &want, scales[i])
+            let e = close_to_scale(&got, &want, scales[i])
                 .map_err(|m| format!("{name}: {what} of `{}` after step {s}: {m}", t.name))?;
             worst = worst.max(e);
         }
@@ -140,7 +128,7 @@ fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
         for (i, t) in inputs.tensors.iter().enumerate() {
             let got = opt.read_state(&arena, key, &t.name).map_err(err)?;
             let scale = if key == "z" { scales[i] } else { 0.0 };
-            let e = close(&got, &want[i], scale)
+            let e = close_to_scale(&got, &want[i], scale)
                 .map_err(|m| format!("{name}: final `{key}` of `{}`: {m}", t.name))?;
             worst = worst.max(e);
         }
