@@ -15,6 +15,7 @@
 //!   maximize, as `torch.optim.SGD`.
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
+//! - [`adan`]: Adan, as torch-optimi's `Adan`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
@@ -37,6 +38,7 @@
 
 pub mod adagrad;
 pub mod adamw;
+pub mod adan;
 pub mod adopt;
 pub mod averaging;
 pub mod compare;
