@@ -40,6 +40,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adagrad.wgsl")
         ),
+        "adan" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/adan.wgsl")
+        ),
         "adopt" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adopt.wgsl")

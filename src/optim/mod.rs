@@ -4,6 +4,7 @@
 mod adagrad;
 mod adam;
 mod adam8bit;
+mod adan;
 mod adopt;
 mod blockwise8;
 mod common;
@@ -21,6 +22,7 @@ mod wgsl;
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};
+pub use adan::{Adan, AdanConfig};
 pub use adopt::{Adopt, AdoptConfig};
 pub use blockwise8::{QuantizePolicy, QuantizedState, StateFootprint, dynamic_map};
 pub use common::{Core, OptimizerConfig, OptimizerCore, StepKernel};

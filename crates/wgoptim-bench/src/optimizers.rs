@@ -124,6 +124,8 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("adagrad", 20, |a| boxed(Adagrad::new(a, AdagradConfig::default()))),
     // as AdamW: reads p, g, m, v; writes p, m, v
     entry("adopt", 28, |a| boxed(Adopt::new(a, AdoptConfig::default()))),
+    // reads p, g, m, v, n, prev; writes p, m, v, n, prev
+    entry("adan", 44, |a| boxed(wgoptim::Adan::new(a, wgoptim::AdanConfig::default()))),
     // reads y, g, z, v; writes y, z, v (the train/eval switch is a separate pass, not stepped here)
     entry("schedule_free_adamw", 28, |a| boxed(ScheduleFree::new(a, ScheduleFreeConfig::default()))),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p

@@ -108,7 +108,8 @@ fn adan_cases_match_optimi_up_to_sqrt_rounding() {
     let inputs = load_inputs().unwrap();
     for case in cases("optimi_adan", 5) {
         assert!(
-            case.reference.starts_with("torch-optimi==0.3.3 optimi.Adan"),
+            case.reference
+                .starts_with("torch-optimi==0.3.3 optimi.Adan"),
             "{}",
             case.reference
         );
@@ -198,11 +199,14 @@ fn adan_pytorch_from_its_second_call_is_the_same_rule() {
         let gap_f32: f32 = file.json("optimi_gap_f32").unwrap();
         let gap_f64: f64 = file.json("optimi_gap_f64").unwrap();
         assert!(gap_f64 < 1e-12, "{}: float64 gap {gap_f64:e}", case.name);
-        assert!(gap_f32 > 0.0 && gap_f32 < 1e-5, "{}: {gap_f32:e}", case.name);
+        assert!(
+            gap_f32 > 0.0 && gap_f32 < 1e-5,
+            "{}: {gap_f32:e}",
+            case.name
+        );
 
         let mut params = case.params[0].clone();
-        let mut states: Vec<AdanState> = inputs
-            .grads[0]
+        let mut states: Vec<AdanState> = inputs.grads[0]
             .iter()
             .map(|g| AdanState {
                 prev_grad: g.iter().map(|x| -x).collect(),

@@ -46,6 +46,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("LAMB",         |a| Ok(Box::new(Lamb::new(a, LambConfig::default())?)),   1e-2),
     ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
     ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
+    ("Adan",         |a| Ok(Box::new(wgoptim::Adan::new(a, wgoptim::AdanConfig::default())?)), 3e-3),
     ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
     ("Muon",         muon,                                                   2e-2),
 ];
