@@ -67,6 +67,7 @@ pub use optim::{
 };
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{Muon, MuonConfig};
+pub use optim::{StableAdamW, StableAdamWConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};

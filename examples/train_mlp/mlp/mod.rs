@@ -47,6 +47,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("AdamW8bit",    |a| Ok(Box::new(AdamW8bit::new(a, Adam8bitConfig::adamw())?)), 3e-3),
     ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
     ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
+    ("StableAdamW",  |a| Ok(Box::new(wgoptim::StableAdamW::new(a, wgoptim::StableAdamWConfig::default())?)), 3e-3),
     ("Muon",         muon,                                                   2e-2),
 ];
 
