@@ -228,7 +228,9 @@ impl StepKernel for StableAdamWKernel {
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
         compute_pass(encoder, "stable_adamw step", |pass| {
-            self.moments.record(pass) + self.reduction.record_finalize(pass) + self.apply.record(pass)
+            self.moments.record(pass)
+                + self.reduction.record_finalize(pass)
+                + self.apply.record(pass)
         })
     }
 

@@ -54,8 +54,14 @@ pub fn tests() -> Vec<GpuTest> {
         }),
         test("optimi_stable_adamw_clip_mixed", clip_mixed),
         test_alone("optimi_stable_adamw_large", large),
-        test("stable_adamw_step_guard_skips_overflowed_steps", guard_skips),
-        test("stable_adamw_one_cycle_drives_lr_and_beta1", one_cycle_schedule),
+        test(
+            "stable_adamw_step_guard_skips_overflowed_steps",
+            guard_skips,
+        ),
+        test(
+            "stable_adamw_one_cycle_drives_lr_and_beta1",
+            one_cycle_schedule,
+        ),
         test("stable_adamw_checkpoint_resume", resume),
         test("stable_adamw_bad_configs_are_refused", bad_configs),
     ]
@@ -161,9 +167,15 @@ fn large_run(gpu: &Gpu, file: &File, chunk_bytes: Option<u64>) -> Result<Vec<Vec
             let got = arena.read_params(&t.name).map_err(err)?;
             let (got, want) = if i == 0 {
                 let picked: Vec<f32> = samples.iter().map(|&k| got[k]).collect();
-                (picked, file.tensor(&format!("param.{step}.big"), &[samples.len()])?)
+                (
+                    picked,
+                    file.tensor(&format!("param.{step}.big"), &[samples.len()])?,
+                )
             } else {
-                (got, file.tensor(&format!("param.{step}.{}", t.name), &t.shape)?)
+                (
+                    got,
+                    file.tensor(&format!("param.{step}.{}", t.name), &t.shape)?,
+                )
             };
             scales[i] = scales[i].max(max_abs(&want));
             let e = close_to_scale(&got, &want, scales[i])

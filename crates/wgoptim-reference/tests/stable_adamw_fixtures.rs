@@ -105,7 +105,12 @@ fn follow(inputs: &TorchInputs, case: &TorchCase) -> f32 {
         ] {
             let want = &case.final_state[key][i];
             let e = max_abs_err(got, want) / scale_of(want);
-            assert!(e <= RTOL, "{}: final {key} of `{}`: {e:e}", case.name, t.name);
+            assert!(
+                e <= RTOL,
+                "{}: final {key} of `{}`: {e:e}",
+                case.name,
+                t.name
+            );
             worst = worst.max(e);
         }
     }
@@ -221,7 +226,9 @@ fn large_tensor_matches_optimi_at_the_samples() {
             .unwrap();
         let e = max_abs_err(&got, &want) / scale_of(&want);
         assert!(e <= RTOL, "step {step} big: {e:e}");
-        let want_small = file.tensor(&format!("param.{step}.small"), &[small]).unwrap();
+        let want_small = file
+            .tensor(&format!("param.{step}.small"), &[small])
+            .unwrap();
         let e_small = max_abs_err(&params[1], &want_small) / scale_of(&want_small);
         assert!(e_small <= RTOL, "step {step} small: {e_small:e}");
         worst = worst.max(e).max(e_small);
