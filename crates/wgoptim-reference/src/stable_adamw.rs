@@ -130,12 +130,11 @@ pub fn step(
     let eps_sq = scalar(cfg.eps * cfg.eps);
 
     let mut sum = 0f64;
-    for i in 0..n {
-        let g = grads[i];
-        state.exp_avg[i] = lerp(state.exp_avg[i], g, beta1_comp);
-        let v = addcmul(state.exp_avg_sq[i] * beta2_hat, g, g, beta2_comp);
-        state.exp_avg_sq[i] = v;
-        sum += f64::from((g * g) / maximum(v, eps_sq));
+    let moments = state.exp_avg.iter_mut().zip(state.exp_avg_sq.iter_mut());
+    for (&g, (m, v)) in grads.iter().zip(moments) {
+        *m = lerp(*m, g, beta1_comp);
+        *v = addcmul(*v * beta2_hat, g, g, beta2_comp);
+        sum += f64::from((g * g) / maximum(*v, eps_sq));
     }
     let rms = (sum as f32 / n as f32).sqrt();
     // Python's max(1, rms) keeps 1 for a NaN rms, as f64::max does.
@@ -151,9 +150,9 @@ pub fn step(
         }
     }
     let neg_lr = scalar(-lr);
-    for i in 0..n {
-        let denom = state.exp_avg_sq[i].sqrt() + eps;
-        params[i] = addcdiv(params[i], state.exp_avg[i], denom, neg_lr);
+    let moments = state.exp_avg.iter().zip(&state.exp_avg_sq);
+    for (p, (&m, &v)) in params.iter_mut().zip(moments) {
+        *p = addcdiv(*p, m, v.sqrt() + eps, neg_lr);
     }
     Ok(rms)
 }

@@ -175,11 +175,11 @@ fn large_tensor_matches_optimi_at_the_samples() {
         .map(|&x| x as usize)
         .collect();
     let init_seed = num("init_seed") as u64;
-    let mut params = vec![
+    let mut params = [
         noise(init_seed, big, num("init_scale") as f32),
         noise(init_seed + 1, small, num("init_scale") as f32),
     ];
-    let mut states = vec![StableAdamWState::new(big), StableAdamWState::new(small)];
+    let mut states = [StableAdamWState::new(big), StableAdamWState::new(small)];
     let case_config = |group: usize| {
         let c: serde_json::Value = file.json("config").unwrap();
         let betas = c["betas"].as_array().unwrap().clone();
