@@ -71,6 +71,11 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lars.wgsl")
         ),
+        "stable_adamw" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/stable_adamw.wgsl")
+        ),
         // The 8-bit families come in two variants: the block absmax by subgroup operations, for devices
         // with the SUBGROUP feature (a module that uses them does not validate elsewhere), or by a tree in
         // workgroup memory.

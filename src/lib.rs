@@ -69,6 +69,7 @@ pub use optim::{Adan, AdanConfig};
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{Muon, MuonConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
+pub use optim::{StableAdamW, StableAdamWConfig};
 pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 pub use readback::Readback;

@@ -16,6 +16,7 @@ mod muon;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
+mod stable_adamw;
 mod state;
 mod wgsl;
 
@@ -38,6 +39,7 @@ pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,
 };
 pub use sgd::{Sgd, SgdConfig};
+pub use stable_adamw::{StableAdamW, StableAdamWConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
 pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
 

@@ -23,6 +23,7 @@ mod reference_optim;
 mod reliability;
 mod schedule_free;
 mod scheduled;
+mod stable_adamw;
 mod stepping;
 mod torch_optim;
 mod torchao_8bit;
@@ -54,5 +55,6 @@ fn main() {
     tests.extend(matmul::tests());
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
+    tests.extend(stable_adamw::tests());
     harness::run(tests)
 }

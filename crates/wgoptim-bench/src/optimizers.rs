@@ -130,6 +130,8 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("schedule_free_adamw", 28, |a| boxed(ScheduleFree::new(a, ScheduleFreeConfig::default()))),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
     staged("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
+    // moments read g, m, v and write m, v (with per-block partial sums); apply reads p, m, v and writes p
+    staged("stable_adamw", 36, |a| boxed(wgoptim::StableAdamW::new(a, wgoptim::StableAdamWConfig::default()))),
     // norms read p, g; step reads p, g, b and writes p, b
     staged("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
     // reads p, g and one byte each of m and v; writes p and the two codes (absmax adds 16 bytes per block)

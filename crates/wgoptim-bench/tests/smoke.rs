@@ -88,11 +88,11 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
                 == (c.optimizer == "adamw").then(|| c.step_ms / naive.step_ms),
             what,
         )?;
-        // One chunk: one submission per step, and one dispatch for the elementwise optimizers (LAMB and LARS
-        // add their reductions' stages).
+        // One chunk: one submission per step, and one dispatch for the elementwise optimizers (LAMB, LARS and
+        // StableAdamW add their reductions' stages).
         check(c.chunks == 1 && c.submissions_per_step == 1, what)?;
         check(c.buffer_writes_per_step >= 1, what)?;
-        let reductions = matches!(entry.name, "lamb" | "lars_momentum");
+        let reductions = matches!(entry.name, "lamb" | "lars_momentum" | "stable_adamw");
         check(
             if reductions {
                 c.dispatches_per_step > 1

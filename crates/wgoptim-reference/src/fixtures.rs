@@ -275,6 +275,63 @@ pub fn load_case_in(dir: &Path, name: &str) -> Result<TorchCase, String> {
     })
 }
 
+/// Loads case `<name>.safetensors` of fixture directory `dir` that carries inputs of its own: the tensor
+/// list (`tensors`) and base learning rates (`lrs`) in its metadata, `init.<name>` and `grad.<step>.<name>`
+/// beside the case's keys (`gen_optimi.py` writes such cases).
+pub fn load_case_with_inputs(dir: &Path, name: &str) -> Result<(TorchInputs, TorchCase), String> {
+    let file = File::read(&dir.join(format!("{name}.safetensors")))?;
+    let tensors: Vec<FixtureTensor> = file.json("tensors")?;
+    let lrs: Vec<f64> = file.json("lrs")?;
+    let groups: Vec<GroupSpec> = file.json("groups")?;
+    if let Some(t) = tensors.iter().find(|t| t.group as usize >= groups.len()) {
+        return Err(file.err(format!(
+            "tensor {} is in group {}, beyond the groups",
+            t.name, t.group
+        )));
+    }
+    let per_tensor = |prefix: &str| {
+        tensors
+            .iter()
+            .map(|t| file.tensor(&format!("{prefix}.{}", t.name), &t.shape))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let init = per_tensor("init")?;
+    let grads = (1..=lrs.len())
+        .map(|s| per_tensor(&format!("grad.{s}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = (1..=lrs.len())
+        .map(|s| per_tensor(&format!("param.{s}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut keys: Vec<String> = file
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("state."))
+        .filter_map(|rest| rest.split_once('.').map(|(key, _)| key.to_owned()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut final_state = BTreeMap::new();
+    for key in keys {
+        final_state.insert(key.clone(), per_tensor(&format!("state.{key}"))?);
+    }
+    let case = TorchCase {
+        name: name.to_owned(),
+        optimizer: file.meta("optimizer")?.to_owned(),
+        config: file.json("config")?,
+        groups,
+        reference: file.meta("reference")?.to_owned(),
+        params,
+        final_state,
+    };
+    let inputs = TorchInputs {
+        tensors,
+        init,
+        grads,
+        lrs,
+    };
+    Ok((inputs, case))
+}
+
 /// The names of every case file present (every `*.safetensors` but the
 /// inputs), sorted; empty if the directory cannot be read.
 pub fn case_names() -> Vec<String> {

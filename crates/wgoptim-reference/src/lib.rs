@@ -18,6 +18,7 @@
 //! - [`adan`]: Adan, as torch-optimi's `Adan`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
+//! - [`stable_adamw`]: StableAdamW, as torch-optimi's `StableAdamW`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
@@ -53,6 +54,7 @@ pub mod precision;
 pub mod rmsprop;
 pub mod schedule_free;
 pub mod sgd;
+pub mod stable_adamw;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
 

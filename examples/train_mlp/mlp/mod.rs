@@ -48,6 +48,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("ADOPT",        |a| Ok(Box::new(wgoptim::Adopt::new(a, wgoptim::AdoptConfig::default())?)), 3e-3),
     ("Adan",         |a| Ok(Box::new(wgoptim::Adan::new(a, wgoptim::AdanConfig::default())?)), 3e-3),
     ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
+    ("StableAdamW",  |a| Ok(Box::new(wgoptim::StableAdamW::new(a, wgoptim::StableAdamWConfig::default())?)), 3e-3),
     ("Muon",         muon,                                                   2e-2),
 ];
 

@@ -1,0 +1,120 @@
+// StableAdamW in two chunked stages around a per-tensor reduction (step.wgsl and reduce.wgsl precede this
+// file):
+//   stable_adamw_moments: update m and v, and write per-block partials of g^2 / max(v, eps^2);
+//   (the finalize passes in norms.wgsl turn them into one sum per tensor)
+//   stable_adamw_apply:   rms = sqrt(sum / n) of the block's tensor divides the learning rate when it is
+//                         above 1; decay the parameter with that learning rate, then take the Adam step.
+// The moments are stored by the first stage and read back by the second rather than recomputed, so the RMS
+// is of exactly the second moment the step divides by. The operation order follows optimi's for-loop
+// StableAdamW (`_single_param_stableadamw`). Both stages read the gradient through the step guard's control
+// words (`guarded_grad`).
+
+// Scalars the host computes in f64 each step, per parameter group; 16 words to match the host record.
+struct GroupRecord {
+    // 1 - beta1_hat, beta1_hat = (beta1^t - beta1) / (beta1^t - 1): optimi folds the bias correction into
+    // the betas.
+    beta1_comp: f32,
+    beta2_hat: f32,
+    // 1 - beta2_hat
+    beta2_comp: f32,
+    eps: f32,
+    // eps^2 rounded once to f32, as optimi keeps it in a tensor of the parameter's dtype.
+    eps_sq: f32,
+    lr: f32,
+    neg_lr: f32,
+    // 1 - lr * wd (or 1 - lr / max_lr * wd with decouple_lr), for a tensor whose rms is at most 1: then the
+    // learning rate is the host's and so is this rounding.
+    decay: f32,
+    // wd (or wd / max_lr): the decay of a tensor whose learning rate rms divided is 1 - (lr / rms) * this.
+    decay_rate: f32,
+    pad: array<f32, 2>,
+    control: GradControl,
+}
+
+@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<vec4<f32>>;
+// Lane x sums g^2 / max(v, eps^2) per block, then per tensor; lane y is unused (0).
+@group(0) @binding(7) var<storage, read_write> reduction: array<vec2<f32>>;
+
+// The group records of the blocks of a partials workgroup, each read by one invocation.
+var<workgroup> partial_records: array<GroupRecord, 16>;
+
+// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
+// and group records into workgroup memory, once per block.
+@compute @workgroup_size(64)
+fn stable_adamw_moments(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    partial_stage_blocks(wg, grid, lid);
+    if (lid < PARTIAL_BLOCKS) {
+        let b = partial_blocks[lid];
+        if (b.valid != 0u) {
+            partial_records[lid] = groups[b.group];
+        }
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
+        let b = partial_blocks[k];
+        // A block left out (frozen, skipped, past the end) contributes 0.
+        var value = vec2<f32>(0.0);
+        if (b.valid != 0u) {
+            let h = partial_records[k];
+            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
+                value = stable_adamw_moments_quad(b, h, lid);
+            }
+        }
+        partial_put(lid, k, value);
+    }
+    partial_finish(lid);
+}
+
+// Updates m and v of invocation `lid`'s quad of block `b`; returns its share of sum(g^2 / max(v, eps^2)).
+fn stable_adamw_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    let g = guarded_grad(grad[i], h.control);
+    let m0 = exp_avg[i];
+    let v0 = exp_avg_sq[i];
+    let m = torch_lerp4(m0, g, h.beta1_comp);
+    // exp_avg_sq.mul_(beta2_hat).addcmul_(grad, grad, value=beta2_comp)
+    let v = fma(h.beta2_comp * g, g, v0 * h.beta2_hat);
+    exp_avg[i] = select(m0, m, keep);
+    exp_avg_sq[i] = select(v0, v, keep);
+    // grad.pow(2).div_(exp_avg_sq.maximum(eps_sq)); padding lanes count as 0.
+    let term = reduce_masked((g * g) / max(v, vec4<f32>(h.eps_sq)), keep);
+    return reduce_quad(term, vec4<f32>(0.0));
+}
+
+@compute @workgroup_size(256)
+fn stable_adamw_apply(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let b = step_block(wg, grid, lid);
+    let h = step_record();
+    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+        return;
+    }
+    let i = quad_index(b, lid);
+    // The mean as torch takes it on the CPU: the sum divided by the element count converted to f32.
+    let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
+    let rms = sqrt(reduction[1u + b.tensor].x / f32(numel));
+    var neg_lr = h.neg_lr;
+    var decay = h.decay;
+    // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
+    if (rms > 1.0) {
+        let lr = h.lr / rms;
+        neg_lr = -lr;
+        decay = fma(-lr, h.decay_rate, 1.0);
+    }
+    let p0 = param[i];
+    // With no weight decay the factor is exactly 1, which leaves p as optimi's skipped multiplication does.
+    let p = p0 * decay;
+    let denom = sqrt(exp_avg_sq[i]) + h.eps;
+    param[i] = select(p0, p + (neg_lr * exp_avg[i]) / denom, quad_mask(b, lid));
+}
