@@ -44,6 +44,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adopt.wgsl")
         ),
+        "sophia" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/sophia.wgsl")
+        ),
         "schedule_free" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/schedule_free.wgsl")

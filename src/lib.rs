@@ -68,6 +68,7 @@ pub use optim::{
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{Muon, MuonConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
+pub use optim::{SophiaG, SophiaGConfig};
 pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};
 pub use readback::Readback;

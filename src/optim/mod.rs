@@ -15,6 +15,7 @@ mod muon;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
+mod sophia;
 mod state;
 mod wgsl;
 
@@ -36,6 +37,7 @@ pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,
 };
 pub use sgd::{Sgd, SgdConfig};
+pub use sophia::{SophiaG, SophiaGConfig, SophiaKernel};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
 pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
 

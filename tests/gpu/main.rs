@@ -22,6 +22,7 @@ mod reference_optim;
 mod reliability;
 mod schedule_free;
 mod scheduled;
+mod sophia;
 mod stepping;
 mod torch_optim;
 mod torchao_8bit;
@@ -52,5 +53,6 @@ fn main() {
     tests.extend(matmul::tests());
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
+    tests.extend(sophia::tests());
     harness::run(tests)
 }

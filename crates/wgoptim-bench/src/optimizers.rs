@@ -8,7 +8,8 @@ use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
     AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
     LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena,
-    Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, StepGuard, StepStats,
+    Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig,
+    StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -126,6 +127,9 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("adopt", 28, |a| boxed(Adopt::new(a, AdoptConfig::default()))),
     // reads y, g, z, v; writes y, z, v (the train/eval switch is a separate pass, not stepped here)
     entry("schedule_free_adamw", 28, |a| boxed(ScheduleFree::new(a, ScheduleFreeConfig::default()))),
+    // reads p, g, m, h; writes p, m (the Hessian refresh every k steps, which reads g, h and writes h, is
+    // a separate pass, not stepped here)
+    entry("sophia_g", 24, |a| boxed(SophiaG::new(a, SophiaGConfig::default()))),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
     staged("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
     // norms read p, g; step reads p, g, b and writes p, b

@@ -17,6 +17,8 @@
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
+//! - [`sophia`]: SophiaG, as sophia-opt's `SophiaG` (its step and
+//!   `update_hessian`), with the loader of the fixtures in `tests/fixtures/sophia`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
@@ -51,6 +53,7 @@ pub mod precision;
 pub mod rmsprop;
 pub mod schedule_free;
 pub mod sgd;
+pub mod sophia;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
 
