@@ -104,6 +104,7 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/muon.wgsl")
         ),
+        "lookahead" => include_str!("../shaders/lookahead.wgsl"),
         "averaging" => include_str!("../shaders/averaging.wgsl"),
         "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,

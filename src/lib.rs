@@ -66,6 +66,7 @@ pub use optim::{
     StateFootprint,
 };
 pub use optim::{Adopt, AdoptConfig};
+pub use optim::{Lookahead, LookaheadConfig};
 pub use optim::{Muon, MuonConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
 pub use optim::{SophiaG, SophiaGConfig};

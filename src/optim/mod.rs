@@ -11,6 +11,7 @@ mod lamb;
 mod lars;
 mod lion;
 mod lion8bit;
+mod lookahead;
 mod muon;
 mod rmsprop;
 mod schedule_free;
@@ -29,6 +30,7 @@ pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
+pub use lookahead::{Lookahead, LookaheadConfig, LookaheadCore, SLOW_PARAM};
 pub use muon::{
     AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
 };

@@ -13,6 +13,7 @@ mod freezing;
 mod guard;
 mod hardening;
 mod harness;
+mod lookahead;
 mod lr_finder;
 mod matmul;
 mod muon;
@@ -54,5 +55,6 @@ fn main() {
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
     tests.extend(sophia::tests());
+    tests.extend(lookahead::tests());
     harness::run(tests)
 }

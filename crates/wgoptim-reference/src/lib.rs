@@ -19,6 +19,8 @@
 //!   `AdamWScheduleFree`.
 //! - [`sophia`]: SophiaG, as sophia-opt's `SophiaG` (its step and
 //!   `update_hessian`), with the loader of the fixtures in `tests/fixtures/sophia`.
+//! - [`lookahead`]: Lookahead around any of these, as torch-optimizer's
+//!   `Lookahead`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
@@ -47,6 +49,7 @@ pub mod fixtures;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
+pub mod lookahead;
 pub mod muon;
 pub mod ops;
 pub mod precision;
