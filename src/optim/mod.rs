@@ -30,7 +30,7 @@ pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
-pub use lookahead::{Lookahead, LookaheadConfig, LookaheadCore, SLOW_PARAM};
+pub use lookahead::{Lookahead, LookaheadConfig, SLOW_PARAM};
 pub use muon::{
     AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
 };
@@ -39,7 +39,7 @@ pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,
 };
 pub use sgd::{Sgd, SgdConfig};
-pub use sophia::{SophiaG, SophiaGConfig, SophiaKernel};
+pub use sophia::{SophiaG, SophiaGConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
 pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
 
