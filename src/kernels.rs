@@ -48,6 +48,10 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/adopt.wgsl")
         ),
+        "sophia" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/sophia.wgsl")
+        ),
         "schedule_free" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/schedule_free.wgsl")
@@ -109,6 +113,7 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/muon.wgsl")
         ),
+        "lookahead" => include_str!("../shaders/lookahead.wgsl"),
         "averaging" => include_str!("../shaders/averaging.wgsl"),
         "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,

@@ -67,8 +67,10 @@ pub use optim::{
 };
 pub use optim::{Adan, AdanConfig};
 pub use optim::{Adopt, AdoptConfig};
+pub use optim::{Lookahead, LookaheadConfig};
 pub use optim::{Muon, MuonConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};
+pub use optim::{SophiaG, SophiaGConfig};
 pub use optim::{StableAdamW, StableAdamWConfig};
 pub use poll::Poller;
 pub use precision::{HalfDtype, HalfFloat, HalfParams};

@@ -12,10 +12,12 @@ mod lamb;
 mod lars;
 mod lion;
 mod lion8bit;
+mod lookahead;
 mod muon;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
+mod sophia;
 mod stable_adamw;
 mod state;
 mod wgsl;
@@ -31,6 +33,7 @@ pub use lamb::{Lamb, LambConfig};
 pub use lars::{Lars, LarsConfig};
 pub use lion::{Lion, LionConfig};
 pub use lion8bit::{Lion8bit, Lion8bitConfig};
+pub use lookahead::{Lookahead, LookaheadConfig, SLOW_PARAM};
 pub use muon::{
     AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
 };
@@ -39,6 +42,7 @@ pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,
 };
 pub use sgd::{Sgd, SgdConfig};
+pub use sophia::{SophiaG, SophiaGConfig};
 pub use stable_adamw::{StableAdamW, StableAdamWConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
 pub use wgsl::{MAX_WGSL_STATES, WgslKernel};

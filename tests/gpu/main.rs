@@ -14,6 +14,7 @@ mod freezing;
 mod guard;
 mod hardening;
 mod harness;
+mod lookahead;
 mod lr_finder;
 mod matmul;
 mod muon;
@@ -23,6 +24,7 @@ mod reference_optim;
 mod reliability;
 mod schedule_free;
 mod scheduled;
+mod sophia;
 mod stable_adamw;
 mod stepping;
 mod torch_optim;
@@ -56,5 +58,7 @@ fn main() {
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
     tests.extend(stable_adamw::tests());
+    tests.extend(sophia::tests());
+    tests.extend(lookahead::tests());
     harness::run(tests)
 }

@@ -7,8 +7,9 @@
 use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
     AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
-    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena,
-    Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, StepGuard, StepStats,
+    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, Lookahead, LookaheadConfig,
+    LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig, ScheduleFree,
+    ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -128,6 +129,15 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     entry("adan", 44, |a| boxed(wgoptim::Adan::new(a, wgoptim::AdanConfig::default()))),
     // reads y, g, z, v; writes y, z, v (the train/eval switch is a separate pass, not stepped here)
     entry("schedule_free_adamw", 28, |a| boxed(ScheduleFree::new(a, ScheduleFreeConfig::default()))),
+    // reads p, g, m, h; writes p, m (the Hessian refresh every k steps, which reads g, h and writes h, is
+    // a separate pass, not stepped here)
+    entry("sophia_g", 24, |a| boxed(SophiaG::new(a, SophiaGConfig::default()))),
+    // AdamW's 28, plus a pull every k = 5 steps that reads p and the slow weights and writes both (16 / 5,
+    // rounded down); the other steps launch the pull pass, which returns at once
+    staged("lookahead_adamw", 31, |a| {
+        let inner = Adam::new(a, AdamConfig::adamw())?;
+        boxed(Lookahead::new(a, inner, LookaheadConfig::default()))
+    }),
     // grad norm reads g; moments read p, g, m, v and write m, v; apply reads p, m, v and writes p
     staged("lamb", 44, |a| boxed(Lamb::new(a, LambConfig::default()))),
     // moments read g, m, v and write m, v (with per-block partial sums); apply reads p, m, v and writes p

@@ -89,12 +89,15 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
             what,
         )?;
         // One chunk: one submission per step, and one dispatch for the elementwise optimizers (LAMB, LARS and
-        // StableAdamW add their reductions' stages).
+        // StableAdamW add their reductions' stages, Lookahead its control stage and pull pass).
         check(c.chunks == 1 && c.submissions_per_step == 1, what)?;
         check(c.buffer_writes_per_step >= 1, what)?;
-        let reductions = matches!(entry.name, "lamb" | "lars_momentum" | "stable_adamw");
+        let stages = matches!(
+            entry.name,
+            "lamb" | "lars_momentum" | "stable_adamw" | "lookahead_adamw"
+        );
         check(
-            if reductions {
+            if stages {
                 c.dispatches_per_step > 1
             } else {
                 c.dispatches_per_step == 1

@@ -19,6 +19,10 @@
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
 //! - [`stable_adamw`]: StableAdamW, as torch-optimi's `StableAdamW`.
+//! - [`sophia`]: SophiaG, as sophia-opt's `SophiaG` (its step and
+//!   `update_hessian`), with the loader of the fixtures in `tests/fixtures/sophia`.
+//! - [`lookahead`]: Lookahead around any of these, as torch-optimizer's
+//!   `Lookahead`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
 //! - [`lamb`]: LAMB, as timm's `Lamb` (global gradient clipping, trust
 //!   ratios).
@@ -48,12 +52,14 @@ pub mod fixtures;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
+pub mod lookahead;
 pub mod muon;
 pub mod ops;
 pub mod precision;
 pub mod rmsprop;
 pub mod schedule_free;
 pub mod sgd;
+pub mod sophia;
 pub mod stable_adamw;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};

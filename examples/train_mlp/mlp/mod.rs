@@ -50,6 +50,7 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("ScheduleFree", |a| Ok(Box::new(NoDecay::new(a)?)), 3e-3),
     ("StableAdamW",  |a| Ok(Box::new(wgoptim::StableAdamW::new(a, wgoptim::StableAdamWConfig::default())?)), 3e-3),
     ("Muon",         muon,                                                   2e-2),
+    ("Lookahead",    |a| Ok(Box::new(wgoptim::Lookahead::new(a, AdamW::new(a, AdamConfig::adamw())?, wgoptim::LookaheadConfig::default())?)), 3e-3),
 ];
 
 /// Muon for the hidden weight matrices (group 0) and AdamW for the biases and the output layer (group 1), at
