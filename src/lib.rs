@@ -65,6 +65,7 @@ pub use optim::{
     Adam8bit, Adam8bitConfig, AdamW8bit, Lion8bit, Lion8bitConfig, QuantizePolicy, QuantizedState,
     StateFootprint,
 };
+pub use optim::{Adafactor, AdafactorConfig};
 pub use optim::{Adopt, AdoptConfig};
 pub use optim::{Muon, MuonConfig};
 pub use optim::{ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode};

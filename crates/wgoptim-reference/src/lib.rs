@@ -15,6 +15,8 @@
 //!   maximize, as `torch.optim.SGD`.
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
+//! - [`adafactor`]: Adafactor, as transformers' `Adafactor`, with the sums in
+//!   wgoptim's order, and the loader of `tests/fixtures/transformers_adafactor`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
 //! - [`muon`]: Muon, as `torch.optim.Muon`, with Newton-Schulz in f64.
@@ -35,6 +37,7 @@
 //! - [`compare`]: error measures and a closeness assertion that names the worst
 //!   element.
 
+pub mod adafactor;
 pub mod adagrad;
 pub mod adamw;
 pub mod adopt;
