@@ -158,8 +158,16 @@ impl OptimizerConfig for AdafactorConfig {
     }
 
     fn check_fixed(&self, saved: &Self) -> Result<()> {
-        same("beta1 (set or not)", saved.beta1.is_some(), self.beta1.is_some())?;
-        same("scale_parameter", saved.scale_parameter, self.scale_parameter)
+        same(
+            "beta1 (set or not)",
+            saved.beta1.is_some(),
+            self.beta1.is_some(),
+        )?;
+        same(
+            "scale_parameter",
+            saved.scale_parameter,
+            self.scale_parameter,
+        )
     }
 
     /// Sets β1, as a one-cycle schedule sets the momentum; refused when the optimizer keeps no first moment.
@@ -297,9 +305,10 @@ impl AdafactorState {
         Error::InvalidStateData {
             tensor: tensor.to_string(),
             state: state.to_string(),
-            reason: "Adafactor keeps exp_avg_sq_row and exp_avg_sq_col for a tensor of two or more \
+            reason:
+                "Adafactor keeps exp_avg_sq_row and exp_avg_sq_col for a tensor of two or more \
                      dimensions and exp_avg_sq for a vector, not this one"
-                .into(),
+                    .into(),
         }
     }
 }

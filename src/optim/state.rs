@@ -169,7 +169,12 @@ impl<'a> StateStore<'a> {
     }
 
     /// The shape of one buffer of one tensor; `None` when the tensor does not keep it.
-    pub fn shape(&self, arena: &ParamArena, state: &str, tensor: &str) -> Result<Option<Vec<usize>>> {
+    pub fn shape(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> Result<Option<Vec<usize>>> {
         self.0.shape(arena, state, tensor)
     }
 

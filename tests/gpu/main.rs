@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod adafactor;
 mod adopt;
 mod async_reads;
 mod averaging;
@@ -48,6 +49,7 @@ fn main() {
     tests.extend(hardening::tests());
     tests.extend(custom_optimizer::tests());
     tests.extend(adopt::tests());
+    tests.extend(adafactor::tests());
     tests.extend(schedule_free::tests());
     tests.extend(matmul::tests());
     tests.extend(muon::tests());

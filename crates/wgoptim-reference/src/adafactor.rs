@@ -158,7 +158,11 @@ fn factored_means(x: &[f32], b: usize, r: usize, c: usize) -> (Vec<f32>, Vec<f32
                         *v = mat[i * c + col];
                     }
                 }
-                sum = if ct == 0 { tree(&tile) } else { sum + tree(&tile) };
+                sum = if ct == 0 {
+                    tree(&tile)
+                } else {
+                    sum + tree(&tile)
+                };
             }
             rows.push(sum / c as f32);
         }
@@ -418,7 +422,8 @@ pub fn case_names() -> Vec<String> {
 
 /// Loads case `name` of `tests/fixtures/transformers_adafactor`.
 pub fn load_case(name: &str) -> Result<AdafactorCase, String> {
-    let path = crate::fixtures::fixtures_dir("transformers_adafactor").join(format!("{name}.safetensors"));
+    let path =
+        crate::fixtures::fixtures_dir("transformers_adafactor").join(format!("{name}.safetensors"));
     let file = crate::fixtures::File::read(&path)?;
     let tensors: Vec<CaseTensor> = file.json("tensors")?;
     let c: CaseConfig = file.json("config")?;

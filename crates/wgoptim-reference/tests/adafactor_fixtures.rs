@@ -77,10 +77,18 @@ fn oracle_follows_every_adafactor_fixture() {
                     "exp_avg_sq" => &states[t].exp_avg_sq,
                     _ => &states[t].exp_avg,
                 };
-                let e = wgoptim_reference::max_abs_err(got, want) / max_abs(want).max(f32::MIN_POSITIVE);
-                assert!(e <= STATE_RTOL, "{name}: final {key} of `{}`: {e:e}", case.tensors[t].name);
+                let e = wgoptim_reference::max_abs_err(got, want)
+                    / max_abs(want).max(f32::MIN_POSITIVE);
+                assert!(
+                    e <= STATE_RTOL,
+                    "{name}: final {key} of `{}`: {e:e}",
+                    case.tensors[t].name
+                );
             }
         }
-        println!("{name}: worst parameter error {worst:e} of the scale ({})", case.reference);
+        println!(
+            "{name}: worst parameter error {worst:e} of the scale ({})",
+            case.reference
+        );
     }
 }
