@@ -235,7 +235,7 @@ impl Oracle {
     }
 
     fn step(&mut self, grads: &[Vec<f32>], t: u64, lr: f64) {
-        for i in 0..self.params.len() {
+        for (i, grad) in grads.iter().enumerate() {
             let (scale, wd) = if self.groups[i] == 1 {
                 (group1().lr_scale, group1().weight_decay.unwrap())
             } else {
@@ -245,7 +245,7 @@ impl Oracle {
                 &self.config,
                 &self.shapes[i],
                 &mut self.params[i],
-                &grads[i],
+                grad,
                 &mut self.states[i],
                 t,
                 lr * scale,
