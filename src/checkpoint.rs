@@ -316,7 +316,11 @@ impl Checkpoint {
                     .map(move |v| Ok(CapturedEntries(vec![(key, (shape, Data::F32(v)))]))),
             );
             for state in &states {
-                let (name, shape, state) = (t.name.clone(), t.shape.clone(), state.to_string());
+                // A state the tensor does not keep (Adafactor's row averages of a vector) is not stored.
+                let Some(shape) = store.shape(arena, state, &t.name)? else {
+                    continue;
+                };
+                let (name, state) = (t.name.clone(), state.to_string());
                 reads.push(
                     store
                         .read_async(arena, &state, &t.name)
@@ -770,7 +774,10 @@ impl Checkpoint {
         let mut plan = Vec::new();
         for state in &names {
             for t in arena.tensors() {
-                let numel = t.numel as usize;
+                let Some(shape) = store.shape(arena, state, &t.name)? else {
+                    continue;
+                };
+                let numel = shape.iter().product::<usize>();
                 match store.layout(arena, &t.name)? {
                     Layout::F32 => {
                         let key = state_key(state, &t.name);

@@ -66,6 +66,11 @@ fn family_source(family: &str) -> Option<&'static str> {
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/lamb.wgsl")
         ),
+        "adafactor" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/adafactor.wgsl")
+        ),
         "guard" => concat!(
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/guard.wgsl")

@@ -1,6 +1,7 @@
 //! Optimizers: one file per family, each a config type with PyTorch's defaults, an update rule stated in its
 //! doc comment, and a fused kernel in `shaders/`.
 
+mod adafactor;
 mod adagrad;
 mod adam;
 mod adam8bit;
@@ -22,6 +23,7 @@ mod stable_adamw;
 mod state;
 mod wgsl;
 
+pub use adafactor::{Adafactor, AdafactorConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW};
 pub use adam8bit::{Adam8bit, Adam8bitConfig, AdamW8bit};

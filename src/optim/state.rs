@@ -71,6 +71,13 @@ pub trait KernelState {
         Ok(StateLayout::F32)
     }
 
+    /// The shape of state `state` of `tensor`: the tensor's own for per-element state (the default), another
+    /// for state kept per row or column (Adafactor's factored second moment), `None` for a state this
+    /// tensor does not keep. Checkpoints store each state with this shape and skip the `None` ones.
+    fn shape(&self, arena: &ParamArena, _state: &str, tensor: &str) -> Result<Option<Vec<usize>>> {
+        Ok(Some(arena.tensor(tensor)?.shape.clone()))
+    }
+
     /// Starts downloading one state buffer of one tensor as f32, for
     /// [`Optimizer::read_state_async`](crate::Optimizer::read_state_async). The default reads with
     /// [`KernelState::read`] at once, blocking; a kernel whose reads go through this crate's readbacks
@@ -159,6 +166,16 @@ impl<'a> StateStore<'a> {
     /// The form `tensor`'s state takes.
     pub fn layout(&self, arena: &ParamArena, tensor: &str) -> Result<StateLayout> {
         self.0.layout(arena, tensor)
+    }
+
+    /// The shape of one buffer of one tensor; `None` when the tensor does not keep it.
+    pub fn shape(
+        &self,
+        arena: &ParamArena,
+        state: &str,
+        tensor: &str,
+    ) -> Result<Option<Vec<usize>>> {
+        self.0.shape(arena, state, tensor)
     }
 
     /// Downloads one buffer of one tensor in its stored form.

@@ -1,5 +1,6 @@
 //! The cross-backend GPU suite: every test runs on each adapter present (see `harness.rs`).
 
+mod adafactor;
 mod adan;
 mod adopt;
 mod async_reads;
@@ -53,6 +54,7 @@ fn main() {
     tests.extend(custom_optimizer::tests());
     tests.extend(adopt::tests());
     tests.extend(adan::tests());
+    tests.extend(adafactor::tests());
     tests.extend(schedule_free::tests());
     tests.extend(matmul::tests());
     tests.extend(muon::tests());

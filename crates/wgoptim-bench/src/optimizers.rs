@@ -5,11 +5,11 @@
 //! parameters), measured beside a plain AdamW step on the same model.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
-    AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
-    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, Lookahead, LookaheadConfig,
-    LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig, ScheduleFree,
-    ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StepGuard, StepStats,
+    Adafactor, AdafactorConfig, Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig,
+    AdamW8bit, Adopt, AdoptConfig, AveragedParams, AveragingMode, GuardConfig, HalfDtype,
+    HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig,
+    Lookahead, LookaheadConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
+    ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -146,6 +146,10 @@ pub const OPTIMIZERS: &[OptimizerEntry] = &[
     staged("lars_momentum", 28, |a| boxed(Lars::new(a, lars_momentum()))),
     // reads p, g and one byte each of m and v; writes p and the two codes (absmax adds 16 bytes per block)
     staged("adamw8bit", 16, |a| boxed(AdamW8bit::new(a, Adam8bitConfig::adamw()))),
+    // a vector's (every tensor of the size sweep is one): direction reads p, g, v and writes v, apply reads p,
+    // g, v and writes p; a factored matrix moves 8 fewer (its averages are (rows + cols) per matrix) and its
+    // tiles read g once more: 28
+    staged("adafactor", 32, |a| boxed(Adafactor::new(a, AdafactorConfig::default()))),
     // reads p, g and one byte of m; writes p and the code
     staged("lion8bit", 14, |a| boxed(Lion8bit::new(a, Lion8bitConfig::default()))),
 ];

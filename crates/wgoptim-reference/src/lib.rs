@@ -16,6 +16,8 @@
 //! - [`lion`]: Lion, as lion-pytorch's `Lion`.
 //! - [`adopt`]: ADOPT, as timm's `Adopt`.
 //! - [`adan`]: Adan, as torch-optimi's `Adan`.
+//! - [`adafactor`]: Adafactor, as transformers' `Adafactor`, with the sums in
+//!   wgoptim's order, and the loader of `tests/fixtures/transformers_adafactor`.
 //! - [`schedule_free`]: Schedule-Free AdamW, as schedulefree's
 //!   `AdamWScheduleFree`.
 //! - [`stable_adamw`]: StableAdamW, as torch-optimi's `StableAdamW`.
@@ -41,6 +43,7 @@
 //! - [`compare`]: error measures and a closeness assertion that names the worst
 //!   element.
 
+pub mod adafactor;
 pub mod adagrad;
 pub mod adamw;
 pub mod adan;

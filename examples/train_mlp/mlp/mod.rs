@@ -51,7 +51,20 @@ pub const OPTIMIZERS: &[(&str, MakeOptimizer, f64)] = &[
     ("StableAdamW",  |a| Ok(Box::new(wgoptim::StableAdamW::new(a, wgoptim::StableAdamWConfig::default())?)), 3e-3),
     ("Muon",         muon,                                                   2e-2),
     ("Lookahead",    |a| Ok(Box::new(wgoptim::Lookahead::new(a, AdamW::new(a, AdamConfig::adamw())?, wgoptim::LookaheadConfig::default())?)), 3e-3),
+    ("Adafactor",    adafactor,                                              3e-3),
 ];
+
+/// Adafactor with the example's schedule as its learning rate (relative_step off, transformers' setting for
+/// an external schedule) and no parameter scaling, so its peak is comparable with AdamW's.
+fn adafactor(arena: &ParamArena) -> wgoptim::Result<Box<dyn Optimizer>> {
+    let config = wgoptim::AdafactorConfig {
+        lr: Some(1.0),
+        relative_step: false,
+        scale_parameter: false,
+        ..wgoptim::AdafactorConfig::default()
+    };
+    Ok(Box::new(wgoptim::Adafactor::new(arena, config)?))
+}
 
 /// Muon for the hidden weight matrices (group 0) and AdamW for the biases and the output layer (group 1), at
 /// 1/20 of Muon's learning rate (1e-3 at the peak), as the Muon papers pair them.
