@@ -12,6 +12,7 @@ mod lars;
 mod lion;
 mod lion8bit;
 mod muon;
+mod paged;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
@@ -31,6 +32,7 @@ pub use lion8bit::{Lion8bit, Lion8bitConfig};
 pub use muon::{
     AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
 };
+pub use paged::StatePlacement;
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,

@@ -16,6 +16,7 @@ mod harness;
 mod lr_finder;
 mod matmul;
 mod muon;
+mod paged;
 mod precision;
 mod reductions;
 mod reference_optim;
@@ -52,5 +53,6 @@ fn main() {
     tests.extend(matmul::tests());
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
+    tests.extend(paged::tests());
     harness::run(tests)
 }
