@@ -479,7 +479,7 @@ fn auto_pages_over_budget(gpu: &Gpu) -> Result<(), String> {
         opt.state_bytes(),
         opt.host_state_bytes()
     );
-    if !(end < first / 100.0) {
+    if end.is_nan() || end >= first / 100.0 {
         return Err(format!("loss went from {first} to {end}"));
     }
     if end.to_bits() != resident_end.to_bits() {
