@@ -261,7 +261,7 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
         "the JSON names another adapter".into()
     })?;
     check(
-        json["results"]["extras"].as_array().map(Vec::len) == Some(2 * EXTRAS.len()),
+        json["results"]["extras"].as_array().map(Vec::len) == Some(2 * extras.len()),
         || "the JSON lost extras".into(),
     )?;
     check(
@@ -283,7 +283,7 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
     )?;
     let names = OPTIMIZERS.iter().map(|e| e.name);
     let kernels = Kind::ALL.iter().map(|k| k.name());
-    for name in names.chain(EXTRAS.iter().map(|e| e.name)).chain(kernels) {
+    for name in names.chain(extras.iter().map(|e| e.name)).chain(kernels) {
         check(table.contains(&format!("| {name} ")), || {
             format!("the table lacks {name}:\n{table}")
         })?;
