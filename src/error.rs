@@ -209,6 +209,20 @@ pub enum Error {
     /// A combination the crate refuses rather than computes wrongly (the message says which and why).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// Device memory asked for beyond the budget set with [`Gpu::set_memory_budget`](crate::Gpu::set_memory_budget).
+    #[error(
+        "{what} needs {bytes} bytes of device memory, more than the budget of {budget} bytes{hint}"
+    )]
+    MemoryBudget {
+        /// What would not fit (the arena with an optimizer's state, or with its paging windows).
+        what: &'static str,
+        /// Bytes it needs on the device.
+        bytes: u64,
+        /// The budget.
+        budget: u64,
+        /// What to do instead, already formatted for the message (may be empty).
+        hint: &'static str,
+    },
     /// A Schedule-Free optimizer stepped while its parameters hold the average x.
     #[error(
         "the Schedule-Free optimizer is in eval mode (the parameters hold the average x); call train() before stepping"

@@ -77,6 +77,9 @@ struct GpuInner {
     last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
     /// Whether this crate opened the device (and installed its handlers) rather than an engine.
     own: bool,
+    /// Device memory the arena and an optimizer's state may take (`u64::MAX`: no budget set), which
+    /// [`StatePlacement::Auto`](crate::optim::StatePlacement::Auto) reads.
+    memory_budget: std::sync::atomic::AtomicU64,
     poll: Arc<PollHub>,
     #[cfg(target_arch = "wasm32")]
     later: LaterScopes,
@@ -203,8 +206,11 @@ impl Gpu {
                 ),
             });
         }
-        // Subgroup operations speed up the 8-bit optimizers' block reductions where the adapter has them.
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
+        // Subgroup operations speed up the 8-bit optimizers' block reductions where the adapter has them;
+        // mappable primary buffers let paged optimizer state live in host memory (docs/paged.md).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgoptim"),
@@ -260,6 +266,7 @@ impl Gpu {
                 subgroups_allowed: std::sync::atomic::AtomicBool::new(true),
                 last_submission: Mutex::new(None),
                 own,
+                memory_budget: std::sync::atomic::AtomicU64::new(u64::MAX),
                 poll: Arc::new(PollHub::default()),
                 #[cfg(target_arch = "wasm32")]
                 later: Mutex::new(Vec::new()),
@@ -356,6 +363,42 @@ impl Gpu {
     pub fn max_binding_bytes(&self) -> u64 {
         let l = self.limits();
         l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
+    /// Sets the device memory, in bytes, that an arena's parameters and gradients and an optimizer's state
+    /// may take together, or clears it with `None`. Optimizers built afterwards with
+    /// [`StatePlacement::Auto`](crate::optim::StatePlacement::Auto) page their state to host memory when it
+    /// would not fit, and those built with another placement refuse what the budget cannot hold
+    /// ([`Error::MemoryBudget`]). wgpu does not report how much memory a device has, so the budget is the
+    /// caller's figure; it is shared by every clone of this `Gpu`. Optimizers already built keep their
+    /// placement.
+    pub fn set_memory_budget(&self, bytes: Option<u64>) {
+        self.inner.memory_budget.store(
+            bytes.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The budget set by [`Gpu::set_memory_budget`], if any.
+    pub fn memory_budget(&self) -> Option<u64> {
+        match self
+            .inner
+            .memory_budget
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
+    }
+
+    /// Whether buffers can be mappable and copied to and from at once (wgpu's `MAPPABLE_PRIMARY_BUFFERS`,
+    /// which native Vulkan, Metal and DX12 have and OpenGL and WebGPU do not): what paged optimizer state
+    /// needs ([`StatePlacement::Host`](crate::optim::StatePlacement::Host)).
+    pub fn has_host_state(&self) -> bool {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
     }
 
     /// How many kernel variants have been compiled on this device so far (stepping compiles none).

@@ -54,6 +54,7 @@ pub use guard::{GuardConfig, GuardReport, GuardState, LossScaleConfig, NormType,
 /// The `half` crate, whose `f16` and `bf16` types [`HalfParams`] uploads and downloads.
 pub use half;
 pub use kernels::BLOCK;
+pub use optim::StatePlacement;
 pub use optim::{Adafactor, AdafactorConfig};
 pub use optim::{
     Adagrad, AdagradConfig, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Rmsprop,

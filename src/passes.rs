@@ -230,6 +230,16 @@ impl Stage {
         }
         self.bind_groups.len() as u32
     }
+
+    /// Records the dispatch of chunk `chunk` only (paged state steps one chunk per pass, between the
+    /// copies that bring its state in and take it out).
+    pub fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: usize) -> u32 {
+        let (x, y) = self.grids[chunk];
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_groups[chunk], &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        1
+    }
 }
 
 /// Per-element optimizer state: named buffer sets, one buffer per chunk, zeroed.
@@ -268,6 +278,15 @@ impl StateSet {
             names: names.to_vec(),
             buffers,
         })
+    }
+
+    /// A state set over buffers made elsewhere (`[state][chunk]`, shaped like the arena's chunks): paged
+    /// state, whose buffers live in host memory.
+    pub fn from_buffers(names: &[&'static str], buffers: Vec<Vec<wgpu::Buffer>>) -> Self {
+        Self {
+            names: names.to_vec(),
+            buffers,
+        }
     }
 
     /// The chunk buffers of state `slot`, in the order the names were given.

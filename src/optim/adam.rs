@@ -22,8 +22,8 @@ use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::same;
 use crate::optim::wgsl::WgslKernel;
 use crate::optim::{
-    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, StatePlacement, check_non_negative,
+    check_positive, check_range,
 };
 
 /// Hyperparameters of Adam and AdamW. `AdamConfig::adamw()` (also `Default`) gives `torch.optim.AdamW`'s
@@ -126,7 +126,7 @@ impl OptimizerConfig for AdamConfig {
 }
 
 /// Adam or AdamW over a whole arena, state resident on the GPU (`exp_avg`, `exp_avg_sq`, and
-/// `max_exp_avg_sq` with AMSGrad).
+/// `max_exp_avg_sq` with AMSGrad), or paged to host memory ([`Adam::with_placement`]).
 pub struct Adam {
     core: Core<AdamConfig, WgslKernel>,
 }
@@ -135,14 +135,26 @@ pub struct Adam {
 pub type AdamW = Adam;
 
 impl Adam {
-    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
+    /// Creates the optimizer for `arena` with zeroed state on the device. Refuses an invalid config.
     pub fn new(arena: &ParamArena, config: AdamConfig) -> Result<Self> {
+        Self::with_placement(arena, config, StatePlacement::Device)
+    }
+
+    /// Creates the optimizer with its zeroed state placed as `placement` says: on the device, or in host
+    /// memory and streamed through the GPU chunk by chunk at each step (bitsandbytes' `PagedAdamW32bit`),
+    /// with results bit-identical to the state on the device (`docs/paged.md`). Refuses an invalid config
+    /// and a placement the device cannot honour.
+    pub fn with_placement(
+        arena: &ParamArena,
+        config: AdamConfig,
+        placement: StatePlacement,
+    ) -> Result<Self> {
         config.validate()?;
         let mut states = vec!["exp_avg", "exp_avg_sq"];
         if config.amsgrad {
             states.push("max_exp_avg_sq");
         }
-        let kernel = WgslKernel::family(
+        let kernel = WgslKernel::family_placed(
             arena,
             "adam",
             "adam_step",
@@ -153,6 +165,7 @@ impl Adam {
             ],
             &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
             &states,
+            placement,
         )?;
         Ok(Self {
             core: Core::new(arena, config, kernel)?,
@@ -162,6 +175,16 @@ impl Adam {
     /// The config it was built with.
     pub fn config(&self) -> &AdamConfig {
         &self.core.config
+    }
+
+    /// Where the state lives: [`StatePlacement::Device`] or [`StatePlacement::Host`] (what `Auto` chose).
+    pub fn placement(&self) -> StatePlacement {
+        self.core.kernel.placement()
+    }
+
+    /// Bytes of state kept in host memory (0 unless paged); [`Optimizer::state_bytes`] counts the device's.
+    pub fn host_state_bytes(&self) -> u64 {
+        self.core.kernel.host_state_bytes()
     }
 }
 

@@ -40,8 +40,8 @@ use crate::optim::blockwise8::{Blockwise8, Moment, QuantizePolicy, StateFootprin
 use crate::optim::common::{Core, OptimizerConfig, record};
 use crate::optim::same;
 use crate::optim::{
-    GroupConfig, GroupKnob, Optimizer, OptimizerCore, check_non_negative, check_positive,
-    check_range,
+    GroupConfig, GroupKnob, Optimizer, OptimizerCore, StatePlacement, check_non_negative,
+    check_positive, check_range,
 };
 
 /// Hyperparameters of 8-bit Adam and AdamW. `Adam8bitConfig::adamw()` (also `Default`) gives torchao's
@@ -174,10 +174,22 @@ pub struct Adam8bit {
 pub type AdamW8bit = Adam8bit;
 
 impl Adam8bit {
-    /// Creates the optimizer for `arena` with zeroed state. Refuses an invalid config.
+    /// Creates the optimizer for `arena` with zeroed state on the device. Refuses an invalid config.
     pub fn new(arena: &ParamArena, config: Adam8bitConfig) -> Result<Self> {
+        Self::with_placement(arena, config, StatePlacement::Device)
+    }
+
+    /// Creates the optimizer with its zeroed state (codes, absmax and the small tensors' f32 state) placed
+    /// as `placement` says: on the device, or in host memory and streamed through the GPU chunk by chunk
+    /// at each step (bitsandbytes' `PagedAdamW8bit`), with results bit-identical to the state on the device
+    /// (`docs/paged.md`). Refuses an invalid config and a placement the device cannot honour.
+    pub fn with_placement(
+        arena: &ParamArena,
+        config: Adam8bitConfig,
+        placement: StatePlacement,
+    ) -> Result<Self> {
         config.validate()?;
-        let kernel = Blockwise8::new(
+        let kernel = Blockwise8::with_placement(
             arena,
             "adam8bit",
             vec![("DECOUPLED", config.decoupled_weight_decay as u8 as f64)],
@@ -194,6 +206,7 @@ impl Adam8bit {
             config.block_size,
             config.min_quantized_numel,
             config.quantize_policy,
+            placement,
         )?;
         Ok(Self {
             core: Core::new(arena, config, kernel)?,
@@ -208,6 +221,16 @@ impl Adam8bit {
     /// Resident state by kind, and the parameter counts it serves.
     pub fn footprint(&self) -> StateFootprint {
         self.core.kernel.footprint()
+    }
+
+    /// Where the state lives: [`StatePlacement::Device`] or [`StatePlacement::Host`] (what `Auto` chose).
+    pub fn placement(&self) -> StatePlacement {
+        self.core.kernel.placement()
+    }
+
+    /// Bytes of state kept in host memory (0 unless paged); [`Optimizer::state_bytes`] counts the device's.
+    pub fn host_state_bytes(&self) -> u64 {
+        self.core.kernel.host_state_bytes()
     }
 }
 

@@ -24,9 +24,11 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::optim::KernelState;
+use crate::optim::StatePlacement;
 use crate::optim::common::StepKernel;
+use crate::optim::paged::PagedBuffers;
 use crate::optim::{GROUP_RECORD_BYTES, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, group_buffer};
+use crate::passes::{ArenaBinding, Slot, Stage, group_buffer};
 use crate::readback::Readback;
 
 /// Words of the two dynamic maps at the head of the table buffer (signed, then unsigned).
@@ -364,8 +366,10 @@ pub(crate) struct Blockwise8 {
     _meta: Vec<wgpu::Buffer>,
     /// The group records, rewritten every step (and their control words by a step guard).
     records: wgpu::Buffer,
-    /// `[moment][chunk]`
+    /// `[moment][chunk]`: on the device, or in host memory when paged.
     state: Vec<Vec<wgpu::Buffer>>,
+    /// Where the state lives, and the windows a paged step streams it through.
+    paged: PagedBuffers,
     counter: wgpu::Buffer,
     footprint: StateFootprint,
 }
@@ -377,8 +381,30 @@ impl Blockwise8 {
     /// Bindings: 0 layout, 1 chunk, 2 group records, 3 parameters, 4 gradients, 5 and 6 the two moments'
     /// state (a placeholder for a one-moment family), 7 the skipped-block counter, 8 the chunk's meta
     /// buffer.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        arena: &ParamArena,
+        family: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        moments: &[Moment],
+        block_size: u32,
+        min_quantized_numel: u64,
+        policy: QuantizePolicy,
+    ) -> Result<Self> {
+        Self::with_placement(
+            arena,
+            family,
+            constants,
+            moments,
+            block_size,
+            min_quantized_numel,
+            policy,
+            StatePlacement::Device,
+        )
+    }
+
+    /// [`Blockwise8::new`] with the codes, absmax and f32 fallback placed as `placement` decides.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_placement(
         arena: &ParamArena,
         family: &'static str,
         mut constants: Vec<(&'static str, f64)>,
@@ -386,6 +412,7 @@ impl Blockwise8 {
         block_size: u32,
         min_quantized_numel: u64,
         policy: QuantizePolicy,
+        placement: StatePlacement,
     ) -> Result<Self> {
         check_block_size(block_size)?;
         let gpu = arena.gpu().clone();
@@ -444,7 +471,7 @@ impl Blockwise8 {
         let group_bytes = arena.groups().max(1) as u64 * GROUP_RECORD_BYTES as u64;
 
         let device = gpu.device();
-        let (meta, state, counter, placeholder) = gpu.scoped(|| {
+        let (meta, counter, placeholder) = gpu.scoped(|| {
             let meta: Vec<wgpu::Buffer> = metas
                 .iter()
                 .map(|words| {
@@ -454,24 +481,6 @@ impl Blockwise8 {
                         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                         mapped_at_creation: false,
                     })
-                })
-                .collect();
-            let state: Vec<Vec<wgpu::Buffer>> = moments
-                .iter()
-                .map(|m| {
-                    chunk_words
-                        .iter()
-                        .map(|&words| {
-                            device.create_buffer(&wgpu::BufferDescriptor {
-                                label: Some(m.name),
-                                size: words.max(1) * 4,
-                                usage: wgpu::BufferUsages::STORAGE
-                                    | wgpu::BufferUsages::COPY_DST
-                                    | wgpu::BufferUsages::COPY_SRC,
-                                mapped_at_creation: false,
-                            })
-                        })
-                        .collect()
                 })
                 .collect();
             let counter = device.create_buffer(&wgpu::BufferDescriptor {
@@ -488,8 +497,13 @@ impl Blockwise8 {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            (meta, state, counter, placeholder)
+            (meta, counter, placeholder)
         })?;
+        let labels: Vec<&'static str> = moments.iter().map(|m| m.name).collect();
+        let sizes: Vec<u64> = chunk_words.iter().map(|&words| words.max(1) * 4).collect();
+        let paged = PagedBuffers::new(arena, &labels, &vec![sizes; moments.len()], placement)?;
+        let state = paged.store();
+        let bound = paged.bound();
         let records = group_buffer(&gpu, arena.groups(), GROUP_RECORD_BYTES)?;
         for (buffer, words) in meta.iter().zip(&metas) {
             gpu.queue()
@@ -516,10 +530,10 @@ impl Blockwise8 {
                 (Access::Read, Slot::Buffer(&records)),
                 (Access::ReadWrite, Slot::PerChunk(arena.param_buffers())),
                 (Access::Read, Slot::PerChunk(arena.grad_buffers())),
-                (Access::ReadWrite, Slot::PerChunk(&state[0])),
+                (Access::ReadWrite, Slot::PerChunk(&bound[0])),
                 (
                     Access::ReadWrite,
-                    state
+                    bound
                         .get(1)
                         .map_or(Slot::Buffer(&placeholder), |s| Slot::PerChunk(s)),
                 ),
@@ -545,6 +559,7 @@ impl Blockwise8 {
             _meta: meta,
             records,
             state,
+            paged,
             counter,
             footprint,
         })
@@ -552,6 +567,16 @@ impl Blockwise8 {
 
     pub fn footprint(&self) -> StateFootprint {
         self.footprint
+    }
+
+    /// Where the state lives: [`StatePlacement::Device`] or [`StatePlacement::Host`].
+    pub fn placement(&self) -> StatePlacement {
+        self.paged.placement()
+    }
+
+    /// Bytes of state kept in host memory (0 unless paged).
+    pub fn host_state_bytes(&self) -> u64 {
+        self.paged.host_bytes()
     }
 
     pub fn state_names(&self) -> Vec<&'static str> {
@@ -978,13 +1003,21 @@ impl StepKernel for Blockwise8 {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        compute_pass(encoder, "8-bit optimizer step", |pass| {
-            self.stage.record(pass)
-        })
+        StepStats {
+            dispatches: self
+                .paged
+                .encode(encoder, "8-bit optimizer step", &self.stage),
+            ..StepStats::default()
+        }
     }
 
     fn state_bytes(&self) -> u64 {
-        self.footprint.state_bytes()
+        if self.paged.placement() == StatePlacement::Host {
+            // The per-element state is in host memory; the device holds its windows.
+            self.paged.device_bytes()
+        } else {
+            self.footprint.state_bytes()
+        }
     }
 
     fn state(&self) -> &dyn KernelState {

@@ -15,6 +15,7 @@ mod lion;
 mod lion8bit;
 mod lookahead;
 mod muon;
+mod paged;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
@@ -39,6 +40,7 @@ pub use lookahead::{Lookahead, LookaheadConfig, SLOW_PARAM};
 pub use muon::{
     AdjustLr, DEFAULT_SCRATCH_BYTES, MAX_NS_STEPS, Muon, MuonAdamW, MuonConfig, MuonRule,
 };
+pub use paged::StatePlacement;
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use schedule_free::{
     ScheduleFree, ScheduleFreeConfig, ScheduleFreeGroupState, ScheduleFreeMode,

@@ -5,10 +5,9 @@
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::kernels::{Access, QUAD_BLOCKS};
-use crate::optim::{GROUP_RECORD_BYTES, KernelState, StepKernel, StepStats};
-use crate::passes::{
-    ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder_named,
-};
+use crate::optim::paged::PagedBuffers;
+use crate::optim::{GROUP_RECORD_BYTES, KernelState, StatePlacement, StepKernel, StepStats};
+use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder_named};
 
 /// The most state buffers a [`WgslKernel`] may own: with the layout table, the group records, the
 /// parameters and the gradients they make the 8 storage buffers every adapter allows per stage.
@@ -37,6 +36,8 @@ pub struct WgslKernel {
     binding: ArenaBinding,
     groups: wgpu::Buffer,
     state: StateSet,
+    /// Where the state lives, and the windows a paged step streams it through.
+    paged: PagedBuffers,
     stage: Stage,
     /// Names the step's compute pass.
     label: &'static str,
@@ -79,6 +80,7 @@ impl WgslKernel {
             states,
             "custom optimizer step",
             false,
+            StatePlacement::Device,
             |bindings| {
                 Stage::per_chunk_source(arena, label, source, entry, constants.to_vec(), bindings)
             },
@@ -98,9 +100,39 @@ impl WgslKernel {
         slots: &[&'static str],
         live: &[&'static str],
     ) -> Result<Self> {
-        Self::bind(arena, slots, live, "optimizer step", true, |bindings| {
-            Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
-        })
+        Self::family_placed(
+            arena,
+            family,
+            entry,
+            constants,
+            slots,
+            live,
+            StatePlacement::Device,
+        )
+    }
+
+    /// [`WgslKernel::family`] with the state placed as `placement` decides (paged to host memory, or on
+    /// the device).
+    pub(crate) fn family_placed(
+        arena: &ParamArena,
+        family: &'static str,
+        entry: &'static str,
+        constants: Vec<(&'static str, f64)>,
+        slots: &[&'static str],
+        live: &[&'static str],
+        placement: StatePlacement,
+    ) -> Result<Self> {
+        Self::bind(
+            arena,
+            slots,
+            live,
+            "optimizer step",
+            true,
+            placement,
+            |bindings| {
+                Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
+            },
+        )
     }
 
     /// Creates the group buffer and the `live` state, binds layout, chunk, groups, parameters, gradients and
@@ -111,11 +143,15 @@ impl WgslKernel {
         live: &[&'static str],
         label: &'static str,
         reads_grad_control: bool,
+        placement: StatePlacement,
         stage: impl FnOnce(&[(Access, Slot<'_>)]) -> Result<Stage>,
     ) -> Result<Self> {
         let gpu = arena.gpu();
         let groups = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
-        let state = StateSet::new(arena, live)?;
+        let sizes: Vec<u64> = arena.chunks().iter().map(|c| c.elements() * 4).collect();
+        let paged = PagedBuffers::new(arena, live, &vec![sizes; live.len()], placement)?;
+        let state = StateSet::from_buffers(live, paged.store());
+        let bound = paged.bound();
         let unused = placeholder_named(gpu, "unused state")?;
         let mut bindings = vec![
             (Access::Read, Slot::Layout),
@@ -126,7 +162,7 @@ impl WgslKernel {
         ];
         bindings.extend(slots.iter().map(|name| {
             let slot = match live.iter().position(|n| n == name) {
-                Some(i) => Slot::PerChunk(state.chunks(i)),
+                Some(i) => Slot::PerChunk(&bound[i]),
                 None => Slot::Buffer(&unused),
             };
             (Access::ReadWrite, slot)
@@ -136,6 +172,7 @@ impl WgslKernel {
             binding: ArenaBinding::new(arena),
             groups,
             state,
+            paged,
             stage,
             label,
             reads_grad_control,
@@ -146,6 +183,16 @@ impl WgslKernel {
     /// start at zero. Staged on the queue; lands before the next submission.
     pub fn fill_state(&self, state: &str, value: f32) -> Result<()> {
         self.state.fill(self.binding.gpu(), state, value)
+    }
+
+    /// Where the state lives: [`StatePlacement::Device`] or [`StatePlacement::Host`].
+    pub fn placement(&self) -> StatePlacement {
+        self.paged.placement()
+    }
+
+    /// Bytes of state kept in host memory (0 unless paged).
+    pub fn host_state_bytes(&self) -> u64 {
+        self.paged.host_bytes()
     }
 }
 
@@ -159,7 +206,10 @@ impl StepKernel for WgslKernel {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) -> StepStats {
-        compute_pass(encoder, self.label, |pass| self.stage.record(pass))
+        StepStats {
+            dispatches: self.paged.encode(encoder, self.label, &self.stage),
+            ..StepStats::default()
+        }
     }
 
     fn reads_grad_control(&self) -> bool {
@@ -167,7 +217,7 @@ impl StepKernel for WgslKernel {
     }
 
     fn state_bytes(&self) -> u64 {
-        self.state.bytes()
+        self.paged.device_bytes()
     }
 
     fn state(&self) -> &dyn KernelState {

@@ -640,6 +640,7 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         // A loss-scaling guard with Schedule-Free, refused with the parameters and host state compared.
         Error::Unsupported(_) => "schedule_free_step_guard",
         Error::EvalMode => "schedule_free_step_in_eval_mode_is_refused",
+        Error::MemoryBudget { .. } => "paged_placements_that_cannot_be_honoured_are_refused",
     })
 }
 
@@ -730,6 +731,12 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         },
         Error::Unsupported(String::new()),
         Error::EvalMode,
+        Error::MemoryBudget {
+            what: "",
+            bytes: 0,
+            budget: 0,
+            hint: "",
+        },
         Error::CounterLimit {
             counter: "",
             value: 0,
@@ -746,6 +753,7 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         .chain(crate::checkpoint::tests())
         .chain(crate::schedule_free::tests())
         .chain(crate::muon::tests())
+        .chain(crate::paged::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

@@ -18,6 +18,8 @@ pub enum Needs {
     /// holds the adapter's context meanwhile, which the tests beside it would wait on past the backend's
     /// 6-second lock timeout.
     Alone,
+    /// Optimizer state in host memory (`Gpu::has_host_state`: not OpenGL or WebGPU).
+    HostState,
 }
 
 /// Taken for reading by every test, for writing by a test that must run alone.
@@ -34,6 +36,15 @@ pub const fn test(name: &'static str, run: TestFn) -> GpuTest {
         name,
         run,
         needs: Needs::Nothing,
+    }
+}
+
+/// A test of paged optimizer state, ignored on an adapter that cannot keep state in host memory.
+pub const fn test_host_state(name: &'static str, run: TestFn) -> GpuTest {
+    GpuTest {
+        name,
+        run,
+        needs: Needs::HostState,
     }
 }
 
@@ -128,6 +139,7 @@ pub fn run(tests: Vec<GpuTest>) -> ! {
             let run = t.run;
             let supported = match t.needs {
                 Needs::Nothing | Needs::Alone => true,
+                Needs::HostState => gpu.has_host_state(),
             };
             let alone = t.needs == Needs::Alone;
             trials.push(

@@ -19,6 +19,7 @@ mod lookahead;
 mod lr_finder;
 mod matmul;
 mod muon;
+mod paged;
 mod precision;
 mod reductions;
 mod reference_optim;
@@ -62,5 +63,6 @@ fn main() {
     tests.extend(stable_adamw::tests());
     tests.extend(sophia::tests());
     tests.extend(lookahead::tests());
+    tests.extend(paged::tests());
     harness::run(tests)
 }

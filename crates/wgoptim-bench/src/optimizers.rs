@@ -9,7 +9,8 @@ use wgoptim::{
     AdamW8bit, Adopt, AdoptConfig, AveragedParams, AveragingMode, GuardConfig, HalfDtype,
     HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig,
     Lookahead, LookaheadConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
-    ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StepGuard, StepStats,
+    ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StatePlacement,
+    StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -399,6 +400,20 @@ fn ema(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
     }))
 }
 
+/// AdamW with its state in host memory, streamed through two device windows per state buffer at each step
+/// (an adapter that cannot keep state there, OpenGL, skips the row with a note).
+fn paged(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    let opt = match Adam::with_placement(arena, AdamConfig::adamw(), StatePlacement::Host) {
+        Err(e @ wgoptim::Error::Unsupported(_)) => return Err(BenchError::skip(e.to_string())),
+        other => other?,
+    };
+    Ok(Box::new(PlainAdamW {
+        arena,
+        opt,
+        stats: StepStats::default(),
+    }))
+}
+
 fn bf16(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
     Ok(Box::new(Half {
         arena,
@@ -424,6 +439,9 @@ pub const EXTRAS: &[ExtraEntry] = &[
     ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, guarded: false, make: ema },
     // upcast reads 2 and writes 4; AdamW's 28; downcast reads 4 and writes 2
     ExtraEntry { name: "adamw_bf16_params", bytes_per_param: 40, includes_step: true, guarded: false, make: bf16 },
+    // AdamW's 28, plus m and v copied in (read from host memory, written to a window: 16) and back out (16);
+    // 16 of the 60 cross the host link
+    ExtraEntry { name: "adamw_paged", bytes_per_param: 60, includes_step: true, guarded: false, make: paged },
 ];
 
 /// Looks extras up by name; `all` selects the whole table, `none` nothing.
