@@ -37,7 +37,7 @@ pub use schedule_free::{
 };
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
-pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
+pub use wgsl::{KAHAN_BINDING, KAHAN_STATE, MAX_WGSL_STATES, WgslKernel};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};

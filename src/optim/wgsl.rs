@@ -4,11 +4,19 @@
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::arena::ParamDtype;
+use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
 use crate::optim::{GROUP_RECORD_BYTES, KernelState, StepKernel, StepStats};
 use crate::passes::{
     ArenaBinding, Slot, Stage, StateSet, compute_pass, group_buffer, placeholder_named,
 };
+
+/// The state name of the Kahan compensation a kernel keeps for bf16 parameters (torch-optimi's name).
+pub const KAHAN_STATE: &str = "kahan_comp";
+
+/// The binding of the Kahan compensation in the `+bf16` variants (`shaders/param_bf16.wgsl`): after the
+/// layout, chunk, group, parameter and gradient bindings and at most three state buffers of the family's.
+pub const KAHAN_BINDING: u32 = 8;
 
 /// The most state buffers a [`WgslKernel`] may own: with the layout table, the group records, the
 /// parameters and the gradients they make the 8 storage buffers every adapter allows per stage.
@@ -79,6 +87,7 @@ impl WgslKernel {
             states,
             "custom optimizer step",
             false,
+            false,
             |bindings| {
                 Stage::per_chunk_source(arena, label, source, entry, constants.to_vec(), bindings)
             },
@@ -90,6 +99,10 @@ impl WgslKernel {
     ///
     /// The state bindings are one per name of `slots`; `live` names the states this variant keeps, in the
     /// order they are listed, and a slot it does not name gets a placeholder buffer the variant never touches.
+    ///
+    /// On an arena of bf16 parameters the family's `+bf16` variant is compiled (`kernels::param_variant`),
+    /// with a Kahan compensation buffer `kahan_comp` as its last state, bound at [`KAHAN_BINDING`]; a family
+    /// without one is refused with [`Error::UnsupportedParamDtype`].
     pub(crate) fn family(
         arena: &ParamArena,
         family: &'static str,
@@ -98,24 +111,40 @@ impl WgslKernel {
         slots: &[&'static str],
         live: &[&'static str],
     ) -> Result<Self> {
-        Self::bind(arena, slots, live, "optimizer step", true, |bindings| {
+        let (family, kahan) = match arena.param_dtype() {
+            ParamDtype::F32 => (family, false),
+            dtype => (
+                param_variant(family, dtype).ok_or_else(|| Error::UnsupportedParamDtype {
+                    kernel: family.to_string(),
+                    dtype: dtype.name(),
+                })?,
+                true,
+            ),
+        };
+        Self::bind(arena, slots, live, "optimizer step", true, kahan, |bindings| {
             Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
         })
     }
 
     /// Creates the group buffer and the `live` state, binds layout, chunk, groups, parameters, gradients and
     /// one buffer per name of `slots` in that order, and builds the stage with `stage`.
+    #[allow(clippy::too_many_arguments)]
     fn bind(
         arena: &ParamArena,
         slots: &[&'static str],
         live: &[&'static str],
         label: &'static str,
         reads_grad_control: bool,
+        kahan: bool,
         stage: impl FnOnce(&[(Access, Slot<'_>)]) -> Result<Stage>,
     ) -> Result<Self> {
         let gpu = arena.gpu();
         let groups = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
-        let state = StateSet::new(arena, live)?;
+        let mut live = live.to_vec();
+        if kahan {
+            live.push(KAHAN_STATE);
+        }
+        let state = StateSet::new(arena, &live)?;
         let unused = placeholder_named(gpu, "unused state")?;
         let mut bindings = vec![
             (Access::Read, Slot::Layout),
@@ -131,6 +160,20 @@ impl WgslKernel {
             };
             (Access::ReadWrite, slot)
         }));
+        if kahan && bindings.len() > KAHAN_BINDING as usize {
+            return Err(Error::Gpu(format!(
+                "kernel `{label}`: {} state bindings leave no room for the compensation at binding {KAHAN_BINDING}",
+                slots.len()
+            )));
+        }
+        if kahan {
+            // The bindings between the family's state and the compensation are left out of the layout.
+            while bindings.len() < KAHAN_BINDING as usize {
+                bindings.push((Access::Absent, Slot::Buffer(&unused)));
+            }
+            let comp = live.len() - 1;
+            bindings.push((Access::ReadWrite, Slot::PerChunk(state.chunks(comp))));
+        }
         let stage = stage(&bindings)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

@@ -13,6 +13,7 @@ mod freezing;
 mod guard;
 mod hardening;
 mod harness;
+mod kahan;
 mod lr_finder;
 mod matmul;
 mod muon;
@@ -52,5 +53,6 @@ fn main() {
     tests.extend(matmul::tests());
     tests.extend(muon::tests());
     tests.extend(async_reads::tests());
+    tests.extend(kahan::tests());
     harness::run(tests)
 }

@@ -23,6 +23,9 @@
 //! - [`lars`]: LARS, as timm's `Lars`.
 //! - [`rmsprop`]: RMSprop, as `torch.optim.RMSprop`.
 //! - [`adagrad`]: Adagrad, as `torch.optim.Adagrad`.
+//! - [`kahan`]: bf16 parameters without an f32 master copy, as torch-optimi's
+//!   `AdamW`, `Lion` and `SGD` with `kahan_sum=True`, with the loader of the
+//!   fixtures in `tests/fixtures/optimi_kahan`.
 //! - [`eightbit`]: AdamW8bit/Adam8bit as torchao runs them and Lion8bit
 //!   (lion-pytorch on torchao's 8-bit state), with the loader of the fixtures
 //!   in `tests/fixtures/torchao_8bit`.
@@ -50,6 +53,7 @@ pub mod ops;
 pub mod precision;
 pub mod rmsprop;
 pub mod schedule_free;
+pub mod kahan;
 pub mod sgd;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
