@@ -169,6 +169,14 @@ impl OptimizerConfig for AdamRule {
         })
     }
 
+    /// The record form follows the arena, which a checkpoint does not store.
+    fn restored(&self, saved: Self) -> Self {
+        Self {
+            config: saved.config,
+            ..*self
+        }
+    }
+
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
         if !self.debiased {
             return self.config.record(group, lr, step);

@@ -5,7 +5,8 @@
 //! parameters), measured beside a plain AdamW step on the same model.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
+    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig, ArenaBuilder,
+    ParamDtype,
     AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
     LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena,
     Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, StepGuard, StepStats,
@@ -327,6 +328,51 @@ impl ExtraWork for Half<'_> {
     }
 }
 
+/// AdamW on bf16 parameters with a Kahan compensation and no f32 masters (`ParamDtype::Bf16`): an arena
+/// of its own with the model's tensors, since the suite's arena holds f32.
+struct Bf16Kahan {
+    arena: ParamArena,
+    opt: Adam,
+    stats: StepStats,
+}
+
+impl Workload for Bf16Kahan {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.opt.encode_step(&self.arena, EXTRA_LR, encoder)?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.opt.step(&self.arena, EXTRA_LR)?;
+        Ok(())
+    }
+}
+
+impl ExtraWork for Bf16Kahan {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    /// The bf16 moments and compensation; its own parameters and gradients take 4 bytes per parameter
+    /// where the suite's f32 arena takes 8.
+    fn resident_bytes(&self) -> u64 {
+        self.opt.state_bytes()
+    }
+}
+
+fn bf16_kahan(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    let mut b = ArenaBuilder::new();
+    for t in arena.tensors() {
+        b.add(&t.name, &t.shape, t.group)?;
+    }
+    let own = b.param_dtype(ParamDtype::Bf16).build(arena.gpu())?;
+    Ok(Box::new(Bf16Kahan {
+        opt: adamw(&own)?,
+        arena: own,
+        stats: StepStats::default(),
+    }))
+}
+
 fn adamw(arena: &ParamArena) -> Result<Adam> {
     Ok(Adam::new(arena, AdamConfig::adamw())?)
 }
@@ -406,6 +452,8 @@ pub const EXTRAS: &[ExtraEntry] = &[
     ExtraEntry { name: "ema_update", bytes_per_param: 12, includes_step: false, guarded: false, make: ema },
     // upcast reads 2 and writes 4; AdamW's 28; downcast reads 4 and writes 2
     ExtraEntry { name: "adamw_bf16_params", bytes_per_param: 40, includes_step: true, guarded: false, make: bf16 },
+    // bf16 throughout: reads p, g, m, v, c; writes p, m, v, c (2 bytes each); no f32 masters
+    ExtraEntry { name: "adamw_bf16_kahan", bytes_per_param: 18, includes_step: true, guarded: false, make: bf16_kahan },
 ];
 
 /// Looks extras up by name; `all` selects the whole table, `none` nothing.
