@@ -583,7 +583,11 @@ impl ParamArena {
 
     /// Bytes of its parameter and gradient buffers together (padding included).
     pub fn bytes(&self) -> u64 {
-        self.params.iter().chain(&self.grads).map(|b| b.size()).sum()
+        self.params
+            .iter()
+            .chain(&self.grads)
+            .map(|b| b.size())
+            .sum()
     }
 
     /// Identifies the arena, so optimizers can refuse a different one.

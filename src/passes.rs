@@ -456,7 +456,10 @@ pub(crate) fn start_bf16_segments(
         Err(e) => return Readback::ready(Err(e)),
     };
     let slices = dtype_slices(t, buffers, ParamDtype::Bf16);
-    let ranges: Vec<_> = slices.iter().map(|s| (s.buffer, s.offset, s.size)).collect();
+    let ranges: Vec<_> = slices
+        .iter()
+        .map(|s| (s.buffer, s.offset, s.size))
+        .collect();
     // Each segment's elements, then the halves its slice spans (one more at an odd end).
     let layout: Vec<(usize, usize)> = slices
         .iter()
@@ -570,10 +573,9 @@ fn check_param_dtype(
         std::ptr::eq(b.as_ptr(), arena.param_buffers().as_ptr())
             || std::ptr::eq(b.as_ptr(), arena.grad_buffers().as_ptr())
     };
-    if slots
-        .iter()
-        .any(|(access, slot)| *access != Access::Absent && matches!(slot, Slot::PerChunk(b) if own(b)))
-    {
+    if slots.iter().any(|(access, slot)| {
+        *access != Access::Absent && matches!(slot, Slot::PerChunk(b) if own(b))
+    }) {
         return Err(Error::UnsupportedParamDtype {
             kernel: family.to_string(),
             dtype: dtype.name(),

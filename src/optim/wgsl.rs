@@ -3,8 +3,8 @@
 //! `shaders/`), and so is an optimizer defined outside this crate (WGSL of its own).
 
 use crate::arena::ParamArena;
-use crate::error::{Error, Result};
 use crate::arena::ParamDtype;
+use crate::error::{Error, Result};
 use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
 use crate::optim::{GROUP_RECORD_BYTES, KernelState, StepKernel, StepStats};
 use crate::passes::{
@@ -121,9 +121,17 @@ impl WgslKernel {
                 true,
             ),
         };
-        Self::bind(arena, slots, live, "optimizer step", true, kahan, |bindings| {
-            Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
-        })
+        Self::bind(
+            arena,
+            slots,
+            live,
+            "optimizer step",
+            true,
+            kahan,
+            |bindings| {
+                Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
+            },
+        )
     }
 
     /// Creates the group buffer and the `live` state, binds layout, chunk, groups, parameters, gradients and

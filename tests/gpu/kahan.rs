@@ -39,23 +39,25 @@ use wgoptim::half::bf16;
 use wgoptim::optim::WgslKernel;
 use wgoptim::schedule::{CosineAnnealing, Schedule};
 use wgoptim::{
-    AdamConfig, AdamW, Adagrad, AdagradConfig, Adam8bitConfig, AdamW8bit, Adopt, AdoptConfig,
+    Adagrad, AdagradConfig, Adam8bitConfig, AdamConfig, AdamW, AdamW8bit, Adopt, AdoptConfig,
     ArenaBuilder, AveragedParams, AveragingMode, Checkpoint, Error, Gpu, GradNorms, GroupConfig,
     GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
     Optimizer, ParamArena, ParamDtype, Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig,
     Sgd, SgdConfig, StepGuard,
 };
-use wgoptim_reference::kahan::{
-    self as cpu, KahanCase, KahanInputs, KahanStep, KahanTensor, Rule,
-};
+use wgoptim_reference::kahan::{self as cpu, KahanCase, KahanInputs, KahanStep, KahanTensor, Rule};
 
 pub fn tests() -> Vec<GpuTest> {
     vec![
         test("optimi_kahan_adamw", |g| case(g, "adamw")),
-        test("optimi_kahan_adamw_betas_eps", |g| case(g, "adamw_betas_eps")),
+        test("optimi_kahan_adamw_betas_eps", |g| {
+            case(g, "adamw_betas_eps")
+        }),
         test("optimi_kahan_lion", |g| case(g, "lion")),
         test("optimi_kahan_sgd_momentum", |g| case(g, "sgd_momentum")),
-        test("optimi_kahan_sgd_no_momentum", |g| case(g, "sgd_no_momentum")),
+        test("optimi_kahan_sgd_no_momentum", |g| {
+            case(g, "sgd_no_momentum")
+        }),
         test("kahan_checkpoint_resume", resume),
         test("kahan_schedule_matches_the_oracle", scheduled),
         test("kahan_wrong_optimizer_is_refused", refused),
@@ -76,7 +78,10 @@ fn arena(gpu: &Gpu, inputs: &KahanInputs) -> Result<ParamArena, String> {
     b.param_dtype(ParamDtype::Bf16).max_chunk_bytes(4096);
     let arena = b.build(gpu).map_err(err)?;
     if arena.chunk_count() < 3 {
-        return Err(format!("{} chunks: the test wants a split tensor", arena.chunk_count()));
+        return Err(format!(
+            "{} chunks: the test wants a split tensor",
+            arena.chunk_count()
+        ));
     }
     for ((name, _, _), init) in inputs.tensors.iter().zip(&inputs.init) {
         let values: Vec<bf16> = init.iter().map(|&b| bf16::from_bits(b)).collect();
@@ -200,11 +205,16 @@ fn agree(what: &str, got: &[f32], want: &[f32], within: Within<'_>) -> Result<us
             Within::OfScale(scale) => (g - w).abs() <= bf16_ulp(scale),
         };
         if !near {
-            return Err(format!("{what}: element {i} is {g}, optimi {w}: more than one bf16 rounding apart"));
+            return Err(format!(
+                "{what}: element {i} is {g}, optimi {w}: more than one bf16 rounding apart"
+            ));
         }
     }
     if differing > (got.len() / 100).max(2) {
-        return Err(format!("{what}: {differing} of {} elements differ", got.len()));
+        return Err(format!(
+            "{what}: {differing} of {} elements differ",
+            got.len()
+        ));
     }
     Ok(differing)
 }
@@ -256,10 +266,17 @@ fn case(gpu: &Gpu, name: &str) -> Result<(), String> {
             } else {
                 Within::OfScale(expect.iter().fold(0f32, |m, x| m.max(x.abs())))
             };
-            differing += agree(&format!("{name}: state `{ours}` of `{tname}`"), &got, &expect, within)?;
+            differing += agree(
+                &format!("{name}: state `{ours}` of `{tname}`"),
+                &got,
+                &expect,
+                within,
+            )?;
         }
     }
-    println!("    {name}: {differing} values differ from optimi's by one bf16 rounding (all steps and state)");
+    println!(
+        "    {name}: {differing} values differ from optimi's by one bf16 rounding (all steps and state)"
+    );
     // What the compensation buys, against optimi's f32 run of the same config.
     let last = want.lrs.len();
     let read = |c: &KahanCase| -> Result<Vec<Vec<f32>>, String> {
@@ -303,7 +320,9 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
     let mut straight = optimizer(&straight_arena, &case)?;
     for s in 1..=12 {
         write_grads(&straight_arena, &inputs, s)?;
-        straight.step(&straight_arena, case.lrs[s - 1]).map_err(err)?;
+        straight
+            .step(&straight_arena, case.lrs[s - 1])
+            .map_err(err)?;
     }
     let want = captured(&straight_arena, straight.as_ref())?;
 
@@ -313,19 +332,30 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
         write_grads(&first_arena, &inputs, s)?;
         first.step(&first_arena, case.lrs[s - 1]).map_err(err)?;
     }
-    let comp = first.read_state(&first_arena, "kahan_comp", "w1").map_err(err)?;
+    let comp = first
+        .read_state(&first_arena, "kahan_comp", "w1")
+        .map_err(err)?;
     if comp.iter().all(|&c| c == 0.0) {
-        return Err("the compensation is still zero after 5 steps: the test would not see it".into());
+        return Err(
+            "the compensation is still zero after 5 steps: the test would not see it".into(),
+        );
     }
     let path = temp_path(gpu, "kahan");
-    captured(&first_arena, first.as_ref())?.save(&path).map_err(err)?;
+    captured(&first_arena, first.as_ref())?
+        .save(&path)
+        .map_err(err)?;
 
     let fresh_arena = arena(gpu, &inputs)?;
     let mut fresh = optimizer(&fresh_arena, &case)?;
     let loaded = Checkpoint::load(&path).map_err(err);
     let _ = std::fs::remove_file(&path);
     loaded?.restore(&fresh_arena, fresh.as_mut()).map_err(err)?;
-    if bits(&fresh.read_state(&fresh_arena, "kahan_comp", "w1").map_err(err)?) != bits(&comp) {
+    if bits(
+        &fresh
+            .read_state(&fresh_arena, "kahan_comp", "w1")
+            .map_err(err)?,
+    ) != bits(&comp)
+    {
         return Err("the restored compensation differs from the saved one".into());
     }
     for s in 6..=12 {
@@ -335,7 +365,10 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
     let got = captured(&fresh_arena, fresh.as_ref())?;
     same_checkpoint("kahan", &got, &want)?;
     if !got.state_names().contains(&"kahan_comp".to_string()) {
-        return Err(format!("the checkpoint holds {:?}, no compensation", got.state_names()));
+        return Err(format!(
+            "the checkpoint holds {:?}, no compensation",
+            got.state_names()
+        ));
     }
     Ok(())
 }
@@ -343,7 +376,8 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
 /// Lion, AdamW and SGD driven by a cosine schedule (`step_scheduled`) on tensors of odd length (a padding
 /// half in their last word) follow the CPU oracle fed the schedule's learning rates (as `agree` allows).
 fn scheduled(gpu: &Gpu) -> Result<(), String> {
-    let tensors: [(&str, &[usize], u32); 3] = [("a", &[91], 0), ("b", &[7, 13], 1), ("c", &[1, 1001], 0)];
+    let tensors: [(&str, &[usize], u32); 3] =
+        [("a", &[91], 0), ("b", &[7, 13], 1), ("c", &[1, 1001], 0)];
     for name in ["lion", "adamw", "sgd_momentum"] {
         let case = cpu::load_case(name)?;
         let mut b = ArenaBuilder::new();
@@ -355,7 +389,10 @@ fn scheduled(gpu: &Gpu) -> Result<(), String> {
         let mut cpu_tensors = Vec::new();
         for (k, (t, _, _)) in tensors.iter().enumerate() {
             let init = arena.tensor(t).map_err(err)?.numel as usize;
-            let values: Vec<f32> = noise(100 + k as u64, init, 0.5).into_iter().map(cpu::bf16).collect();
+            let values: Vec<f32> = noise(100 + k as u64, init, 0.5)
+                .into_iter()
+                .map(cpu::bf16)
+                .collect();
             arena.write_params(t, &values).map_err(err)?;
             cpu_tensors.push(KahanTensor::new(&values));
         }
@@ -366,7 +403,10 @@ fn scheduled(gpu: &Gpu) -> Result<(), String> {
             let mut grads = Vec::new();
             for (k, (t, _, _)) in tensors.iter().enumerate() {
                 let n = cpu_tensors[k].param.len();
-                let g: Vec<f32> = noise(1000 * s + k as u64, n, 0.05).into_iter().map(cpu::bf16).collect();
+                let g: Vec<f32> = noise(1000 * s + k as u64, n, 0.05)
+                    .into_iter()
+                    .map(cpu::bf16)
+                    .collect();
                 arena.write_grads(t, &g).map_err(err)?;
                 grads.push(g);
             }
@@ -386,9 +426,19 @@ fn scheduled(gpu: &Gpu) -> Result<(), String> {
         }
         for (k, (t, _, _)) in tensors.iter().enumerate() {
             let params = arena.read_params(t).map_err(err)?;
-            agree(&format!("{name}: `{t}`"), &params, &cpu_tensors[k].param, Within::Neighbour)?;
+            agree(
+                &format!("{name}: `{t}`"),
+                &params,
+                &cpu_tensors[k].param,
+                Within::Neighbour,
+            )?;
             let comp = opt.read_state(&arena, "kahan_comp", t).map_err(err)?;
-            agree(&format!("{name}: compensation of `{t}`"), &comp, &cpu_tensors[k].kahan_comp, Within::OfParam(&params))?;
+            agree(
+                &format!("{name}: compensation of `{t}`"),
+                &comp,
+                &cpu_tensors[k].kahan_comp,
+                Within::OfParam(&params),
+            )?;
         }
     }
     Ok(())
@@ -408,15 +458,30 @@ fn refused(gpu: &Gpu) -> Result<(), String> {
     let outcomes: Vec<(&str, Result<(), Error>)> = vec![
         ("Lamb", Lamb::new(&arena, LambConfig::default()).map(drop)),
         ("Lars", Lars::new(&arena, LarsConfig::default()).map(drop)),
-        ("Rmsprop", Rmsprop::new(&arena, RmspropConfig::default()).map(drop)),
-        ("Adagrad", Adagrad::new(&arena, AdagradConfig::default()).map(drop)),
-        ("Adopt", Adopt::new(&arena, AdoptConfig::default()).map(drop)),
+        (
+            "Rmsprop",
+            Rmsprop::new(&arena, RmspropConfig::default()).map(drop),
+        ),
+        (
+            "Adagrad",
+            Adagrad::new(&arena, AdagradConfig::default()).map(drop),
+        ),
+        (
+            "Adopt",
+            Adopt::new(&arena, AdoptConfig::default()).map(drop),
+        ),
         (
             "ScheduleFree",
             ScheduleFree::new(&arena, ScheduleFreeConfig::default()).map(drop),
         ),
-        ("AdamW8bit", AdamW8bit::new(&arena, Adam8bitConfig::adamw()).map(drop)),
-        ("HalfParams", HalfParams::new(&arena, HalfDtype::Bf16).map(drop)),
+        (
+            "AdamW8bit",
+            AdamW8bit::new(&arena, Adam8bitConfig::adamw()).map(drop),
+        ),
+        (
+            "HalfParams",
+            HalfParams::new(&arena, HalfDtype::Bf16).map(drop),
+        ),
         ("GradNorms", GradNorms::new(&arena).map(drop)),
         (
             "AveragedParams",
@@ -457,7 +522,11 @@ fn refused(gpu: &Gpu) -> Result<(), String> {
         .iter()
         .map(|(t, _, _)| arena.read_params(t).map_err(err))
         .collect::<Result<_, _>>()?;
-    if after.iter().map(|v| bits(v)).ne(before.iter().map(|v| bits(v))) {
+    if after
+        .iter()
+        .map(|v| bits(v))
+        .ne(before.iter().map(|v| bits(v)))
+    {
         return Err("a refused construction or step changed the parameters".into());
     }
     let mut b = ArenaBuilder::new();
@@ -493,11 +562,16 @@ fn memory(gpu: &Gpu) -> Result<(), String> {
         let kahan = optimizer(&bf16_arena, &case)?;
         let master = optimizer(&f32_arena, &case)?;
         let ours = per(bf16_arena.bytes() + kahan.state_bytes(), &bf16_arena);
-        let route = per(f32_arena.bytes() + half.bytes() + master.state_bytes(), &f32_arena);
+        let route = per(
+            f32_arena.bytes() + half.bytes() + master.state_bytes(),
+            &f32_arena,
+        );
         // p, g, comp and each moment at 2 bytes; against p, g, each moment at 4 plus the 16-bit p and g.
         let moments = state_names(case.rule).len() as f64 - 1.0;
         let (want_ours, want_route) = (2.0 * (3.0 + moments), 4.0 * (2.0 + moments) + 4.0);
-        println!("    {name}: {ours} bytes per parameter with bf16 + Kahan, {route} with f32 masters");
+        println!(
+            "    {name}: {ours} bytes per parameter with bf16 + Kahan, {route} with f32 masters"
+        );
         if ours != want_ours || route != want_route {
             return Err(format!(
                 "{name}: {ours} and {route} bytes per parameter, expected {want_ours} and {want_route}"

@@ -5,11 +5,11 @@
 //! parameters), measured beside a plain AdamW step on the same model.
 
 use wgoptim::{
-    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig, ArenaBuilder,
-    ParamDtype,
-    AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars,
-    LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig, Optimizer, ParamArena,
-    Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, StepGuard, StepStats,
+    Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig, AdamW8bit, Adopt, AdoptConfig,
+    ArenaBuilder, AveragedParams, AveragingMode, GuardConfig, HalfDtype, HalfParams, Lamb,
+    LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig, LossScaleConfig,
+    Optimizer, ParamArena, ParamDtype, Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig,
+    Sgd, SgdConfig, StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};

@@ -146,8 +146,8 @@ pub fn step(t: &mut KahanTensor, grad: &[f32], s: &KahanStep) -> Result<(), crat
     let lr = s.lr;
     let wd = s.weight_decay;
     let decay = (1.0 - lr * wd) as f32;
-    for i in 0..t.param.len() {
-        let mut g = grad[i];
+    for (i, &grad) in grad.iter().enumerate() {
+        let mut g = grad;
         let mut p = t.param[i];
         let delta = match s.rule {
             Rule::Adam {
@@ -166,7 +166,8 @@ pub fn step(t: &mut KahanTensor, grad: &[f32], s: &KahanStep) -> Result<(), crat
                 }
                 let m = bf16(lerp(t.exp_avg[i], g, (1.0 - beta1_hat) as f32));
                 let v = bf16(
-                    ((1.0 - beta2_hat) as f32 * g).mul_add(g, bf16(t.exp_avg_sq[i] * beta2_hat as f32)),
+                    ((1.0 - beta2_hat) as f32 * g)
+                        .mul_add(g, bf16(t.exp_avg_sq[i] * beta2_hat as f32)),
                 );
                 t.exp_avg[i] = m;
                 t.exp_avg_sq[i] = v;
@@ -222,7 +223,10 @@ pub struct KahanInputs {
 pub fn load_inputs() -> Result<KahanInputs, String> {
     let f = File::read(&fixtures_dir("optimi_kahan").join("inputs.safetensors"))?;
     let tensors: Vec<(String, Vec<usize>, u32)> = f.json("tensors")?;
-    let steps: usize = f.meta("steps")?.parse().map_err(|e| f.err(format!("steps: {e}")))?;
+    let steps: usize = f
+        .meta("steps")?
+        .parse()
+        .map_err(|e| f.err(format!("steps: {e}")))?;
     if steps != STEPS {
         return Err(f.err(format!("{steps} steps, expected {STEPS}")));
     }
@@ -344,11 +348,16 @@ mod tests {
         let mut tensors: Vec<KahanTensor> = inputs
             .init
             .iter()
-            .map(|bits| KahanTensor::new(&bits.iter().map(|&b| from_bf16_bits(b)).collect::<Vec<_>>()))
+            .map(|bits| {
+                KahanTensor::new(&bits.iter().map(|&b| from_bf16_bits(b)).collect::<Vec<_>>())
+            })
             .collect();
         for (s, lr) in case.lrs.iter().enumerate() {
             for (k, (name, shape, group)) in inputs.tensors.iter().enumerate() {
-                let g: Vec<f32> = inputs.grads[s][k].iter().map(|&b| from_bf16_bits(b)).collect();
+                let g: Vec<f32> = inputs.grads[s][k]
+                    .iter()
+                    .map(|&b| from_bf16_bits(b))
+                    .collect();
                 let settings = KahanStep {
                     rule: case.rule,
                     lr: *lr,
@@ -357,13 +366,22 @@ mod tests {
                     kahan: case.kahan,
                 };
                 step(&mut tensors[k], &g, &settings).unwrap();
-                let want = case.tensor(&format!("param.{}.{name}", s + 1), shape).unwrap();
+                let want = case
+                    .tensor(&format!("param.{}.{name}", s + 1), shape)
+                    .unwrap();
                 let same = want
                     .iter()
                     .zip(&tensors[k].param)
                     .filter(|(a, b)| a.to_bits() == b.to_bits())
                     .count();
-                assert_eq!(same, want.len(), "{name} after step {}: {} of {} differ", s + 1, want.len() - same, want.len());
+                assert_eq!(
+                    same,
+                    want.len(),
+                    "{name} after step {}: {} of {} differ",
+                    s + 1,
+                    want.len() - same,
+                    want.len()
+                );
             }
         }
         tensors
@@ -390,9 +408,14 @@ mod tests {
                 let tensors = replay(&inputs, &case);
                 for (k, (tname, shape, _)) in inputs.tensors.iter().enumerate() {
                     let states: &[(&str, &Vec<f32>)] = match case.rule {
-                        Rule::Adam { .. } => &[("exp_avg", &tensors[k].exp_avg), ("exp_avg_sq", &tensors[k].exp_avg_sq)],
+                        Rule::Adam { .. } => &[
+                            ("exp_avg", &tensors[k].exp_avg),
+                            ("exp_avg_sq", &tensors[k].exp_avg_sq),
+                        ],
                         Rule::Lion { .. } => &[("exp_avg", &tensors[k].exp_avg)],
-                        Rule::Sgd { momentum } if momentum != 0.0 => &[("exp_avg", &tensors[k].exp_avg)],
+                        Rule::Sgd { momentum } if momentum != 0.0 => {
+                            &[("exp_avg", &tensors[k].exp_avg)]
+                        }
                         Rule::Sgd { .. } => &[],
                     };
                     let mut all = states.to_vec();

@@ -45,6 +45,7 @@ pub mod averaging;
 pub mod compare;
 pub mod eightbit;
 pub mod fixtures;
+pub mod kahan;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
@@ -53,7 +54,6 @@ pub mod ops;
 pub mod precision;
 pub mod rmsprop;
 pub mod schedule_free;
-pub mod kahan;
 pub mod sgd;
 
 pub use compare::{Mismatch, assert_close, check_close, max_abs_err, max_rel_err, max_ulp_diff};
