@@ -149,3 +149,24 @@ fn torch_lerp4(start: vec4<f32>, end: vec4<f32>, w: f32) -> vec4<f32> {
     }
     return fma(vec4<f32>(w - 1.0), diff, end);
 }
+
+// bfloat16 bit patterns (in the low 16 bits of a u32), shared by the mixed-precision conversions and the
+// kernels that step bf16 parameters: integer arithmetic, exact on any GPU.
+
+// bf16 -> f32: the bits shifted into place; a NaN gets its quiet bit set (as `half` does).
+fn bf16_to_f32_bits(h: u32) -> u32 {
+    if ((h & 0x7FFFu) > 0x7F80u) {
+        return (h | 0x0040u) << 16u;
+    }
+    return h << 16u;
+}
+
+// f32 -> bf16, round to nearest, ties to even; a NaN keeps its sign and top payload bits and is made quiet.
+fn f32_to_bf16_bits(x: u32) -> u32 {
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) {
+        return (x >> 16u) | 0x0040u;
+    }
+    // Adding 0x7FFF plus the bit that becomes the last kept one rounds ties towards an even result; a carry
+    // out of the mantissa bumps the exponent, up to infinity, as rounding should.
+    return (x + 0x7FFFu + ((x >> 16u) & 1u)) >> 16u;
+}

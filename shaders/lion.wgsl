@@ -1,4 +1,5 @@
-// Lion, one fused pass: read p, g, m; write p, m. The operation order follows lion-pytorch's `update_fn`.
+// Lion, one fused pass: read p, g, m; write p, m. The operation order follows lion-pytorch's `update_fn`; on
+// bf16 parameters, torch-optimi's Lion (`_single_param_lion`), every operation's result rounded to bf16.
 
 // Scalars the host computes in f64 each step, per parameter group; 16 words to match the host record.
 struct GroupRecord {
@@ -13,9 +14,8 @@ struct GroupRecord {
     control: GradControl,
 }
 
-@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
+// param (3) and grad (4) come from the parameter prelude (param_f32.wgsl or param_bf16.wgsl).
+@group(0) @binding(5) var<storage, read_write> exp_avg: array<Quad>;
 
 @compute @workgroup_size(256)
 fn lion_step(
@@ -30,14 +30,24 @@ fn lion_step(
     }
     let i = quad_index(b, lid);
     let keep = quad_mask(b, lid);
-    let g = guarded_grad(grad[i], h.control);
-    let m = exp_avg[i];
-    let p0 = param[i];
-    // Decay first, as lion-pytorch does, even when the factor is 1.
-    var p = p0 * h.decay;
-    // The update interpolates with beta1, the momentum with beta2; WGSL's sign(0) is 0, like torch's sgn.
-    let c = fma(g, vec4<f32>(h.one_minus_beta1), m * h.beta1);
-    p = fma(sign(c), vec4<f32>(h.neg_lr), p);
-    param[i] = select(p0, p, keep);
-    exp_avg[i] = select(m, fma(g, vec4<f32>(h.one_minus_beta2), m * h.beta2), keep);
+    let g = guarded_grad(unpack(grad[i]), h.control);
+    let m_old = exp_avg[i];
+    let m = unpack(m_old);
+    let p_old = param[i];
+    // Decay first, as lion-pytorch and optimi do, even when the factor is 1 (exact).
+    let p = stored(unpack(p_old) * h.decay);
+    var c: vec4<f32>;
+    var m_next: vec4<f32>;
+    if (PARAM_BF16) {
+        // optimi interpolates both with lerp.
+        c = stored(torch_lerp4(m, g, h.one_minus_beta1));
+        m_next = stored(torch_lerp4(m, g, h.one_minus_beta2));
+    } else {
+        // The update interpolates with beta1, the momentum with beta2.
+        c = fma(g, vec4<f32>(h.one_minus_beta1), m * h.beta1);
+        m_next = fma(g, vec4<f32>(h.one_minus_beta2), m * h.beta2);
+    }
+    // WGSL's sign(0) is 0, like torch's sgn; sign(c) * lr is exact, so p + it is the fma it was.
+    update_param(i, p_old, p, sign(c) * stored1(h.neg_lr), keep);
+    exp_avg[i] = repack(m_old, m_next, keep);
 }

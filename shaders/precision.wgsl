@@ -11,23 +11,7 @@ override BF16: bool = true;
 // The 16-bit copy, two elements per word.
 @group(0) @binding(3) var<storage, read_write> narrow: array<vec2<u32>>;
 
-// bf16 -> f32: the bits shifted into place; a NaN gets its quiet bit set (as `half` does).
-fn bf16_to_f32_bits(h: u32) -> u32 {
-    if ((h & 0x7FFFu) > 0x7F80u) {
-        return (h | 0x0040u) << 16u;
-    }
-    return h << 16u;
-}
-
-// f32 -> bf16, round to nearest, ties to even; a NaN keeps its sign and top payload bits and is made quiet.
-fn f32_to_bf16_bits(x: u32) -> u32 {
-    if ((x & 0x7FFFFFFFu) > 0x7F800000u) {
-        return (x >> 16u) | 0x0040u;
-    }
-    // Adding 0x7FFF plus the bit that becomes the last kept one rounds ties towards an even result; a carry
-    // out of the mantissa bumps the exponent, up to infinity, as rounding should.
-    return (x + 0x7FFFu + ((x >> 16u) & 1u)) >> 16u;
-}
+// bf16_to_f32_bits and f32_to_bf16_bits are in common.wgsl (the bf16 optimizer kernels use them too).
 
 // f16 -> f32, exact: subnormals are normalised, infinities kept, a NaN keeps its payload and is made quiet.
 fn f16_to_f32_bits(h: u32) -> u32 {

@@ -1,5 +1,7 @@
 // SGD with optional momentum, dampening, Nesterov and coupled L2 weight decay, one fused pass.
-// The operation order follows torch.optim's single-tensor SGD.
+// The operation order follows torch.optim's single-tensor SGD; on bf16 parameters, torch-optimi's SGD
+// (`_single_param_sgd`, undampened, whose zero-initialised buffer gives the same first step as torch's copy),
+// with every operation's result rounded to bf16.
 
 override MOMENTUM: bool = false;
 override NESTEROV: bool = false;
@@ -18,10 +20,9 @@ struct GroupRecord {
     control: GradControl,
 }
 
-@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
+// param (3) and grad (4) come from the parameter prelude (param_f32.wgsl or param_bf16.wgsl).
 // A placeholder buffer is bound here when MOMENTUM is off; it is never touched.
-@group(0) @binding(5) var<storage, read_write> momentum_buffer: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> momentum_buffer: array<Quad>;
 
 @compute @workgroup_size(256)
 fn sgd_step(
@@ -36,26 +37,29 @@ fn sgd_step(
     }
     let i = quad_index(b, lid);
     let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], h.control);
+    var g = guarded_grad(unpack(grad[i]), h.control);
     if (MAXIMIZE) {
         g = -g;
     }
-    let p = param[i];
+    let p_old = param[i];
+    let p = unpack(p_old);
     if (h.weight_decay != 0.0) {
-        g = g + h.weight_decay * p;
+        // torch rounds add_'s alpha to the tensor's dtype (bf16) before it multiplies.
+        g = stored(g + stored1(h.weight_decay) * p);
     }
     if (MOMENTUM) {
-        let buf0 = momentum_buffer[i];
+        let buf_old = momentum_buffer[i];
         var buf = g;
-        if (h.first_step == 0u) {
-            buf = buf0 * h.momentum + h.one_minus_dampening * g;
+        // optimi's buffer starts at zero instead of a copy: the same value, except that 0 + (-0) is +0.
+        if (h.first_step == 0u || PARAM_BF16) {
+            buf = stored(stored(unpack(buf_old) * h.momentum) + h.one_minus_dampening * g);
         }
-        momentum_buffer[i] = select(buf0, buf, keep);
+        momentum_buffer[i] = repack(buf_old, buf, keep);
         if (NESTEROV) {
-            g = g + h.momentum * buf;
+            g = stored(g + h.momentum * buf);
         } else {
             g = buf;
         }
     }
-    param[i] = select(p, p + h.neg_lr * g, keep);
+    update_param(i, p_old, p, stored1(h.neg_lr) * g, keep);
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::BLOCK;
-use crate::passes::{f32_slices, read_segments, start_segments, write_segments};
+use crate::passes::{
+    dtype_slices, start_bf16_segments, start_segments_as, write_bf16_segments, write_segments_as,
+};
 use crate::readback::Readback;
 
 static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
@@ -78,12 +80,53 @@ pub struct BufferSlice<'a> {
     pub tensor_offset: u64,
 }
 
+/// How an arena stores its parameters and gradients on the GPU.
+///
+/// `Bf16` arenas hold bfloat16 parameters and gradients (two to a u32 word, element 2k in the low half) and
+/// no f32 copy: the optimizers that step them (AdamW, Adam, SGD, Lion) read and write bf16 directly, keep
+/// their per-element state in bf16 and add a bf16 Kahan compensation buffer, as torch-optimi does with
+/// `kahan_sum=True`. Every other optimizer and pass refuses such an arena with
+/// [`Error::UnsupportedParamDtype`]. See `docs/precision.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ParamDtype {
+    /// 32-bit floats (the default).
+    #[default]
+    F32,
+    /// bfloat16, stepped with Kahan-compensated updates.
+    Bf16,
+}
+
+impl ParamDtype {
+    /// "f32" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes one element takes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::Bf16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ParamDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Collects tensor registrations and checks them; `build` packs them onto a device.
 #[derive(Debug, Default, Clone)]
 pub struct ArenaBuilder {
     specs: Vec<(String, Vec<usize>, u32)>,
     index: HashMap<String, usize>,
     chunk_bytes: Option<u64>,
+    dtype: ParamDtype,
 }
 
 impl ArenaBuilder {
@@ -164,6 +207,13 @@ impl ArenaBuilder {
         self
     }
 
+    /// Stores parameters and gradients as `dtype` (f32 unless set). The layout (chunks, blocks) is the one
+    /// an f32 arena gets, so a bf16 arena's buffers are half as large.
+    pub fn param_dtype(&mut self, dtype: ParamDtype) -> &mut Self {
+        self.dtype = dtype;
+        self
+    }
+
     /// How many tensors are registered.
     pub fn len(&self) -> usize {
         self.specs.len()
@@ -216,11 +266,12 @@ impl ArenaBuilder {
     pub fn build(&self, gpu: &Gpu) -> Result<ParamArena> {
         let plan = self.plan(&gpu.limits())?;
         let device = gpu.device();
+        let dtype = self.dtype;
         let (params, grads, layout, chunk_uniforms) = gpu.scoped(|| {
             let make = |label: &str, chunk: &Chunk| {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
-                    size: chunk.elements() * 4,
+                    size: chunk.elements() * dtype.bytes(),
                     usage: wgpu::BufferUsages::STORAGE
                         | wgpu::BufferUsages::COPY_DST
                         | wgpu::BufferUsages::COPY_SRC,
@@ -265,6 +316,7 @@ impl ArenaBuilder {
         Ok(ParamArena {
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
             gpu: gpu.clone(),
+            dtype,
             groups: plan.groups,
             total_blocks: plan.total_blocks,
             frozen: (0..plan.tensors.len())
@@ -491,6 +543,7 @@ impl ChunkInfo {
 pub struct ParamArena {
     id: u64,
     gpu: Gpu,
+    dtype: ParamDtype,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
     chunks: Vec<Chunk>,
@@ -512,6 +565,7 @@ impl std::fmt::Debug for ParamArena {
             .field("elements", &self.elements())
             .field("chunks", &self.chunks.len())
             .field("groups", &self.groups)
+            .field("dtype", &self.dtype)
             .finish()
     }
 }
@@ -520,6 +574,20 @@ impl ParamArena {
     /// The device it lives on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// How its parameters and gradients are stored.
+    pub fn param_dtype(&self) -> ParamDtype {
+        self.dtype
+    }
+
+    /// Bytes of its parameter and gradient buffers together (padding included).
+    pub fn bytes(&self) -> u64 {
+        self.params
+            .iter()
+            .chain(&self.grads)
+            .map(|b| b.size())
+            .sum()
     }
 
     /// Identifies the arena, so optimizers can refuse a different one.
@@ -584,47 +652,92 @@ impl ParamArena {
         &self.chunk_uniforms
     }
 
-    /// Where a tensor's parameters lie: one slice, or several for a tensor larger than one chunk.
+    /// Where a tensor's parameters lie: one slice, or several for a tensor larger than one chunk. In a bf16
+    /// arena a slice starts on a 512-byte boundary and is rounded up to whole 4-byte words, so a tensor of
+    /// odd length includes one padding element at its end.
     pub fn param_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
-        Ok(f32_slices(self.tensor(name)?, &self.params))
+        Ok(dtype_slices(self.tensor(name)?, &self.params, self.dtype))
     }
 
-    /// Where a tensor's gradient lies, for an engine to write into directly.
+    /// Where a tensor's gradient lies, for an engine to write into directly (laid out as
+    /// [`param_slices`](Self::param_slices), in the arena's [`ParamDtype`]).
     pub fn grad_slices(&self, name: &str) -> Result<Vec<BufferSlice<'_>>> {
-        Ok(f32_slices(self.tensor(name)?, &self.grads))
+        Ok(dtype_slices(self.tensor(name)?, &self.grads, self.dtype))
     }
 
-    /// Uploads a tensor's parameters from the host.
+    /// Uploads a tensor's parameters from the host. A bf16 arena rounds them to nearest, ties to even.
     pub fn write_params(&self, name: &str, data: &[f32]) -> Result<()> {
-        write_segments(self, &self.params, name, data)
+        write_segments_as(self, &self.params, self.dtype, name, data)
     }
 
     /// Uploads a tensor's gradient from the host (for users without an engine that writes it on the GPU).
+    /// A bf16 arena rounds it to nearest, ties to even.
     pub fn write_grads(&self, name: &str, data: &[f32]) -> Result<()> {
-        write_segments(self, &self.grads, name, data)
+        write_segments_as(self, &self.grads, self.dtype, name, data)
     }
 
-    /// Downloads a tensor's parameters. Blocks until the GPU has done the work submitted before it: for
-    /// scripts and tests, not inside a step, and not in async code (use [`ParamArena::read_params_async`]).
+    /// Downloads a tensor's parameters (a bf16 arena's widened to f32, exactly). Blocks until the GPU has
+    /// done the work submitted before it: for scripts and tests, not inside a step, and not in async code
+    /// (use [`ParamArena::read_params_async`]).
     pub fn read_params(&self, name: &str) -> Result<Vec<f32>> {
-        read_segments(self, &self.params, name)
+        self.read_params_async(name).wait()
     }
 
     /// Downloads a tensor's gradient. Blocks, as [`ParamArena::read_params`] does.
     pub fn read_grads(&self, name: &str) -> Result<Vec<f32>> {
-        read_segments(self, &self.grads, name)
+        self.read_grads_async(name).wait()
     }
 
     /// Starts downloading a tensor's parameters: the copy is submitted now (so the values are those after
     /// the work submitted so far), and the returned future completes when that submission has finished.
     /// Errors (an unknown name, a lost device) come out of the future.
     pub fn read_params_async(&self, name: &str) -> Readback<Vec<f32>> {
-        start_segments(self, &self.params, name)
+        start_segments_as(self, &self.params, self.dtype, name)
     }
 
     /// Starts downloading a tensor's gradient, as [`ParamArena::read_params_async`] does.
     pub fn read_grads_async(&self, name: &str) -> Readback<Vec<f32>> {
-        start_segments(self, &self.grads, name)
+        start_segments_as(self, &self.grads, self.dtype, name)
+    }
+
+    /// Refuses the bf16 calls on an arena of another dtype.
+    fn check_bf16(&self, name: &str) -> Result<()> {
+        if self.dtype != ParamDtype::Bf16 {
+            return Err(Error::DtypeMismatch {
+                name: name.to_string(),
+                expected: self.dtype.name(),
+                got: "bf16",
+            });
+        }
+        Ok(())
+    }
+
+    /// Uploads a bf16 arena's parameters bit for bit; refused with [`Error::DtypeMismatch`] elsewhere.
+    pub fn write_params_bf16(&self, name: &str, data: &[half::bf16]) -> Result<()> {
+        self.check_bf16(name)?;
+        let bits: Vec<u16> = data.iter().map(|x| x.to_bits()).collect();
+        write_bf16_segments(self, &self.params, name, &bits)
+    }
+
+    /// Uploads a bf16 arena's gradient bit for bit; refused with [`Error::DtypeMismatch`] elsewhere.
+    pub fn write_grads_bf16(&self, name: &str, data: &[half::bf16]) -> Result<()> {
+        self.check_bf16(name)?;
+        let bits: Vec<u16> = data.iter().map(|x| x.to_bits()).collect();
+        write_bf16_segments(self, &self.grads, name, &bits)
+    }
+
+    /// Downloads a bf16 arena's parameters as stored (blocks, as [`ParamArena::read_params`] does).
+    pub fn read_params_bf16(&self, name: &str) -> Result<Vec<half::bf16>> {
+        self.check_bf16(name)?;
+        let bits = start_bf16_segments(self, &self.params, name).wait()?;
+        Ok(bits.into_iter().map(half::bf16::from_bits).collect())
+    }
+
+    /// Downloads a bf16 arena's gradient as stored.
+    pub fn read_grads_bf16(&self, name: &str) -> Result<Vec<half::bf16>> {
+        self.check_bf16(name)?;
+        let bits = start_bf16_segments(self, &self.grads, name).wait()?;
+        Ok(bits.into_iter().map(half::bf16::from_bits).collect())
     }
 
     /// Freezes tensor `name` (or makes it trainable again), as PyTorch's `requires_grad_(False)` does: every

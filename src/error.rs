@@ -142,8 +142,9 @@ pub enum Error {
     /// belongs to that one.
     #[error("this step guard belongs to another optimizer; build one guard per optimizer")]
     GuardOptimizerMismatch,
-    /// 16-bit host data of one format handed to buffers that hold the other (f16 for bf16 or back).
-    #[error("tensor `{name}`: these 16-bit buffers hold {expected}, but {got} data was given")]
+    /// Host data of one format handed to buffers that hold another (f16 for bf16 or back, bf16 calls on an
+    /// f32 arena).
+    #[error("tensor `{name}`: these buffers hold {expected}, but {got} data was given")]
     DtypeMismatch {
         /// The tensor.
         name: String,
@@ -151,6 +152,18 @@ pub enum Error {
         expected: &'static str,
         /// The format passed in.
         got: &'static str,
+    },
+    /// An optimizer or pass whose kernels read f32 parameters and gradients, built on an arena that holds
+    /// another dtype (see [`ParamDtype`](crate::ParamDtype)).
+    #[error(
+        "`{kernel}` cannot step an arena of {dtype} parameters: its kernels read f32; build the arena with \
+         f32 parameters, or step it with AdamW, Adam, SGD or Lion, which have {dtype} kernels"
+    )]
+    UnsupportedParamDtype {
+        /// The kernel family (or a caller's kernel label) that refused.
+        kernel: String,
+        /// The arena's parameter dtype.
+        dtype: &'static str,
     },
     /// A step guard asked to encode a step while the previous encoded one was not reported submitted.
     #[error(

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -22,14 +23,32 @@ fn family_source(family: &str) -> Option<&'static str> {
     Some(match family {
         "adam" => concat!(
             include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_f32.wgsl"),
+            include_str!("../shaders/adam.wgsl")
+        ),
+        "adam+bf16" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_bf16.wgsl"),
             include_str!("../shaders/adam.wgsl")
         ),
         "sgd" => concat!(
             include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_f32.wgsl"),
+            include_str!("../shaders/sgd.wgsl")
+        ),
+        "sgd+bf16" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_bf16.wgsl"),
             include_str!("../shaders/sgd.wgsl")
         ),
         "lion" => concat!(
             include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_f32.wgsl"),
+            include_str!("../shaders/lion.wgsl")
+        ),
+        "lion+bf16" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_bf16.wgsl"),
             include_str!("../shaders/lion.wgsl")
         ),
         "rmsprop" => concat!(
@@ -123,6 +142,22 @@ fn family_source(family: &str) -> Option<&'static str> {
         "precision" => include_str!("../shaders/precision.wgsl"),
         _ => return None,
     })
+}
+
+/// The variant of a single-pass optimizer family that steps an arena of `dtype` parameters, or `None` when the
+/// family has none (its constructor then refuses the arena). A family opts in by writing its file on the
+/// parameter prelude (`shaders/param_f32.wgsl` / `shaders/param_bf16.wgsl`: `Quad` buffers, `unpack`,
+/// `repack`, `stored`, `update_param`), adding its `+bf16` source above and its name here.
+pub(crate) fn param_variant(family: &str, dtype: ParamDtype) -> Option<&'static str> {
+    match dtype {
+        ParamDtype::F32 => None,
+        ParamDtype::Bf16 => Some(match family {
+            "adam" => "adam+bf16",
+            "sgd" => "sgd+bf16",
+            "lion" => "lion+bf16",
+            _ => return None,
+        }),
+    }
 }
 
 /// How a kernel sees one binding of its bind group (group 0, bindings numbered in order).

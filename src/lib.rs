@@ -43,7 +43,9 @@ mod poll;
 mod precision;
 mod readback;
 
-pub use arena::{ArenaBuilder, ArenaPlan, BufferSlice, ParamArena, Segment, TensorInfo};
+pub use arena::{
+    ArenaBuilder, ArenaPlan, BufferSlice, ParamArena, ParamDtype, Segment, TensorInfo,
+};
 pub use averaging::{AveragedParams, AveragingMode};
 pub use checkpoint::{CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint, TensorEntry};
 pub use decay_rule::NoDecayRule;

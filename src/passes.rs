@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::arena::{BufferSlice, ParamArena, TensorInfo};
+use crate::arena::{BufferSlice, ParamArena, ParamDtype, TensorInfo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Access, Kernel, KernelSpec};
@@ -173,6 +173,7 @@ impl Stage {
         chunks: &[usize],
         grids: Vec<(u32, u32)>,
     ) -> Result<Self> {
+        check_param_dtype(arena, family, source.is_some(), slots)?;
         let gpu = arena.gpu();
         let spec = KernelSpec {
             family,
@@ -245,12 +246,15 @@ impl Stage {
 /// Per-element optimizer state: named buffer sets, one buffer per chunk, zeroed.
 pub(crate) struct StateSet {
     names: Vec<&'static str>,
+    /// The arena's parameter dtype, which per-element state follows (as torch-optimi's `zeros_like(param)`).
+    dtype: ParamDtype,
     /// `[state][chunk]`
     buffers: Vec<Vec<wgpu::Buffer>>,
 }
 
 impl StateSet {
     pub fn new(arena: &ParamArena, names: &[&'static str]) -> Result<Self> {
+        let dtype = arena.param_dtype();
         let gpu = arena.gpu();
         let device = gpu.device();
         let buffers = gpu.scoped(|| {
@@ -263,7 +267,7 @@ impl StateSet {
                         .map(|c| {
                             device.create_buffer(&wgpu::BufferDescriptor {
                                 label: Some(name),
-                                size: c.elements() * 4,
+                                size: c.elements() * dtype.bytes(),
                                 usage: wgpu::BufferUsages::STORAGE
                                     | wgpu::BufferUsages::COPY_DST
                                     | wgpu::BufferUsages::COPY_SRC,
@@ -276,15 +280,21 @@ impl StateSet {
         })?;
         Ok(Self {
             names: names.to_vec(),
+            dtype,
             buffers,
         })
     }
 
     /// A state set over buffers made elsewhere (`[state][chunk]`, shaped like the arena's chunks): paged
     /// state, whose buffers live in host memory.
-    pub fn from_buffers(names: &[&'static str], buffers: Vec<Vec<wgpu::Buffer>>) -> Self {
+    pub fn from_buffers(
+        arena: &ParamArena,
+        names: &[&'static str],
+        buffers: Vec<Vec<wgpu::Buffer>>,
+    ) -> Self {
         Self {
             names: names.to_vec(),
+            dtype: arena.param_dtype(),
             buffers,
         }
     }
@@ -310,7 +320,7 @@ impl StateSet {
     /// Starts downloading state `state` of tensor `tensor`.
     pub fn read_async(&self, arena: &ParamArena, state: &str, tensor: &str) -> Readback<Vec<f32>> {
         match self.slot(state) {
-            Ok(slot) => start_segments(arena, &self.buffers[slot], tensor),
+            Ok(slot) => start_segments_as(arena, &self.buffers[slot], self.dtype, tensor),
             Err(e) => Readback::ready(Err(e)),
         }
     }
@@ -325,7 +335,20 @@ impl StateSet {
         values: &[f32],
     ) -> Result<()> {
         let slot = self.slot(state)?;
-        write_segments(arena, &self.buffers[slot], tensor, values)
+        if self.dtype == ParamDtype::Bf16 {
+            // State is restored bit for bit: a value bf16 cannot hold exactly did not come from this state.
+            if let Some(v) = values
+                .iter()
+                .find(|v| half::bf16::from_f32(**v).to_f32().to_bits() != v.to_bits())
+            {
+                return Err(Error::InvalidStateData {
+                    tensor: tensor.to_string(),
+                    state: state.to_string(),
+                    reason: format!("{v} is not a bf16 value, and this state is kept in bf16"),
+                });
+            }
+        }
+        write_segments_as(arena, &self.buffers[slot], self.dtype, tensor, values)
     }
 
     /// Sets every element of state `state` (padding included) to `value`, for state that does not start at
@@ -334,7 +357,11 @@ impl StateSet {
         let slot = self.slot(state)?;
         // Staged in pieces, so the host never holds a copy of a whole chunk.
         const PIECE: u64 = 1 << 20;
-        let piece = vec![value; PIECE as usize / 4];
+        let word = match self.dtype {
+            ParamDtype::F32 => value.to_bits(),
+            ParamDtype::Bf16 => u32::from(half::bf16::from_f32(value).to_bits()) * 0x1_0001,
+        };
+        let piece = vec![word; PIECE as usize / 4];
         for buffer in &self.buffers[slot] {
             let mut at = 0;
             while at < buffer.size() {
@@ -391,15 +418,6 @@ pub(crate) fn start_segments(
     crate::readback::start_f32(arena.gpu(), &ranges)
 }
 
-/// Downloads one tensor's values from per-chunk buffers shaped like the arena (waits for the GPU).
-pub(crate) fn read_segments(
-    arena: &ParamArena,
-    buffers: &[wgpu::Buffer],
-    tensor: &str,
-) -> Result<Vec<f32>> {
-    start_segments(arena, buffers, tensor).wait()
-}
-
 /// Uploads one tensor's values into per-chunk buffers shaped like the arena (each segment at its chunk
 /// offset). Checks the length before anything is staged.
 pub(crate) fn write_segments(
@@ -425,6 +443,167 @@ pub(crate) fn write_segments(
             s.offset,
             bytemuck::cast_slice(&values[start..end]),
         );
+    }
+    Ok(())
+}
+
+/// Where one tensor's values lie in per-chunk buffers shaped like the arena holding `dtype`: f32 slices, or
+/// 16-bit ones (two elements to a word, each slice rounded up to whole words).
+pub(crate) fn dtype_slices<'a>(
+    t: &TensorInfo,
+    buffers: &'a [wgpu::Buffer],
+    dtype: ParamDtype,
+) -> Vec<BufferSlice<'a>> {
+    match dtype {
+        ParamDtype::F32 => f32_slices(t, buffers),
+        ParamDtype::Bf16 => t
+            .segments
+            .iter()
+            .map(|s| BufferSlice {
+                buffer: &buffers[s.chunk],
+                offset: s.chunk_offset * 2,
+                size: s.len.div_ceil(2) * 4,
+                tensor_offset: s.tensor_offset,
+            })
+            .collect(),
+    }
+}
+
+/// Starts downloading one tensor's bf16 bit patterns from per-chunk 16-bit buffers shaped like the arena.
+pub(crate) fn start_bf16_segments(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    tensor: &str,
+) -> Readback<Vec<u16>> {
+    let t = match arena.tensor(tensor) {
+        Ok(t) => t,
+        Err(e) => return Readback::ready(Err(e)),
+    };
+    let slices = dtype_slices(t, buffers, ParamDtype::Bf16);
+    let ranges: Vec<_> = slices
+        .iter()
+        .map(|s| (s.buffer, s.offset, s.size))
+        .collect();
+    // Each segment's elements, then the halves its slice spans (one more at an odd end).
+    let layout: Vec<(usize, usize)> = slices
+        .iter()
+        .zip(&t.segments)
+        .map(|(s, segment)| (segment.len as usize, (s.size / 2) as usize))
+        .collect();
+    let numel = t.numel as usize;
+    crate::readback::start(arena.gpu(), &ranges, move |bytes| {
+        let halves: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut out = Vec::with_capacity(numel);
+        let mut at = 0;
+        for (len, span) in layout {
+            let segment = halves
+                .get(at..at + len)
+                .ok_or_else(|| Error::Gpu("a 16-bit readback came back short".into()))?;
+            out.extend_from_slice(segment);
+            at += span;
+        }
+        Ok(out)
+    })
+}
+
+/// Starts downloading one tensor's values as f32 from per-chunk buffers holding `dtype` (bf16 widened,
+/// exactly).
+pub(crate) fn start_segments_as(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    dtype: ParamDtype,
+    tensor: &str,
+) -> Readback<Vec<f32>> {
+    match dtype {
+        ParamDtype::F32 => start_segments(arena, buffers, tensor),
+        ParamDtype::Bf16 => start_bf16_segments(arena, buffers, tensor).map(|bits| {
+            Ok(bits
+                .into_iter()
+                .map(|b| half::bf16::from_bits(b).to_f32())
+                .collect())
+        }),
+    }
+}
+
+/// Uploads one tensor's bf16 bit patterns into per-chunk 16-bit buffers shaped like the arena. Checks the
+/// length before anything is staged; an odd-length segment's padding half is written as zero.
+pub(crate) fn write_bf16_segments(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    tensor: &str,
+    bits: &[u16],
+) -> Result<()> {
+    arena.gpu().check()?;
+    let t = arena.tensor(tensor)?;
+    if bits.len() as u64 != t.numel {
+        return Err(Error::LengthMismatch {
+            name: tensor.to_string(),
+            expected: t.numel as usize,
+            got: bits.len(),
+        });
+    }
+    for (s, segment) in dtype_slices(t, buffers, ParamDtype::Bf16)
+        .iter()
+        .zip(&t.segments)
+    {
+        let start = segment.tensor_offset as usize;
+        let mut words = bits[start..start + segment.len as usize].to_vec();
+        if words.len() % 2 == 1 {
+            words.push(0);
+        }
+        arena
+            .gpu()
+            .queue()
+            .write_buffer(s.buffer, s.offset, bytemuck::cast_slice(&words));
+    }
+    Ok(())
+}
+
+/// Uploads one tensor's f32 values into per-chunk buffers holding `dtype` (rounded to nearest, ties to even,
+/// for bf16).
+pub(crate) fn write_segments_as(
+    arena: &ParamArena,
+    buffers: &[wgpu::Buffer],
+    dtype: ParamDtype,
+    tensor: &str,
+    values: &[f32],
+) -> Result<()> {
+    match dtype {
+        ParamDtype::F32 => write_segments(arena, buffers, tensor, values),
+        ParamDtype::Bf16 => {
+            let bits: Vec<u16> = values
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect();
+            write_bf16_segments(arena, buffers, tensor, &bits)
+        }
+    }
+}
+
+/// Refuses a stage that binds the parameters or gradients of an arena whose dtype its kernel was not
+/// written for: a kernel reads the arena's buffers as f32 unless it is a `+bf16` variant of a family of
+/// `shaders/` (see `kernels::param_variant`). A caller's own WGSL always reads f32.
+fn check_param_dtype(
+    arena: &ParamArena,
+    family: &'static str,
+    custom: bool,
+    slots: &[(Access, Slot<'_>)],
+) -> Result<()> {
+    let dtype = arena.param_dtype();
+    if dtype == ParamDtype::F32 || (!custom && family.ends_with("+bf16")) {
+        return Ok(());
+    }
+    let own = |b: &[wgpu::Buffer]| {
+        std::ptr::eq(b.as_ptr(), arena.param_buffers().as_ptr())
+            || std::ptr::eq(b.as_ptr(), arena.grad_buffers().as_ptr())
+    };
+    if slots.iter().any(|(access, slot)| {
+        *access != Access::Absent && matches!(slot, Slot::PerChunk(b) if own(b))
+    }) {
+        return Err(Error::UnsupportedParamDtype {
+            kernel: family.to_string(),
+            dtype: dtype.name(),
+        });
     }
     Ok(())
 }

@@ -20,8 +20,9 @@
 //! infinity, and a NaN keeps its sign and leading payload bits and comes out quiet (torch instead writes the
 //! canonical NaN 0x7FC0 when it rounds a NaN to bf16).
 //!
-//! Not offered: Kahan-compensated 16-bit updates without a master copy (the approach of the optimi library),
-//! which would need the optimizer kernels to read and write 16-bit parameters and a compensation buffer.
+//! Without a master copy: an arena of bf16 parameters ([`ParamDtype::Bf16`](crate::ParamDtype)), which
+//! AdamW, Adam, SGD and Lion step directly with Kahan-compensated updates (the approach of the optimi
+//! library) in half the memory; `HalfParams` refuses such an arena.
 //!
 //! Memory: 2 bytes per parameter for the 16-bit parameters and 2 for the 16-bit gradients, on top of the
 //! arena's 4 + 4 (f32 masters and f32 gradients) and the optimizer's state.

@@ -11,12 +11,15 @@
 //! p ← p − (lr / (1 − β1^t)) · m / (√v̂ / √(1 − β2^t) + ε)
 //! ```
 //!
+//! On bf16 parameters the reference is torch-optimi 0.3.3's `Adam`/`AdamW` with `kahan_sum=True` (see
+//! [`Adam`]).
+//!
 //! Reference: `torch.optim.Adam` and `torch.optim.AdamW` (single-tensor path), matched operation by
 //! operation in f32; bias corrections, `lr / (1 − β1^t)` and `1 − lr·λ` are computed on the host in f64
 //! as PyTorch computes them in Python floats. Defaults are PyTorch's: β = (0.9, 0.999), ε = 1e-8, and
 //! λ = 0.01 for AdamW, 0 for Adam.
 
-use crate::arena::ParamArena;
+use crate::arena::{ParamArena, ParamDtype};
 use crate::error::Result;
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::same;
@@ -125,10 +128,84 @@ impl OptimizerConfig for AdamConfig {
     }
 }
 
+/// An [`AdamConfig`] with the form its records take for the arena's parameter dtype. On bf16 parameters the
+/// reference is torch-optimi's Adam, which folds the bias corrections into the betas (its `debias_beta`:
+/// β̂ = (β^t − β) / (β^t − 1), so that m and v are the bias-corrected moments) and steps by lr · m / (√v + ε):
+/// the same rule, rounded to bf16 at other places, so the records carry optimi's scalars there. Checkpoints
+/// see the [`AdamConfig`] alone: the form follows the arena.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct AdamRule {
+    config: AdamConfig,
+    #[serde(skip)]
+    debiased: bool,
+}
+
+/// optimi's `debias_beta`: β folded with the bias correction of step `t`, as Python computes it.
+fn debias_beta(beta: f64, t: u64) -> f64 {
+    let bt = beta.powf(t as f64);
+    (bt - beta) / (bt - 1.0)
+}
+
+impl OptimizerConfig for AdamRule {
+    const KIND: &'static str = AdamConfig::KIND;
+
+    fn validate(&self) -> Result<()> {
+        self.config.validate()
+    }
+
+    fn knob(&self) -> GroupKnob {
+        self.config.knob()
+    }
+
+    fn check_fixed(&self, saved: &Self) -> Result<()> {
+        self.config.check_fixed(&saved.config)
+    }
+
+    fn with_momentum(&self, momentum: f64) -> Result<Self> {
+        Ok(Self {
+            config: self.config.with_momentum(momentum)?,
+            ..*self
+        })
+    }
+
+    /// The record form follows the arena, which a checkpoint does not store.
+    fn restored(&self, saved: Self) -> Self {
+        Self {
+            config: saved.config,
+            ..*self
+        }
+    }
+
+    fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16] {
+        if !self.debiased {
+            return self.config.record(group, lr, step);
+        }
+        let (beta1, beta2) = group.betas.unwrap_or(self.config.betas);
+        let beta1_hat = debias_beta(beta1, step);
+        let beta2_hat = debias_beta(beta2, step);
+        let wd = group.weight_decay.unwrap_or(self.config.weight_decay);
+        record([
+            word(1.0 - lr * wd),
+            word(lr),
+            word(1.0),
+            word(1.0 - beta1_hat),
+            word(beta2_hat),
+            word(1.0 - beta2_hat),
+            word(self.config.eps),
+            word(wd),
+        ])
+    }
+}
+
 /// Adam or AdamW over a whole arena, state resident on the GPU (`exp_avg`, `exp_avg_sq`, and
 /// `max_exp_avg_sq` with AMSGrad), or paged to host memory ([`Adam::with_placement`]).
+///
+/// On an arena of bf16 parameters ([`ParamDtype::Bf16`](crate::ParamDtype)) it steps them directly, as
+/// torch-optimi's `Adam`/`AdamW` with `kahan_sum=True`: state in bf16, a bf16 compensation `kahan_comp`,
+/// every operation rounded to bf16 (see `docs/precision.md`).
 pub struct Adam {
-    core: Core<AdamConfig, WgslKernel>,
+    core: Core<AdamRule, WgslKernel>,
 }
 
 /// AdamW is Adam with decoupled weight decay: build it with `AdamConfig::adamw()`.
@@ -167,14 +244,18 @@ impl Adam {
             &states,
             placement,
         )?;
+        let rule = AdamRule {
+            config,
+            debiased: arena.param_dtype() == ParamDtype::Bf16,
+        };
         Ok(Self {
-            core: Core::new(arena, config, kernel)?,
+            core: Core::new(arena, rule, kernel)?,
         })
     }
 
     /// The config it was built with.
     pub fn config(&self) -> &AdamConfig {
-        &self.core.config
+        &self.core.config.config
     }
 
     /// Where the state lives: [`StatePlacement::Device`] or [`StatePlacement::Host`] (what `Auto` chose).

@@ -42,6 +42,13 @@ pub trait OptimizerConfig: Copy + Serialize + DeserializeOwned {
     /// infinity or NaN is refused). Word 15 must stay 0: it is the step guard's skip flag.
     fn record(&self, group: &GroupConfig, lr: f64, step: u64) -> [u32; 16];
 
+    /// The config a checkpoint's `saved` one becomes in this optimizer: `saved` itself, unless the config
+    /// carries something the checkpoint does not store (such as a record form chosen by the arena's
+    /// parameter dtype), which is then kept from `self`.
+    fn restored(&self, saved: Self) -> Self {
+        saved
+    }
+
     /// The config with its momentum coefficient (β1, or μ) replaced, for a schedule that cycles it. The
     /// result is validated before it is used. Optimizers without one refuse, which is the default.
     fn with_momentum(&self, momentum: f64) -> Result<Self> {
@@ -302,7 +309,7 @@ impl<C: OptimizerConfig, K: StepKernel> OptimizerState for Core<C, K> {
 
     fn load_config(&mut self, config: &serde_json::Value) -> Result<()> {
         self.check_config(config)?;
-        self.config = parse_config(C::KIND, config)?;
+        self.config = self.config.restored(parse_config(C::KIND, config)?);
         Ok(())
     }
 

@@ -49,7 +49,7 @@ pub use sgd::{Sgd, SgdConfig};
 pub use sophia::{SophiaG, SophiaGConfig};
 pub use stable_adamw::{StableAdamW, StableAdamWConfig};
 pub use state::{KernelState, OptimizerState, StateData, StateLayout, StateRef, StateStore, same};
-pub use wgsl::{MAX_WGSL_STATES, WgslKernel};
+pub use wgsl::{KAHAN_BINDING, KAHAN_STATE, MAX_WGSL_STATES, WgslKernel};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};

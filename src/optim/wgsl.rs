@@ -3,11 +3,19 @@
 //! `shaders/`), and so is an optimizer defined outside this crate (WGSL of its own).
 
 use crate::arena::ParamArena;
+use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
 use crate::optim::paged::PagedBuffers;
 use crate::optim::{GROUP_RECORD_BYTES, KernelState, StatePlacement, StepKernel, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder_named};
+
+/// The state name of the Kahan compensation a kernel keeps for bf16 parameters (torch-optimi's name).
+pub const KAHAN_STATE: &str = "kahan_comp";
+
+/// The binding of the Kahan compensation in the `+bf16` variants (`shaders/param_bf16.wgsl`): after the
+/// layout, chunk, group, parameter and gradient bindings and at most three state buffers of the family's.
+pub const KAHAN_BINDING: u32 = 8;
 
 /// The most state buffers a [`WgslKernel`] may own: with the layout table, the group records, the
 /// parameters and the gradients they make the 8 storage buffers every adapter allows per stage.
@@ -81,6 +89,7 @@ impl WgslKernel {
             "custom optimizer step",
             false,
             StatePlacement::Device,
+            false,
             |bindings| {
                 Stage::per_chunk_source(arena, label, source, entry, constants.to_vec(), bindings)
             },
@@ -92,6 +101,10 @@ impl WgslKernel {
     ///
     /// The state bindings are one per name of `slots`; `live` names the states this variant keeps, in the
     /// order they are listed, and a slot it does not name gets a placeholder buffer the variant never touches.
+    ///
+    /// On an arena of bf16 parameters the family's `+bf16` variant is compiled (`kernels::param_variant`),
+    /// with a Kahan compensation buffer `kahan_comp` as its last state, bound at [`KAHAN_BINDING`]; a family
+    /// without one is refused with [`Error::UnsupportedParamDtype`].
     pub(crate) fn family(
         arena: &ParamArena,
         family: &'static str,
@@ -122,6 +135,16 @@ impl WgslKernel {
         live: &[&'static str],
         placement: StatePlacement,
     ) -> Result<Self> {
+        let (family, kahan) = match arena.param_dtype() {
+            ParamDtype::F32 => (family, false),
+            dtype => (
+                param_variant(family, dtype).ok_or_else(|| Error::UnsupportedParamDtype {
+                    kernel: family.to_string(),
+                    dtype: dtype.name(),
+                })?,
+                true,
+            ),
+        };
         Self::bind(
             arena,
             slots,
@@ -129,6 +152,7 @@ impl WgslKernel {
             "optimizer step",
             true,
             placement,
+            kahan,
             |bindings| {
                 Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
             },
@@ -137,6 +161,7 @@ impl WgslKernel {
 
     /// Creates the group buffer and the `live` state, binds layout, chunk, groups, parameters, gradients and
     /// one buffer per name of `slots` in that order, and builds the stage with `stage`.
+    #[allow(clippy::too_many_arguments)]
     fn bind(
         arena: &ParamArena,
         slots: &[&'static str],
@@ -144,13 +169,29 @@ impl WgslKernel {
         label: &'static str,
         reads_grad_control: bool,
         placement: StatePlacement,
+        kahan: bool,
         stage: impl FnOnce(&[(Access, Slot<'_>)]) -> Result<Stage>,
     ) -> Result<Self> {
         let gpu = arena.gpu();
         let groups = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
-        let sizes: Vec<u64> = arena.chunks().iter().map(|c| c.elements() * 4).collect();
-        let paged = PagedBuffers::new(arena, live, &vec![sizes; live.len()], placement)?;
-        let state = StateSet::from_buffers(live, paged.store());
+        let mut live = live.to_vec();
+        if kahan {
+            if placement != StatePlacement::Device {
+                return Err(Error::Unsupported(format!(
+                    "kernel `{label}`: paged state for bf16 parameters (the Kahan variants keep theirs on the device)"
+                )));
+            }
+            live.push(KAHAN_STATE);
+        }
+        // Per-element state follows the parameters' dtype (torch-optimi's `zeros_like(param)`).
+        let bytes = arena.param_dtype().bytes();
+        let sizes: Vec<u64> = arena
+            .chunks()
+            .iter()
+            .map(|c| c.elements() * bytes)
+            .collect();
+        let paged = PagedBuffers::new(arena, &live, &vec![sizes; live.len()], placement)?;
+        let state = StateSet::from_buffers(arena, &live, paged.store());
         let bound = paged.bound();
         let unused = placeholder_named(gpu, "unused state")?;
         let mut bindings = vec![
@@ -167,6 +208,20 @@ impl WgslKernel {
             };
             (Access::ReadWrite, slot)
         }));
+        if kahan && bindings.len() > KAHAN_BINDING as usize {
+            return Err(Error::Gpu(format!(
+                "kernel `{label}`: {} state bindings leave no room for the compensation at binding {KAHAN_BINDING}",
+                slots.len()
+            )));
+        }
+        if kahan {
+            // The bindings between the family's state and the compensation are left out of the layout.
+            while bindings.len() < KAHAN_BINDING as usize {
+                bindings.push((Access::Absent, Slot::Buffer(&unused)));
+            }
+            let comp = live.len() - 1;
+            bindings.push((Access::ReadWrite, Slot::PerChunk(&bound[comp])));
+        }
         let stage = stage(&bindings)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

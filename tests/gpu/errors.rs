@@ -631,6 +631,7 @@ fn covering_test(e: &Error) -> Result<&'static str, &'static str> {
         // The refused encode is followed by steps bit-identical to a run that never made it.
         Error::GuardNotSubmitted => "guard_encode_with_half_params",
         Error::DtypeMismatch { .. } => "mixed_precision_bad_input_changes_nothing",
+        Error::UnsupportedParamDtype { .. } => "kahan_wrong_optimizer_is_refused",
         // Checkpoint contents are the checkpoint tests' (each compares the live run before and after).
         Error::Checkpoint { .. } => "checkpoint_truncated_or_corrupted_is_refused",
         Error::CheckpointMismatch { .. } => "checkpoint_of_another_tensor_list_names_the_tensor",
@@ -718,6 +719,10 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
             expected: "",
             got: "",
         },
+        Error::UnsupportedParamDtype {
+            kernel: String::new(),
+            dtype: "",
+        },
         Error::Checkpoint {
             reason: String::new(),
         },
@@ -754,6 +759,7 @@ fn every_error_variant_has_a_test(_: &Gpu) -> Result<(), String> {
         .chain(crate::schedule_free::tests())
         .chain(crate::muon::tests())
         .chain(crate::paged::tests())
+        .chain(crate::kahan::tests())
         .map(|t| t.name)
         .collect();
     for v in &variants {

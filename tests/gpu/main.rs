@@ -15,6 +15,7 @@ mod freezing;
 mod guard;
 mod hardening;
 mod harness;
+mod kahan;
 mod lookahead;
 mod lr_finder;
 mod matmul;
@@ -64,5 +65,6 @@ fn main() {
     tests.extend(sophia::tests());
     tests.extend(lookahead::tests());
     tests.extend(paged::tests());
+    tests.extend(kahan::tests());
     harness::run(tests)
 }

@@ -37,7 +37,7 @@ struct Args {
     optimizers: Option<Vec<String>>,
     /// Steps measured beside AdamW on the size sweep's models and the GPT-2 model, comma-separated, all or
     /// none: adamw (the reference), adamw+clip_norm, adamw+loss_scale+clip_norm, ema_update,
-    /// adamw_bf16_params, adamw_paged [default: all]
+    /// adamw_bf16_params, adamw_bf16_kahan, adamw_paged [default: all]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     extras: Option<Vec<String>>,
     /// Parameter counts of the size sweep (one tensor each) [default: 1M,16M,64M,256M; 256K added on CPU adapters]

@@ -6,11 +6,11 @@
 
 use wgoptim::{
     Adafactor, AdafactorConfig, Adagrad, AdagradConfig, Adam, Adam8bitConfig, AdamConfig,
-    AdamW8bit, Adopt, AdoptConfig, AveragedParams, AveragingMode, GuardConfig, HalfDtype,
-    HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig, LionConfig,
-    Lookahead, LookaheadConfig, LossScaleConfig, Optimizer, ParamArena, Rmsprop, RmspropConfig,
-    ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG, SophiaGConfig, StatePlacement,
-    StepGuard, StepStats,
+    AdamW8bit, Adopt, AdoptConfig, ArenaBuilder, AveragedParams, AveragingMode, GuardConfig,
+    HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit, Lion8bitConfig,
+    LionConfig, Lookahead, LookaheadConfig, LossScaleConfig, Optimizer, ParamArena, ParamDtype,
+    Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig, Sgd, SgdConfig, SophiaG,
+    SophiaGConfig, StatePlacement, StepGuard, StepStats,
 };
 
 use crate::error::{BenchError, Result};
@@ -346,6 +346,51 @@ impl ExtraWork for Half<'_> {
     }
 }
 
+/// AdamW on bf16 parameters with a Kahan compensation and no f32 masters (`ParamDtype::Bf16`): an arena
+/// of its own with the model's tensors, since the suite's arena holds f32.
+struct Bf16Kahan {
+    arena: ParamArena,
+    opt: Adam,
+    stats: StepStats,
+}
+
+impl Workload for Bf16Kahan {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.opt.encode_step(&self.arena, EXTRA_LR, encoder)?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.stats = self.opt.step(&self.arena, EXTRA_LR)?;
+        Ok(())
+    }
+}
+
+impl ExtraWork for Bf16Kahan {
+    fn stats(&self) -> StepStats {
+        self.stats
+    }
+
+    /// The bf16 moments and compensation; its own parameters and gradients take 4 bytes per parameter
+    /// where the suite's f32 arena takes 8.
+    fn resident_bytes(&self) -> u64 {
+        self.opt.state_bytes()
+    }
+}
+
+fn bf16_kahan(arena: &ParamArena) -> Result<Box<dyn ExtraWork + '_>> {
+    let mut b = ArenaBuilder::new();
+    for t in arena.tensors() {
+        b.add(&t.name, &t.shape, t.group)?;
+    }
+    let own = b.param_dtype(ParamDtype::Bf16).build(arena.gpu())?;
+    Ok(Box::new(Bf16Kahan {
+        opt: adamw(&own)?,
+        arena: own,
+        stats: StepStats::default(),
+    }))
+}
+
 fn adamw(arena: &ParamArena) -> Result<Adam> {
     Ok(Adam::new(arena, AdamConfig::adamw())?)
 }
@@ -442,6 +487,8 @@ pub const EXTRAS: &[ExtraEntry] = &[
     // AdamW's 28, plus m and v copied in (read from host memory, written to a window: 16) and back out (16);
     // 16 of the 60 cross the host link
     ExtraEntry { name: "adamw_paged", bytes_per_param: 60, includes_step: true, guarded: false, make: paged },
+    // bf16 throughout: reads p, g, m, v, c; writes p, m, v, c (2 bytes each); no f32 masters
+    ExtraEntry { name: "adamw_bf16_kahan", bytes_per_param: 18, includes_step: true, guarded: false, make: bf16_kahan },
 ];
 
 /// Looks extras up by name; `all` selects the whole table, `none` nothing.

@@ -198,8 +198,9 @@ fn core_runs_every_optimizer(gpu: &Gpu) -> Result<(), Failed> {
         )?;
         check(c.copy_gbps.is_some() && c.submissions_per_step == 1, what)?;
         let dispatches_ok = match entry.name {
-            // one chunk on these models: paged AdamW dispatches once per chunk, as AdamW does
-            "adamw" | "ema_update" | PAGED => c.dispatches_per_step == 1,
+            // one chunk on these models: paged AdamW dispatches once per chunk, as AdamW does, and AdamW
+            // on bf16 parameters with its compensation is one pass too
+            "adamw" | "ema_update" | PAGED | "adamw_bf16_kahan" => c.dispatches_per_step == 1,
             // upcast, AdamW, downcast
             "adamw_bf16_params" => c.dispatches_per_step == 3,
             // the guard's reduction, control and apply passes, then AdamW

@@ -31,6 +31,9 @@
 //! - [`lars`]: LARS, as timm's `Lars`.
 //! - [`rmsprop`]: RMSprop, as `torch.optim.RMSprop`.
 //! - [`adagrad`]: Adagrad, as `torch.optim.Adagrad`.
+//! - [`kahan`]: bf16 parameters without an f32 master copy, as torch-optimi's
+//!   `AdamW`, `Lion` and `SGD` with `kahan_sum=True`, with the loader of the
+//!   fixtures in `tests/fixtures/optimi_kahan`.
 //! - [`eightbit`]: AdamW8bit/Adam8bit as torchao runs them and Lion8bit
 //!   (lion-pytorch on torchao's 8-bit state), with the loader of the fixtures
 //!   in `tests/fixtures/torchao_8bit`.
@@ -52,6 +55,7 @@ pub mod averaging;
 pub mod compare;
 pub mod eightbit;
 pub mod fixtures;
+pub mod kahan;
 pub mod lamb;
 pub mod lars;
 pub mod lion;
