@@ -1,5 +1,5 @@
 //! bf16 parameters stepped without an f32 master copy (`ParamDtype::Bf16`), against torch-optimi 0.3.3's
-//! `AdamW`, `Lion` and `SGD` on bf16 tensors with `kahan_sum=True` (`foreach=False`, CPU, one thread),
+//! `AdamW`, `Lion`, `SGD` and `StableAdamW` on bf16 tensors with `kahan_sum=True` (`foreach=False`, CPU, one thread),
 //! recorded by `scripts/torch_fixtures/gen_kahan.py` into `tests/fixtures/optimi_kahan/`: four tensors of
 //! 64 to 2048 elements in two groups, group 0 with weight decay, 30 steps with a learning rate that changes
 //! every step, the arena split over several chunks. The fixtures' sizes are multiples of 64 (torch's CPU
@@ -43,7 +43,7 @@ use wgoptim::{
     ArenaBuilder, AveragedParams, AveragingMode, Checkpoint, Error, Gpu, GradNorms, GroupConfig,
     GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
     Optimizer, ParamArena, ParamDtype, Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig,
-    Sgd, SgdConfig, StepGuard,
+    Sgd, SgdConfig, StableAdamW, StableAdamWConfig, StepGuard,
 };
 use wgoptim_reference::kahan::{self as cpu, KahanCase, KahanInputs, KahanStep, KahanTensor, Rule};
 
@@ -58,6 +58,7 @@ pub fn tests() -> Vec<GpuTest> {
         test("optimi_kahan_sgd_no_momentum", |g| {
             case(g, "sgd_no_momentum")
         }),
+        test("optimi_kahan_stable_adamw", |g| case(g, "stable_adamw")),
         test("kahan_checkpoint_resume", resume),
         test("kahan_schedule_matches_the_oracle", scheduled),
         test("kahan_wrong_optimizer_is_refused", refused),
@@ -122,6 +123,18 @@ fn optimizer(arena: &ParamArena, case: &KahanCase) -> Result<Box<dyn Optimizer>,
             )
             .map_err(err)?,
         ),
+        Rule::StableAdamW { betas, eps } => Box::new(
+            StableAdamW::new(
+                arena,
+                StableAdamWConfig {
+                    betas,
+                    eps,
+                    weight_decay: wd,
+                    ..StableAdamWConfig::default()
+                },
+            )
+            .map_err(err)?,
+        ),
         Rule::Sgd { momentum } => Box::new(
             Sgd::new(
                 arena,
@@ -156,7 +169,9 @@ fn write_grads(arena: &ParamArena, inputs: &KahanInputs, step: usize) -> Result<
 /// optimi's state names, and this crate's.
 fn state_names(rule: Rule) -> Vec<(&'static str, &'static str)> {
     let mut names = match rule {
-        Rule::Adam { .. } => vec![("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")],
+        Rule::Adam { .. } | Rule::StableAdamW { .. } => {
+            vec![("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")]
+        }
         Rule::Lion { .. } => vec![("exp_avg", "exp_avg")],
         Rule::Sgd { momentum } if momentum != 0.0 => vec![("exp_avg", "momentum_buffer")],
         Rule::Sgd { .. } => vec![],
