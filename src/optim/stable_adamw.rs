@@ -44,13 +44,13 @@
 //! PyTorch's backward pass).
 
 use crate::arena::ParamArena;
+use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::arena::ParamDtype;
 use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
-use crate::optim::wgsl::{KAHAN_BINDING, KAHAN_STATE};
 use crate::optim::KernelState;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
+use crate::optim::wgsl::{KAHAN_BINDING, KAHAN_STATE};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range,
@@ -179,7 +179,8 @@ struct StableAdamWKernel {
 impl StableAdamWKernel {
     fn new(arena: &ParamArena) -> Result<Self> {
         let gpu = arena.gpu();
-        // Both stages are compiled for the arena's parameter dtype; bf16 adds the compensation as the last state.
+        // Both stages are compiled for the arena's parameter dtype; on bf16 the compensation is the last
+        // state, bound where the prelude declares it.
         let (family, kahan) = match arena.param_dtype() {
             ParamDtype::F32 => ("stable_adamw", false),
             dtype => (

@@ -1,6 +1,6 @@
 //! bf16 parameters stepped without an f32 master copy, as torch-optimi 0.3.3 does with `kahan_sum=True`:
-//! its `AdamW` (and `Adam`), `Lion`, `SGD` and `StableAdamW` on bf16 tensors, with the loader of the fixtures in
-//! `tests/fixtures/optimi_kahan`.
+//! its `AdamW` (and `Adam`), `Lion`, `SGD` and `StableAdamW` on bf16 tensors, with the loader of the
+//! fixtures in `tests/fixtures/optimi_kahan`.
 //!
 //! optimi keeps a bf16 parameter's gradient, state and compensation in bf16 (`zeros_like(param)`), and every
 //! torch operation on them computes in f32 and rounds its result to bf16, round to nearest, ties to even.
