@@ -8,6 +8,11 @@
 // is of exactly the second moment the step divides by. The operation order follows optimi's for-loop
 // StableAdamW (`_single_param_stableadamw`). Both stages read the gradient through the step guard's control
 // words (`guarded_grad`).
+//
+// The file is written on the parameter prelude (param_f32.wgsl or param_bf16.wgsl). On bf16 parameters it is
+// optimi's `kahan_sum=True` path: moments, RMS and update as optimi computes them on bf16 tensors, each
+// operation rounded to bf16 (`stored`), the RMS a bf16 scalar (torch's bf16 mean sums in f32, divides, then
+// rounds; its sqrt rounds again), ε² the bf16 tensor optimi keeps, and the step Kahan-compensated.
 
 // Scalars the host computes in f64 each step, per parameter group; 16 words to match the host record.
 struct GroupRecord {
@@ -31,10 +36,9 @@ struct GroupRecord {
     control: GradControl,
 }
 
-@group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<vec4<f32>>;
+// param (3) and grad (4) come from the parameter prelude.
+@group(0) @binding(5) var<storage, read_write> exp_avg: array<Quad>;
+@group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<Quad>;
 // Lane x sums g^2 / max(v, eps^2) per block, then per tensor; lane y is unused (0).
 @group(0) @binding(7) var<storage, read_write> reduction: array<vec2<f32>>;
 
@@ -76,16 +80,18 @@ fn stable_adamw_moments(
 fn stable_adamw_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
     let i = quad_index(b, lid);
     let keep = quad_mask(b, lid);
-    let g = guarded_grad(grad[i], h.control);
+    let g = guarded_grad(unpack(grad[i]), h.control);
     let m0 = exp_avg[i];
     let v0 = exp_avg_sq[i];
-    let m = torch_lerp4(m0, g, h.beta1_comp);
+    let m = stored(torch_lerp4(unpack(m0), g, h.beta1_comp));
     // exp_avg_sq.mul_(beta2_hat).addcmul_(grad, grad, value=beta2_comp)
-    let v = fma(h.beta2_comp * g, g, v0 * h.beta2_hat);
-    exp_avg[i] = select(m0, m, keep);
-    exp_avg_sq[i] = select(v0, v, keep);
-    // grad.pow(2).div_(exp_avg_sq.maximum(eps_sq)); padding lanes count as 0.
-    let term = reduce_masked((g * g) / max(v, vec4<f32>(h.eps_sq)), keep);
+    let v = stored(fma(h.beta2_comp * g, g, stored(unpack(v0) * h.beta2_hat)));
+    exp_avg[i] = repack(m0, m, keep);
+    exp_avg_sq[i] = repack(v0, v, keep);
+    // grad.pow(2).div_(exp_avg_sq.maximum(eps_sq)); padding lanes count as 0. On bf16, eps_sq is optimi's
+    // bf16 tensor of eps**2, which torch converts from the Python float through f32, as here.
+    let eps_sq = vec4<f32>(stored1(h.eps_sq));
+    let term = reduce_masked(stored(stored(g * g) / max(v, eps_sq)), keep);
     return reduce_quad(term, vec4<f32>(0.0));
 }
 
@@ -103,7 +109,8 @@ fn stable_adamw_apply(
     let i = quad_index(b, lid);
     // The mean as torch takes it on the CPU: the sum divided by the element count converted to f32.
     let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
-    let rms = sqrt(reduction[1u + b.tensor].x / f32(numel));
+    // On bf16 torch rounds the mean and its sqrt to bf16.
+    let rms = stored1(sqrt(stored1(reduction[1u + b.tensor].x / f32(numel))));
     var neg_lr = h.neg_lr;
     var decay = h.decay;
     // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
@@ -114,7 +121,8 @@ fn stable_adamw_apply(
     }
     let p0 = param[i];
     // With no weight decay the factor is exactly 1, which leaves p as optimi's skipped multiplication does.
-    let p = p0 * decay;
-    let denom = sqrt(exp_avg_sq[i]) + h.eps;
-    param[i] = select(p0, p + (neg_lr * exp_avg[i]) / denom, quad_mask(b, lid));
+    let p = stored(unpack(p0) * decay);
+    // exp_avg_sq.sqrt().add_(eps): on bf16 the scalar eps is rounded to bf16 first, as torch's add_ does.
+    let denom = stored(stored(sqrt(unpack(exp_avg_sq[i]))) + stored1(h.eps));
+    update_param(i, p0, p, (neg_lr * unpack(exp_avg[i])) / denom, quad_mask(b, lid));
 }

@@ -83,9 +83,9 @@ pub struct BufferSlice<'a> {
 /// How an arena stores its parameters and gradients on the GPU.
 ///
 /// `Bf16` arenas hold bfloat16 parameters and gradients (two to a u32 word, element 2k in the low half) and
-/// no f32 copy: the optimizers that step them (AdamW, Adam, SGD, Lion) read and write bf16 directly, keep
-/// their per-element state in bf16 and add a bf16 Kahan compensation buffer, as torch-optimi does with
-/// `kahan_sum=True`. Every other optimizer and pass refuses such an arena with
+/// no f32 copy: the optimizers that step them (AdamW, Adam, SGD, Lion, StableAdamW) read and write bf16
+/// directly, keep their per-element state in bf16 and add a bf16 Kahan compensation buffer, as torch-optimi
+/// does with `kahan_sum=True`. Every other optimizer and pass refuses such an arena with
 /// [`Error::UnsupportedParamDtype`]. See `docs/precision.md`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ParamDtype {

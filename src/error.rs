@@ -157,7 +157,7 @@ pub enum Error {
     /// another dtype (see [`ParamDtype`](crate::ParamDtype)).
     #[error(
         "`{kernel}` cannot step an arena of {dtype} parameters: its kernels read f32; build the arena with \
-         f32 parameters, or step it with AdamW, Adam, SGD or Lion, which have {dtype} kernels"
+         f32 parameters, or step it with AdamW, Adam, SGD, Lion or StableAdamW, which have {dtype} kernels"
     )]
     UnsupportedParamDtype {
         /// The kernel family (or a caller's kernel label) that refused.

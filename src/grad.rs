@@ -110,7 +110,10 @@ impl Reduction {
             .write_buffer(&segments, 0, bytemuck::cast_slice(&table));
         let no_records = placeholder_named(&gpu, "reduction: no group records")?;
         let constants = norms_constants(lanes, false);
-        let slots = norms_slots(arena, &buffer, &segments, &no_records);
+        let mut slots = norms_slots(arena, &buffer, &segments, &no_records);
+        // The finalize passes read only the partials, never the gradients: left out of their layout, so that
+        // a family with bf16 kernels (StableAdamW) can finalize its sums on a bf16 arena.
+        slots[3].0 = Access::Absent;
         let max_per_dim = gpu.limits().max_compute_workgroups_per_dimension;
         let per_segment = Stage::single(
             arena,

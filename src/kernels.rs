@@ -101,6 +101,13 @@ fn family_source(family: &str) -> Option<&'static str> {
         ),
         "stable_adamw" => concat!(
             include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_f32.wgsl"),
+            include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/stable_adamw.wgsl")
+        ),
+        "stable_adamw+bf16" => concat!(
+            include_str!("../shaders/step.wgsl"),
+            include_str!("../shaders/param_bf16.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
             include_str!("../shaders/stable_adamw.wgsl")
         ),
@@ -155,6 +162,7 @@ pub(crate) fn param_variant(family: &str, dtype: ParamDtype) -> Option<&'static 
             "adam" => "adam+bf16",
             "sgd" => "sgd+bf16",
             "lion" => "lion+bf16",
+            "stable_adamw" => "stable_adamw+bf16",
             _ => return None,
         }),
     }

@@ -21,8 +21,8 @@
 //! canonical NaN 0x7FC0 when it rounds a NaN to bf16).
 //!
 //! Without a master copy: an arena of bf16 parameters ([`ParamDtype::Bf16`](crate::ParamDtype)), which
-//! AdamW, Adam, SGD and Lion step directly with Kahan-compensated updates (the approach of the optimi
-//! library) in half the memory; `HalfParams` refuses such an arena.
+//! AdamW, Adam, SGD, Lion and StableAdamW step directly with Kahan-compensated updates (the approach of the
+//! optimi library) in half the memory; `HalfParams` refuses such an arena.
 //!
 //! Memory: 2 bytes per parameter for the 16-bit parameters and 2 for the 16-bit gradients, on top of the
 //! arena's 4 + 4 (f32 masters and f32 gradients) and the optimizer's state.

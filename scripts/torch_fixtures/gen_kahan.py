@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden fixtures for 16-bit parameters stepped without an f32 master copy:
-torch-optimi's ``AdamW``, ``Lion`` and ``SGD`` on bfloat16 tensors with
+torch-optimi's ``AdamW``, ``Lion``, ``SGD`` and ``StableAdamW`` on bfloat16 tensors with
 ``kahan_sum=True``.
 
 Every case runs on the same inputs, written to
@@ -21,7 +21,7 @@ Each optimizer config is run three times, written to
 * ``<case>_f32``: the same run on f32 copies of the inputs (F32): the
   trajectory the 16-bit runs approximate, to measure how far each one drifts.
 
-Metadata: ``optimizer`` (adamw, lion, sgd), ``config`` (the optimi keyword
+Metadata: ``optimizer`` (adamw, lion, sgd, stable_adamw), ``config`` (the optimi keyword
 arguments), ``groups`` (per group its weight decay), ``kahan`` and
 ``reference``. The references run on the CPU on one thread with
 ``foreach=False, triton=False`` (optimi's single-tensor path): on several
@@ -68,6 +68,7 @@ CASES = {
     "lion": ("lion", dict(betas=(0.9, 0.99)), 3e-4, 0.1),
     "sgd_momentum": ("sgd", dict(momentum=0.9), 2e-3, 1e-3),
     "sgd_no_momentum": ("sgd", dict(momentum=0.0), 2e-2, 0.0),
+    "stable_adamw": ("stable_adamw", dict(betas=(0.9, 0.99), eps=1e-6), 1e-3, 1e-2),
 }
 
 
@@ -120,6 +121,8 @@ def build(kind: str, kwargs: dict, params: dict, wd: float, kahan: bool, lr: flo
         return optimi.Lion(groups, **kwargs, **common)
     if kind == "sgd":
         return optimi.SGD(groups, **kwargs, **common)
+    if kind == "stable_adamw":
+        return optimi.StableAdamW(groups, **kwargs, **common)
     raise ValueError(kind)
 
 
@@ -146,6 +149,7 @@ def run(kind, kwargs, base_lr, wd, init, grads, dtype, kahan):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "optimi_kahan")
+    parser.add_argument("--only", nargs="*", help="write only these cases (and the inputs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -165,6 +169,8 @@ def main() -> None:
     write_safetensors(args.out / "inputs.safetensors", entries, meta)
 
     for case, (kind, kwargs, base_lr, wd) in CASES.items():
+        if args.only and case not in args.only:
+            continue
         for suffix, dtype, kahan in (("", torch.bfloat16, True), ("_plain", torch.bfloat16, False), ("_f32", torch.float32, False)):
             out, lrs = run(kind, kwargs, base_lr, wd, init, grads, dtype, kahan)
             if kahan and not any(k.startswith("state.kahan_comp.") for k in out):
@@ -181,7 +187,7 @@ def main() -> None:
                     "lrs": json.dumps(lrs),
                     "kahan": json.dumps(kahan),
                     "dtype": "bf16" if dtype == torch.bfloat16 else "f32",
-                    "reference": f"optimi.{ {'adamw': 'AdamW', 'lion': 'Lion', 'sgd': 'SGD'}[kind] }(kahan_sum={kahan}, foreach=False, triton=False) on {dtype}, one CPU thread",
+                    "reference": f"optimi.{ {'adamw': 'AdamW', 'lion': 'Lion', 'sgd': 'SGD', 'stable_adamw': 'StableAdamW'}[kind] }(kahan_sum={kahan}, foreach=False, triton=False) on {dtype}, one CPU thread",
                     "versions": json.dumps(versions),
                 },
             )

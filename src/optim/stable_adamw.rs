@@ -35,15 +35,22 @@
 //! with optimi's to rounding. Under a [`crate::StepGuard`] both stages read the gradient as the guard
 //! leaves it. A frozen tensor keeps its parameters and moments.
 //!
-//! Not offered: `kahan_sum` (it applies to 16-bit parameters only), `gradient_release` and
-//! `optimizer_accumulation` (hooks of PyTorch's backward pass).
+//! On an arena of bf16 parameters (`ParamDtype::Bf16`) it steps them without an f32 copy as optimi's
+//! `kahan_sum=True` does: bf16 moments and compensation `kahan_comp`, every operation rounded to bf16, the
+//! RMS a bf16 scalar, the update Kahan-compensated (`docs/precision.md`). The record is the same as on f32:
+//! optimi's debiased betas serve both.
+//!
+//! Not offered: `kahan_sum` on f16 parameters, `gradient_release` and `optimizer_accumulation` (hooks of
+//! PyTorch's backward pass).
 
 use crate::arena::ParamArena;
+use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
 use crate::optim::KernelState;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
+use crate::optim::wgsl::{KAHAN_BINDING, KAHAN_STATE};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
     check_non_negative, check_positive, check_range,
@@ -172,10 +179,29 @@ struct StableAdamWKernel {
 impl StableAdamWKernel {
     fn new(arena: &ParamArena) -> Result<Self> {
         let gpu = arena.gpu();
-        let state = StateSet::new(arena, &["exp_avg", "exp_avg_sq"])?;
+        // Both stages are compiled for the arena's parameter dtype; on bf16 the compensation is the last
+        // state, bound where the prelude declares it.
+        let (family, kahan) = match arena.param_dtype() {
+            ParamDtype::F32 => ("stable_adamw", false),
+            dtype => (
+                param_variant("stable_adamw", dtype).ok_or_else(|| {
+                    Error::UnsupportedParamDtype {
+                        kernel: "stable_adamw".to_string(),
+                        dtype: dtype.name(),
+                    }
+                })?,
+                true,
+            ),
+        };
+        let names: &[&'static str] = if kahan {
+            &["exp_avg", "exp_avg_sq", KAHAN_STATE]
+        } else {
+            &["exp_avg", "exp_avg_sq"]
+        };
+        let state = StateSet::new(arena, names)?;
         let group_buffer = group_buffer(gpu, arena.groups(), GROUP_RECORD_BYTES)?;
         let reduction = Reduction::new(arena, [Lane::Sum, Lane::Sum])?;
-        let slots = [
+        let mut slots = vec![
             (Access::Read, Slot::Layout),
             (Access::Uniform, Slot::Chunk),
             (Access::Read, Slot::Buffer(&group_buffer)),
@@ -185,9 +211,15 @@ impl StableAdamWKernel {
             (Access::ReadWrite, Slot::PerChunk(state.chunks(1))),
             (Access::ReadWrite, Slot::Buffer(reduction.buffer())),
         ];
+        if kahan {
+            while slots.len() < KAHAN_BINDING as usize {
+                slots.push((Access::Absent, Slot::Buffer(reduction.buffer())));
+            }
+            slots.push((Access::ReadWrite, Slot::PerChunk(state.chunks(2))));
+        }
         let moments = Stage::per_chunk_grouped(
             arena,
-            "stable_adamw",
+            family,
             "stable_adamw_moments",
             Vec::new(),
             &slots,
@@ -195,7 +227,7 @@ impl StableAdamWKernel {
         )?;
         let apply = Stage::per_chunk_grouped(
             arena,
-            "stable_adamw",
+            family,
             "stable_adamw_apply",
             Vec::new(),
             &slots,

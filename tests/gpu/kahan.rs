@@ -1,7 +1,7 @@
 //! bf16 parameters stepped without an f32 master copy (`ParamDtype::Bf16`), against torch-optimi 0.3.3's
-//! `AdamW`, `Lion` and `SGD` on bf16 tensors with `kahan_sum=True` (`foreach=False`, CPU, one thread),
-//! recorded by `scripts/torch_fixtures/gen_kahan.py` into `tests/fixtures/optimi_kahan/`: four tensors of
-//! 64 to 2048 elements in two groups, group 0 with weight decay, 30 steps with a learning rate that changes
+//! `AdamW`, `Lion`, `SGD` and `StableAdamW` on bf16 tensors with `kahan_sum=True` (`foreach=False`, CPU,
+//! one thread), recorded by `scripts/torch_fixtures/gen_kahan.py` into `tests/fixtures/optimi_kahan/`: four
+//! tensors of 64 to 2048 elements in two groups, group 0 with weight decay, 30 steps with a learning rate that changes
 //! every step, the arena split over several chunks. The fixtures' sizes are multiples of 64 (torch's CPU
 //! loop computes a remainder differently, see the generator); tensors of odd length, whose last word holds
 //! a padding half, are checked against the CPU oracle (`wgoptim_reference::kahan`, itself bit for bit with
@@ -11,9 +11,12 @@
 //! result of every operation to bf16 and the kernels round the same operations the same way (integer
 //! round-to-nearest-even on the bit patterns), so an f32 result that differs by an ulp before rounding shows
 //! only where it crosses a bf16 rounding boundary. torch's `lerp` and `addcmul_` use a fused multiply-add,
-//! which llvmpipe evaluates unfused; on these fixtures AdamW and SGD match every parameter after every step,
-//! the state and the compensation bit for bit on lavapipe and llvmpipe, and Lion all but one parameter
-//! (and the values that follow from it). The CPU oracle matches every fixture bit for bit.
+//! which llvmpipe evaluates unfused. StableAdamW adds two such sources: its per-tensor sum is taken in f32 in
+//! a tree order where torch's is a cascade (the RMS is then rounded to bf16, as optimi's is), and the
+//! learning rate the RMS divides is computed in f32 where optimi uses f64. On these fixtures AdamW, SGD and
+//! StableAdamW (whose RMS divides the learning rate at 54 of its 120 tensor-steps) match every parameter
+//! after every step, the state and the compensation bit for bit on lavapipe and llvmpipe, and Lion all but
+//! one parameter (and the values that follow from it). The CPU oracle matches every fixture bit for bit.
 //!
 //! Why the compensation matters, from the same fixtures: against optimi's f32 run of each config after the
 //! last step, the Kahan run (= this crate's) and optimi's uncompensated bf16 run (`kahan_sum=False`) are,
@@ -26,6 +29,7 @@
 //! | lion | 4.35e-3 | 5.52e-4 | 5.35e-3 | 1.27e-3 | 1.47e-3 |
 //! | sgd_momentum | 3.80e-3 | 4.99e-4 | 8.09e-3 | 1.51e-3 | 1.78e-3 |
 //! | sgd_no_momentum | 3.89e-3 | 4.94e-4 | 1.24e-2 | 1.51e-3 | 2.55e-3 |
+//! | stable_adamw | 4.02e-3 | 5.68e-4 | 1.16e-2 | 2.48e-3 | 3.34e-3 |
 //!
 //! The Kahan run stays within about half a bf16 ulp of the f32 trajectory (parameters up to 1.9 in
 //! magnitude, whose half ulp is 3.9e-3), while plain rounding loses most updates below half an ulp: its
@@ -43,7 +47,7 @@ use wgoptim::{
     ArenaBuilder, AveragedParams, AveragingMode, Checkpoint, Error, Gpu, GradNorms, GroupConfig,
     GuardConfig, HalfDtype, HalfParams, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig,
     Optimizer, ParamArena, ParamDtype, Rmsprop, RmspropConfig, ScheduleFree, ScheduleFreeConfig,
-    Sgd, SgdConfig, StepGuard,
+    Sgd, SgdConfig, StableAdamW, StableAdamWConfig, StepGuard,
 };
 use wgoptim_reference::kahan::{self as cpu, KahanCase, KahanInputs, KahanStep, KahanTensor, Rule};
 
@@ -58,7 +62,11 @@ pub fn tests() -> Vec<GpuTest> {
         test("optimi_kahan_sgd_no_momentum", |g| {
             case(g, "sgd_no_momentum")
         }),
-        test("kahan_checkpoint_resume", resume),
+        test("optimi_kahan_stable_adamw", |g| case(g, "stable_adamw")),
+        test("kahan_checkpoint_resume", |g| resume(g, "adamw")),
+        test("kahan_stable_adamw_checkpoint_resume", |g| {
+            resume(g, "stable_adamw")
+        }),
         test("kahan_schedule_matches_the_oracle", scheduled),
         test("kahan_wrong_optimizer_is_refused", refused),
         test("kahan_memory_per_parameter", memory),
@@ -122,6 +130,18 @@ fn optimizer(arena: &ParamArena, case: &KahanCase) -> Result<Box<dyn Optimizer>,
             )
             .map_err(err)?,
         ),
+        Rule::StableAdamW { betas, eps } => Box::new(
+            StableAdamW::new(
+                arena,
+                StableAdamWConfig {
+                    betas,
+                    eps,
+                    weight_decay: wd,
+                    ..StableAdamWConfig::default()
+                },
+            )
+            .map_err(err)?,
+        ),
         Rule::Sgd { momentum } => Box::new(
             Sgd::new(
                 arena,
@@ -156,7 +176,9 @@ fn write_grads(arena: &ParamArena, inputs: &KahanInputs, step: usize) -> Result<
 /// optimi's state names, and this crate's.
 fn state_names(rule: Rule) -> Vec<(&'static str, &'static str)> {
     let mut names = match rule {
-        Rule::Adam { .. } => vec![("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")],
+        Rule::Adam { .. } | Rule::StableAdamW { .. } => {
+            vec![("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")]
+        }
         Rule::Lion { .. } => vec![("exp_avg", "exp_avg")],
         Rule::Sgd { momentum } if momentum != 0.0 => vec![("exp_avg", "momentum_buffer")],
         Rule::Sgd { .. } => vec![],
@@ -313,9 +335,9 @@ fn captured(arena: &ParamArena, opt: &dyn Optimizer) -> Result<Checkpoint, Strin
 
 /// A run stopped after 5 steps, saved, loaded into a fresh arena and optimizer and continued for 7 more,
 /// ends bit for bit where the uninterrupted run does: parameters, moments and the compensation.
-fn resume(gpu: &Gpu) -> Result<(), String> {
+fn resume(gpu: &Gpu, name: &str) -> Result<(), String> {
     let inputs = cpu::load_inputs()?;
-    let case = cpu::load_case("adamw")?;
+    let case = cpu::load_case(name)?;
     let straight_arena = arena(gpu, &inputs)?;
     let mut straight = optimizer(&straight_arena, &case)?;
     for s in 1..=12 {

@@ -1,6 +1,6 @@
 //! bf16 parameters stepped without an f32 master copy, as torch-optimi 0.3.3 does with `kahan_sum=True`:
-//! its `AdamW` (and `Adam`), `Lion` and `SGD` on bf16 tensors, with the loader of the fixtures in
-//! `tests/fixtures/optimi_kahan`.
+//! its `AdamW` (and `Adam`), `Lion`, `SGD` and `StableAdamW` on bf16 tensors, with the loader of the
+//! fixtures in `tests/fixtures/optimi_kahan`.
 //!
 //! optimi keeps a bf16 parameter's gradient, state and compensation in bf16 (`zeros_like(param)`), and every
 //! torch operation on them computes in f32 and rounds its result to bf16, round to nearest, ties to even.
@@ -16,7 +16,8 @@
 //! The update is Kahan-compensated (optimi's order):
 //!
 //! ```text
-//! c ← bf16(c + delta)             delta: −lr·m/(√v+ε) (AdamW), −bf16(lr)·m (SGD), −bf16(lr)·sign(u) (Lion)
+//! c ← bf16(c + delta)             delta: −lr·m/(√v+ε) (AdamW; StableAdamW with its lr'),
+//!                                        −bf16(lr)·m (SGD), −bf16(lr)·sign(u) (Lion)
 //! p' ← bf16(p + c)
 //! c ← bf16(c + bf16(p − p'))
 //! ```
@@ -94,6 +95,14 @@ pub enum Rule {
         /// μ; 0 keeps no buffer.
         momentum: f64,
     },
+    /// `optimi.StableAdamW`: AdamW with debiased betas whose learning rate the tensor divides by its RMS
+    /// of g²/max(v, ε²) when that is above 1.
+    StableAdamW {
+        /// (β1, β2).
+        betas: (f64, f64),
+        /// ε.
+        eps: f64,
+    },
 }
 
 /// One tensor's parameters and state, every value a bf16 (held in f32).
@@ -103,7 +112,7 @@ pub struct KahanTensor {
     pub param: Vec<f32>,
     /// `exp_avg` (Adam, Lion) or the momentum buffer (SGD).
     pub exp_avg: Vec<f32>,
-    /// `exp_avg_sq` (Adam).
+    /// `exp_avg_sq` (Adam, StableAdamW).
     pub exp_avg_sq: Vec<f32>,
     /// `kahan_comp`.
     pub kahan_comp: Vec<f32>,
@@ -143,8 +152,11 @@ pub fn step(t: &mut KahanTensor, grad: &[f32], s: &KahanStep) -> Result<(), crat
     if s.step == 0 {
         return Err(crate::Error::ZeroStep);
     }
-    let lr = s.lr;
+    let mut lr = s.lr;
     let wd = s.weight_decay;
+    if let Rule::StableAdamW { betas, eps } = s.rule {
+        lr = stable_moments(t, grad, betas, eps, s.step, lr);
+    }
     let decay = (1.0 - lr * wd) as f32;
     for (i, &grad) in grad.iter().enumerate() {
         let mut g = grad;
@@ -183,6 +195,14 @@ pub fn step(t: &mut KahanTensor, grad: &[f32], s: &KahanStep) -> Result<(), crat
                 t.exp_avg[i] = bf16(lerp(m, g, (1.0 - betas.1) as f32));
                 bf16(-(lr as f32)) * u
             }
+            Rule::StableAdamW { eps, .. } => {
+                // The moments are already updated (`stable_moments`); `lr` is the one the RMS divided.
+                if wd != 0.0 {
+                    p = bf16(p * decay);
+                }
+                let denom = bf16(bf16(t.exp_avg_sq[i].sqrt()) + bf16(eps as f32));
+                (-(lr as f32) * t.exp_avg[i]) / denom
+            }
             Rule::Sgd { momentum } => {
                 if wd != 0.0 {
                     g = bf16(g + bf16(wd as f32) * p);
@@ -204,6 +224,39 @@ pub fn step(t: &mut KahanTensor, grad: &[f32], s: &KahanStep) -> Result<(), crat
         }
     }
     Ok(())
+}
+
+/// StableAdamW's first half over the whole tensor, as optimi's `_single_param_stableadamw` on bf16: updates
+/// the moments, then returns the learning rate divided by the tensor's RMS, `lr / max(1, rms)` in f64.
+///
+/// `rms = grad.pow(2).div_(exp_avg_sq.maximum(eps_sq)).mean().sqrt()`: each operation rounds to bf16,
+/// `eps_sq` is a bf16 tensor of `eps**2` (torch converts the Python float through f32), and torch's CPU
+/// `mean` of a bf16 tensor sums in f32, divides by the count and rounds the quotient to bf16; the sqrt rounds
+/// again. The sum here is sequential where torch's is a cascade (and the kernels' a tree): the orders agree
+/// to f32 rounding, which the bf16 rounding of the mean almost always hides.
+fn stable_moments(
+    t: &mut KahanTensor,
+    grad: &[f32],
+    betas: (f64, f64),
+    eps: f64,
+    step: u64,
+    lr: f64,
+) -> f64 {
+    let beta1_comp = (1.0 - debias_beta(betas.0, step)) as f32;
+    let beta2_hat = debias_beta(betas.1, step);
+    let beta2_comp = (1.0 - beta2_hat) as f32;
+    let eps_sq = bf16((eps * eps) as f32);
+    let mut sum = 0f32;
+    for (i, &g) in grad.iter().enumerate() {
+        let m = bf16(lerp(t.exp_avg[i], g, beta1_comp));
+        let v = bf16((beta2_comp * g).mul_add(g, bf16(t.exp_avg_sq[i] * beta2_hat as f32)));
+        t.exp_avg[i] = m;
+        t.exp_avg_sq[i] = v;
+        sum += bf16(bf16(g * g) / v.max(eps_sq));
+    }
+    let rms = bf16(bf16(sum / grad.len() as f32).sqrt()) as f64;
+    // Python's max(1, rms): a NaN rms keeps lr.
+    if rms > 1.0 { lr / rms } else { lr }
 }
 
 /// Steps of the fixtures in `tests/fixtures/optimi_kahan`.
@@ -311,6 +364,12 @@ pub fn load_case(name: &str) -> Result<KahanCase, String> {
         "lion" => Rule::Lion {
             betas: pair("betas")?,
         },
+        "stable_adamw" => Rule::StableAdamW {
+            betas: pair("betas")?,
+            eps: config["eps"]
+                .as_f64()
+                .ok_or_else(|| file.err("config eps".into()))?,
+        },
         "sgd" => Rule::Sgd {
             momentum: config["momentum"]
                 .as_f64()
@@ -331,12 +390,13 @@ pub fn load_case(name: &str) -> Result<KahanCase, String> {
 }
 
 /// The optimizer configs of the fixtures: every case is run as `<case>`, `<case>_plain` and `<case>_f32`.
-pub const CASES: [&str; 5] = [
+pub const CASES: [&str; 6] = [
     "adamw",
     "adamw_betas_eps",
     "lion",
     "sgd_momentum",
     "sgd_no_momentum",
+    "stable_adamw",
 ];
 
 #[cfg(test)]
@@ -408,7 +468,7 @@ mod tests {
                 let tensors = replay(&inputs, &case);
                 for (k, (tname, shape, _)) in inputs.tensors.iter().enumerate() {
                     let states: &[(&str, &Vec<f32>)] = match case.rule {
-                        Rule::Adam { .. } => &[
+                        Rule::Adam { .. } | Rule::StableAdamW { .. } => &[
                             ("exp_avg", &tensors[k].exp_avg),
                             ("exp_avg_sq", &tensors[k].exp_avg_sq),
                         ],
