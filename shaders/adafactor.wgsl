@@ -275,34 +275,17 @@ fn factored_direction(p: TensorPlan, offset: u32, g: vec4<f32>) -> vec4<f32> {
     return u * g;
 }
 
-var<workgroup> partial_records: array<GroupRecord, 16>;
-
 @compute @workgroup_size(64)
 fn adafactor_direction(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    if (lid < PARTIAL_BLOCKS) {
-        let b = partial_blocks[lid];
-        if (b.valid != 0u) {
-            partial_records[lid] = groups[b.group];
-        }
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let b = partial_blocks[k];
-        var value = vec2<f32>(0.0);
-        if (b.valid != 0u) {
-            let h = partial_records[k];
-            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-                value = direction_quad(b, h, lid);
-            }
-        }
-        partial_put(lid, k, value);
-    }
-    partial_finish(lid);
+    partial_pass(wg, grid, lid);
+}
+
+fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    return direction_quad(b, h, lid);
 }
 
 // The direction of invocation `lid`'s quad of block `b` (a vector's average updated on the way); returns its

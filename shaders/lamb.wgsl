@@ -71,38 +71,18 @@ fn lamb_direction(m: vec4<f32>, v: vec4<f32>, p: vec4<f32>, h: GroupRecord) -> D
     return d;
 }
 
-// The group records of the blocks of a partials workgroup, each read by one invocation.
-var<workgroup> partial_records: array<GroupRecord, 16>;
-
-// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
-// and group records into workgroup memory, once per block.
+// The per-block partials pass (partial_pass.wgsl) over `block_partial`.
 @compute @workgroup_size(64)
 fn lamb_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    if (lid < PARTIAL_BLOCKS) {
-        let b = partial_blocks[lid];
-        if (b.valid != 0u) {
-            partial_records[lid] = groups[b.group];
-        }
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let b = partial_blocks[k];
-        // A block left out (frozen, skipped, past the end) contributes 0.
-        var value = vec2<f32>(0.0);
-        if (b.valid != 0u) {
-            let h = partial_records[k];
-            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-                value = lamb_moments_quad(b, h, lid);
-            }
-        }
-        partial_put(lid, k, value);
-    }
-    partial_finish(lid);
+    partial_pass(wg, grid, lid);
+}
+
+fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    return lamb_moments_quad(b, h, lid);
 }
 
 // Updates m and v of invocation `lid`'s quad of block `b`; returns its share of ||w||^2 and ||u||^2.

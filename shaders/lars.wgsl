@@ -35,42 +35,23 @@ struct GroupRecord {
 // This optimizer's reduction: lane x sums ||w||^2, lane y ||g||^2.
 @group(0) @binding(6) var<storage, read_write> reduction: array<vec2<f32>>;
 
-// The group records of the blocks of a partials workgroup, each read by one invocation.
-var<workgroup> partial_records: array<GroupRecord, 16>;
-
-// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
-// and group records into workgroup memory, once per block.
+// The per-block partials pass (partial_pass.wgsl) over `block_partial`.
 @compute @workgroup_size(64)
 fn lars_norms(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    if (lid < PARTIAL_BLOCKS) {
-        let b = partial_blocks[lid];
-        if (b.valid != 0u) {
-            partial_records[lid] = groups[b.group];
-        }
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let b = partial_blocks[k];
-        // A block left out (frozen, skipped, past the end) contributes 0.
-        var value = vec2<f32>(0.0);
-        if (b.valid != 0u) {
-            let h = partial_records[k];
-            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-                let i = quad_index(b, lid);
-                let keep = quad_mask(b, lid);
-                let p = reduce_masked(param[i], keep);
-                let g = reduce_masked(guarded_grad(grad[i], h.control), keep);
-                value = reduce_quad(p * p, g * g);
-            }
-        }
-        partial_put(lid, k, value);
-    }
-    partial_finish(lid);
+    partial_pass(wg, grid, lid);
+}
+
+// Invocation `lid`'s share of ||w||^2 and ||g||^2 in block `b`.
+fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    let i = quad_index(b, lid);
+    let keep = quad_mask(b, lid);
+    let p = reduce_masked(param[i], keep);
+    let g = reduce_masked(guarded_grad(grad[i], h.control), keep);
+    return reduce_quad(p * p, g * g);
 }
 
 @compute @workgroup_size(256)

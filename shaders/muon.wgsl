@@ -96,40 +96,23 @@ fn muon_momentum_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
     return reduce_quad(u * u, vec4<f32>(0.0));
 }
 
-var<workgroup> partial_records: array<GroupRecord, 16>;
-
-// PARTIAL_BLOCKS blocks per workgroup (see reduce.wgsl), as LAMB's moments stage.
+// The per-block partials pass (partial_pass.wgsl) over `block_partial`, as LAMB's moments stage.
 @compute @workgroup_size(64)
 fn muon_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    if (lid < PARTIAL_BLOCKS) {
-        let b = partial_blocks[lid];
-        if (b.valid != 0u) {
-            partial_records[lid] = groups[b.group];
-        }
+    partial_pass(wg, grid, lid);
+}
+
+// AdamW's blocks are stepped here and add nothing to Muon's sums.
+fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    if (h.rule == RULE_ADAMW) {
+        adamw_quad(b, h, lid);
+        return vec2<f32>(0.0);
     }
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let b = partial_blocks[k];
-        // A block left out (frozen, skipped, past the end, AdamW) contributes 0.
-        var value = vec2<f32>(0.0);
-        if (b.valid != 0u) {
-            let h = partial_records[k];
-            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-                if (h.rule == RULE_ADAMW) {
-                    adamw_quad(b, h, lid);
-                } else {
-                    value = muon_momentum_quad(b, h, lid);
-                }
-            }
-        }
-        partial_put(lid, k, value);
-    }
-    partial_finish(lid);
+    return muon_momentum_quad(b, h, lid);
 }
 
 // ---- muon_load / muon_apply ----

@@ -42,38 +42,18 @@ struct GroupRecord {
 // Lane x sums g^2 / max(v, eps^2) per block, then per tensor; lane y is unused (0).
 @group(0) @binding(7) var<storage, read_write> reduction: array<vec2<f32>>;
 
-// The group records of the blocks of a partials workgroup, each read by one invocation.
-var<workgroup> partial_records: array<GroupRecord, 16>;
-
-// Each workgroup covers PARTIAL_BLOCKS blocks (see reduce.wgsl); invocations 0-15 read their layout entries
-// and group records into workgroup memory, once per block.
+// The per-block partials pass (partial_pass.wgsl) over `block_partial`.
 @compute @workgroup_size(64)
 fn stable_adamw_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    if (lid < PARTIAL_BLOCKS) {
-        let b = partial_blocks[lid];
-        if (b.valid != 0u) {
-            partial_records[lid] = groups[b.group];
-        }
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let b = partial_blocks[k];
-        // A block left out (frozen, skipped, past the end) contributes 0.
-        var value = vec2<f32>(0.0);
-        if (b.valid != 0u) {
-            let h = partial_records[k];
-            if (block_steps(b, h.control) && !quad_empty(b, lid)) {
-                value = stable_adamw_moments_quad(b, h, lid);
-            }
-        }
-        partial_put(lid, k, value);
-    }
-    partial_finish(lid);
+    partial_pass(wg, grid, lid);
+}
+
+fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+    return stable_adamw_moments_quad(b, h, lid);
 }
 
 // Updates m and v of invocation `lid`'s quad of block `b`; returns its share of sum(g^2 / max(v, eps^2)).

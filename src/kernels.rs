@@ -83,11 +83,13 @@ fn family_source(family: &str) -> Option<&'static str> {
         "lamb" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/lamb.wgsl")
         ),
         "adafactor" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/adafactor.wgsl")
         ),
         "guard" => concat!(
@@ -97,18 +99,21 @@ fn family_source(family: &str) -> Option<&'static str> {
         "lars" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/lars.wgsl")
         ),
         "stable_adamw" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/param_f32.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/stable_adamw.wgsl")
         ),
         "stable_adamw+bf16" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/param_bf16.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/stable_adamw.wgsl")
         ),
         // The 8-bit families come in two variants: the block absmax by subgroup operations, for devices
@@ -142,6 +147,7 @@ fn family_source(family: &str) -> Option<&'static str> {
         "muon" => concat!(
             include_str!("../shaders/step.wgsl"),
             include_str!("../shaders/reduce.wgsl"),
+            include_str!("../shaders/partial_pass.wgsl"),
             include_str!("../shaders/muon.wgsl")
         ),
         "lookahead" => include_str!("../shaders/lookahead.wgsl"),
