@@ -122,6 +122,7 @@ fn wine() -> Data {
             if v > 0.0 { v.sqrt() } else { 1.0 }
         })
         .collect();
+    let (values, mean, std) = (&values, &mean, &std);
     let take = |rows: &[usize]| Split {
         x: rows
             .iter()

@@ -41,7 +41,7 @@ use burn::cubecl::wgpu::{AutoCompiler, WgpuServer};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor};
-use burn_cubecl::CubeTensor;
+use burn_cubecl::tensor::CubeTensor;
 use wgoptim::{Gpu, NoDecayRule, Optimizer, ParamArena, StepGuard, StepStats};
 
 /// The wgpu version Burn's runtime and wgoptim share.
@@ -238,9 +238,9 @@ impl std::fmt::Debug for BurnArena {
 pub struct BurnStepStats {
     /// The optimizer's (or guard's) own figures; `submissions` counts the step's one submission.
     pub step: StepStats,
-    /// Bytes copied from Burn's gradient buffers into the arena.
+    /// Bytes copied from Burn's gradient buffers into the arena (each read once and written once).
     pub grad_bytes_in: u64,
-    /// Bytes copied from the arena into Burn's parameter buffers.
+    /// Bytes copied from the arena into Burn's parameter buffers (each read once and written once).
     pub param_bytes_out: u64,
     /// Parameters without a gradient this step: left as they were (frozen for the step), as Burn's own
     /// optimizers leave them.
@@ -628,6 +628,7 @@ impl BurnArena {
             grads,
             staged: vec![None; self.entries.len()],
             seen: 0,
+            fresh: 0,
             error: None,
         };
         let model = model.map(&mut prepare);

@@ -56,7 +56,7 @@ fn burn_runs(shared: &SharedDevice) -> Result<(), String> {
         let loss = a.clone().matmul(b).tanh().sum();
         let grads = loss.backward();
         a.grad(&grads)
-            .map(|g| g.into_data().to_vec::<f32>().unwrap_or_default())
+            .map(|g| g.into_data().try_to_vec::<f32>().unwrap_or_default())
     }));
     match outcome {
         Ok(Some(g)) if g.len() == 4 && g.iter().all(|v| v.is_finite()) => Ok(()),

@@ -99,7 +99,7 @@ pub fn params(model: &impl Module) -> Vec<(String, Vec<f32>)> {
             let v = param
                 .val()
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .expect("f32 parameters");
             self.out.push((self.path.join("."), v));
         }
@@ -116,13 +116,13 @@ pub fn grads_host(model: &Mlp, grads: &GradientsParams) -> Vec<(String, Vec<f32>
         let w: Tensor<2> = grads.get(layer.weight.id).expect("a weight gradient");
         out.push((
             format!("{name}.weight"),
-            w.into_data().to_vec::<f32>().unwrap(),
+            w.into_data().try_to_vec::<f32>().unwrap(),
         ));
         if let Some(b) = &layer.bias {
             let g: Tensor<1> = grads.get(b.id).expect("a bias gradient");
             out.push((
                 format!("{name}.bias"),
-                g.into_data().to_vec::<f32>().unwrap(),
+                g.into_data().try_to_vec::<f32>().unwrap(),
             ));
         }
     }
