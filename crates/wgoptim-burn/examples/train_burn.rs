@@ -468,10 +468,12 @@ fn bench(shared: &SharedDevice, divisor: usize, steps: usize) -> Res<()> {
         stats.step.dispatches
     );
     println!(
-        "copies per step: {} bytes of gradients in, {} bytes of parameters out = {:.1} bytes per parameter",
+        "copies per step: {} bytes of gradients in, {} bytes of parameters out = {:.1} bytes copied per parameter, \
+         each read and written: {:.1} bytes of traffic per parameter beyond the optimizer's own",
         stats.grad_bytes_in,
         stats.param_bytes_out,
-        (stats.grad_bytes_in + stats.param_bytes_out) as f64 / params as f64
+        (stats.grad_bytes_in + stats.param_bytes_out) as f64 / params as f64,
+        2.0 * (stats.grad_bytes_in + stats.param_bytes_out) as f64 / params as f64
     );
     Ok(())
 }
