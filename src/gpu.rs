@@ -518,6 +518,25 @@ impl Gpu {
         })
     }
 
+    /// Records `record` into a new encoder and submits it as this crate's own submission: its errors are
+    /// caught as a step's are (error scopes on an engine's device), and [`Gpu::wait`] and the readbacks
+    /// wait for it. For an adapter that wraps a step with copies of its own in the same submission (an
+    /// engine's gradients in, its parameters out, around `Optimizer::encode_step`).
+    pub fn submit_with<T>(
+        &self,
+        label: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        self.check()?;
+        let mut encoder = self
+            .inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let value = self.scoped_step(|| record(&mut encoder))??;
+        self.submit(encoder)?;
+        Ok(value)
+    }
+
     /// Runs the recording or the submission of a step: inside error scopes on an engine's device, whose
     /// handler must not get this crate's errors. On a device this crate opened, its own handler keeps them
     /// for the next call, as for any fault between calls: the scopes would add about a microsecond to a
