@@ -275,7 +275,7 @@ fn factored_direction(p: TensorPlan, offset: u32, g: vec4<f32>) -> vec4<f32> {
     return u * g;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn adafactor_direction(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -284,18 +284,18 @@ fn adafactor_direction(
     partial_pass(wg, grid, lid);
 }
 
-fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    return direction_quad(b, h, lid);
+fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    return direction_quad(b, h, q);
 }
 
-// The direction of invocation `lid`'s quad of block `b` (a vector's average updated on the way); returns its
+// The direction of quad `q` of block `b` (a vector's average updated on the way); returns its
 // share of sum p^2 and sum u^2.
-fn direction_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+fn direction_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     let p = tensor_plan(b.tensor);
     let g = guarded_grad(grad[i], h.control);
-    let offset = b.offset + 4u * (lid % QUAD_THREADS);
+    let offset = b.offset + 4u * q;
     var u: vec4<f32>;
     if (p.factored != 0u) {
         u = factored_direction(p, offset, g);
@@ -329,52 +329,54 @@ fn adafactor_apply(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let p = tensor_plan(b.tensor);
-    let g = guarded_grad(grad[i], h.control);
-    let offset = b.offset + 4u * (lid % QUAD_THREADS);
-    var u: vec4<f32>;
-    if (p.factored != 0u) {
-        u = factored_direction(p, offset, g);
-    } else {
-        var v: vec4<f32>;
-        for (var k = 0u; k < 4u; k++) {
-            v[k] = 1.0;
-            if (keep[k]) {
-                v[k] = factors[p.vec_base + offset + k];
-            }
-        }
-        u = (1.0 / sqrt(v)) * g;
-    }
-    let norms = reduction[1u + b.tensor];
-    // transformers: update.div_((rms(update) / clip_threshold).clamp_(min=1.0)), rms = norm / sqrt(numel).
-    let rms_u = sqrt(norms.y) / p.sqrt_numel;
-    u = u / max(rms_u / h.clip_threshold, 1.0);
-    var lr = h.rho;
-    var neg_wd_lr = h.neg_wd_rho;
-    if (SCALE_PARAMETER) {
-        let rms_p = sqrt(norms.x) / p.sqrt_numel;
-        // max(eps2, RMS): the RMS tensor when it is larger, else the Python float eps2.
-        if (rms_p > h.eps2) {
-            lr = rms_p * h.rho;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let p = tensor_plan(b.tensor);
+        let g = guarded_grad(grad[i], h.control);
+        let offset = b.offset + 4u * q;
+        var u: vec4<f32>;
+        if (p.factored != 0u) {
+            u = factored_direction(p, offset, g);
         } else {
-            lr = h.rho_eps2;
+            var v: vec4<f32>;
+            for (var k = 0u; k < 4u; k++) {
+                v[k] = 1.0;
+                if (keep[k]) {
+                    v[k] = factors[p.vec_base + offset + k];
+                }
+            }
+            u = (1.0 / sqrt(v)) * g;
         }
-        neg_wd_lr = h.neg_wd * lr;
+        let norms = reduction[1u + b.tensor];
+        // transformers: update.div_((rms(update) / clip_threshold).clamp_(min=1.0)), rms = norm / sqrt(numel).
+        let rms_u = sqrt(norms.y) / p.sqrt_numel;
+        u = u / max(rms_u / h.clip_threshold, 1.0);
+        var lr = h.rho;
+        var neg_wd_lr = h.neg_wd_rho;
+        if (SCALE_PARAMETER) {
+            let rms_p = sqrt(norms.x) / p.sqrt_numel;
+            // max(eps2, RMS): the RMS tensor when it is larger, else the Python float eps2.
+            if (rms_p > h.eps2) {
+                lr = rms_p * h.rho;
+            } else {
+                lr = h.rho_eps2;
+            }
+            neg_wd_lr = h.neg_wd * lr;
+        }
+        u = u * lr;
+        if (BETA1) {
+            let m = fma(u, vec4<f32>(h.one_minus_beta1), exp_avg[i] * h.beta1);
+            exp_avg[i] = select(exp_avg[i], m, keep);
+            u = m;
+        }
+        var w = param[i];
+        if (h.neg_wd != 0.0) {
+            w = fma(w, vec4<f32>(neg_wd_lr), w);
+        }
+        param[i] = select(param[i], w - u, keep);
     }
-    u = u * lr;
-    if (BETA1) {
-        let m = fma(u, vec4<f32>(h.one_minus_beta1), exp_avg[i] * h.beta1);
-        exp_avg[i] = select(exp_avg[i], m, keep);
-        u = m;
-    }
-    var w = param[i];
-    if (h.neg_wd != 0.0) {
-        w = fma(w, vec4<f32>(neg_wd_lr), w);
-    }
-    param[i] = select(param[i], w - u, keep);
 }

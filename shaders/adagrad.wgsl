@@ -25,22 +25,24 @@ fn adagrad_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], h.control);
-    if (MAXIMIZE) {
-        g = -g;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(grad[i], h.control);
+        if (MAXIMIZE) {
+            g = -g;
+        }
+        let p = param[i];
+        if (h.weight_decay != 0.0) {
+            g = fma(p, vec4<f32>(h.weight_decay), g);
+        }
+        let s0 = state_sum[i];
+        let s = fma(g, g, s0);
+        state_sum[i] = select(s0, s, keep);
+        let denom = sqrt(s) + h.eps;
+        param[i] = select(p, p + (h.neg_clr * g) / denom, keep);
     }
-    let p = param[i];
-    if (h.weight_decay != 0.0) {
-        g = fma(p, vec4<f32>(h.weight_decay), g);
-    }
-    let s0 = state_sum[i];
-    let s = fma(g, g, s0);
-    state_sum[i] = select(s0, s, keep);
-    let denom = sqrt(s) + h.eps;
-    param[i] = select(p, p + (h.neg_clr * g) / denom, keep);
 }

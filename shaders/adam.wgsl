@@ -42,44 +42,46 @@ fn adam_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(unpack(grad[i]), h.control);
-    if (MAXIMIZE) {
-        g = -g;
-    }
-    let p_old = param[i];
-    var p = unpack(p_old);
-    if (h.weight_decay != 0.0) {
-        if (DECOUPLED) {
-            p = stored(p * h.decay);
-        } else {
-            // torch rounds add_'s alpha to the tensor's dtype (bf16) before it multiplies.
-            g = stored(g + stored1(h.weight_decay) * p);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(unpack(grad[i]), h.control);
+        if (MAXIMIZE) {
+            g = -g;
         }
+        let p_old = param[i];
+        var p = unpack(p_old);
+        if (h.weight_decay != 0.0) {
+            if (DECOUPLED) {
+                p = stored(p * h.decay);
+            } else {
+                // torch rounds add_'s alpha to the tensor's dtype (bf16) before it multiplies.
+                g = stored(g + stored1(h.weight_decay) * p);
+            }
+        }
+        let m_old = exp_avg[i];
+        let v_old = exp_avg_sq[i];
+        let m = stored(torch_lerp4(unpack(m_old), g, h.lerp_weight));
+        var v: vec4<f32>;
+        if (PARAM_BF16) {
+            // torch's bf16 addcmul_ fuses its last multiply with the addition (measured on torch 2.15's CPU path).
+            v = stored(fma(h.one_minus_beta2 * g, g, stored(unpack(v_old) * h.beta2)));
+        } else {
+            v = unpack(v_old) * h.beta2 + (h.one_minus_beta2 * g) * g;
+        }
+        var v_hat = v;
+        if (AMSGRAD) {
+            let v_max_old = max_exp_avg_sq[i];
+            v_hat = max(unpack(v_max_old), v);
+            max_exp_avg_sq[i] = repack(v_max_old, v_hat, keep);
+        }
+        // In bf16, torch's add_ of a Python scalar rounds the scalar to bf16 too.
+        let denom = stored(stored(sqrt(v_hat)) / h.bias_correction2_sqrt + stored1(h.eps));
+        exp_avg[i] = repack(m_old, m, keep);
+        exp_avg_sq[i] = repack(v_old, v, keep);
+        update_param(i, p_old, p, (-h.step_size * m) / denom, keep);
     }
-    let m_old = exp_avg[i];
-    let v_old = exp_avg_sq[i];
-    let m = stored(torch_lerp4(unpack(m_old), g, h.lerp_weight));
-    var v: vec4<f32>;
-    if (PARAM_BF16) {
-        // torch's bf16 addcmul_ fuses its last multiply with the addition (measured on torch 2.15's CPU path).
-        v = stored(fma(h.one_minus_beta2 * g, g, stored(unpack(v_old) * h.beta2)));
-    } else {
-        v = unpack(v_old) * h.beta2 + (h.one_minus_beta2 * g) * g;
-    }
-    var v_hat = v;
-    if (AMSGRAD) {
-        let v_max_old = max_exp_avg_sq[i];
-        v_hat = max(unpack(v_max_old), v);
-        max_exp_avg_sq[i] = repack(v_max_old, v_hat, keep);
-    }
-    // In bf16, torch's add_ of a Python scalar rounds the scalar to bf16 too.
-    let denom = stored(stored(sqrt(v_hat)) / h.bias_correction2_sqrt + stored1(h.eps));
-    exp_avg[i] = repack(m_old, m, keep);
-    exp_avg_sq[i] = repack(v_old, v, keep);
-    update_param(i, p_old, p, (-h.step_size * m) / denom, keep);
 }

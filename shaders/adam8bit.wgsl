@@ -35,7 +35,7 @@ fn family_step(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lanes: Lanes) {
     var part = vec4<f32>(0.0);
     for (var k = 0u; k < quads(); k++) {
         let q = k * WG + lid;
-        let keep = quad_keep(u, q);
+        let keep = unit_quad_keep(u, q);
         if (!any(keep)) {
             continue;
         }
@@ -79,7 +79,7 @@ fn family_step(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lanes: Lanes) {
     }
     for (var k = 0u; k < quads(); k++) {
         let q = k * WG + lid;
-        let keep = quad_keep(u, q);
+        let keep = unit_quad_keep(u, q);
         if (!any(keep)) {
             continue;
         }

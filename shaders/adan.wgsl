@@ -41,41 +41,43 @@ fn adan_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let g = guarded_grad(grad[i], h.control);
-    let prev0 = prev_grad[i];
-    // optimi creates prev_grad as -g with the state, so the first difference is exactly 0.
-    var prev = prev0;
-    if (h.first != 0u) {
-        prev = -g;
-    }
-    let d = prev + g;
-    let m0 = exp_avg[i];
-    let v0 = exp_avg_diff[i];
-    let n0 = exp_avg_sq[i];
-    let m = torch_lerp4(m0, g, h.beta1_comp);
-    let v = torch_lerp4(v0, d, h.beta2_comp);
-    let u = d * h.beta2 + g;
-    let n = fma(h.beta3_comp * u, u, n0 * h.beta3_hat);
-    exp_avg[i] = select(m0, m, keep);
-    exp_avg_diff[i] = select(v0, v, keep);
-    exp_avg_sq[i] = select(n0, n, keep);
-    prev_grad[i] = select(prev0, -g, keep);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let g = guarded_grad(grad[i], h.control);
+        let prev0 = prev_grad[i];
+        // optimi creates prev_grad as -g with the state, so the first difference is exactly 0.
+        var prev = prev0;
+        if (h.first != 0u) {
+            prev = -g;
+        }
+        let d = prev + g;
+        let m0 = exp_avg[i];
+        let v0 = exp_avg_diff[i];
+        let n0 = exp_avg_sq[i];
+        let m = torch_lerp4(m0, g, h.beta1_comp);
+        let v = torch_lerp4(v0, d, h.beta2_comp);
+        let u = d * h.beta2 + g;
+        let n = fma(h.beta3_comp * u, u, n0 * h.beta3_hat);
+        exp_avg[i] = select(m0, m, keep);
+        exp_avg_diff[i] = select(v0, v, keep);
+        exp_avg_sq[i] = select(n0, n, keep);
+        prev_grad[i] = select(prev0, -g, keep);
 
-    let denom = sqrt(n) + h.eps;
-    let p0 = param[i];
-    var p = p0;
-    if (ADAM_WD && h.decay != 1.0) {
-        p = p * h.decay;
+        let denom = sqrt(n) + h.eps;
+        let p0 = param[i];
+        var p = p0;
+        if (ADAM_WD && h.decay != 1.0) {
+            p = p * h.decay;
+        }
+        p = p + h.neg_lr * m / denom;
+        p = p + h.neg_lr_beta2 * v / denom;
+        if (!ADAM_WD && h.decay != 1.0) {
+            p = p / h.decay;
+        }
+        param[i] = select(p0, p, keep);
     }
-    p = p + h.neg_lr * m / denom;
-    p = p + h.neg_lr_beta2 * v / denom;
-    if (!ADAM_WD && h.decay != 1.0) {
-        p = p / h.decay;
-    }
-    param[i] = select(p0, p, keep);
 }

@@ -42,37 +42,39 @@ fn adopt_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], h.control);
-    if (MAXIMIZE) {
-        g = -g;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(grad[i], h.control);
+        if (MAXIMIZE) {
+            g = -g;
+        }
+        let p0 = param[i];
+        // timm adds the L2 term before it tests for the first step, so the first moment sees it too.
+        if (!DECOUPLED && h.weight_decay != 0.0) {
+            g = fma(p0, vec4<f32>(h.weight_decay), g);
+        }
+        let v0 = exp_avg_sq[i];
+        if (h.first != 0u) {
+            exp_avg_sq[i] = select(v0, fma(g, g, v0), keep);
+            continue;
+        }
+        var p = p0;
+        if (DECOUPLED && h.weight_decay != 0.0) {
+            p = fma(p, vec4<f32>(h.decay_alpha), p);
+        }
+        var n = g / max(sqrt(v0), vec4<f32>(h.eps));
+        if (CLIP) {
+            n = clamp(n, vec4<f32>(-h.clip), vec4<f32>(h.clip));
+        }
+        let m0 = exp_avg[i];
+        let m = torch_lerp4(m0, n, h.lerp_weight);
+        let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
+        exp_avg[i] = select(m0, m, keep);
+        exp_avg_sq[i] = select(v0, v, keep);
+        param[i] = select(p0, fma(m, vec4<f32>(h.neg_lr), p), keep);
     }
-    let p0 = param[i];
-    // timm adds the L2 term before it tests for the first step, so the first moment sees it too.
-    if (!DECOUPLED && h.weight_decay != 0.0) {
-        g = fma(p0, vec4<f32>(h.weight_decay), g);
-    }
-    let v0 = exp_avg_sq[i];
-    if (h.first != 0u) {
-        exp_avg_sq[i] = select(v0, fma(g, g, v0), keep);
-        return;
-    }
-    var p = p0;
-    if (DECOUPLED && h.weight_decay != 0.0) {
-        p = fma(p, vec4<f32>(h.decay_alpha), p);
-    }
-    var n = g / max(sqrt(v0), vec4<f32>(h.eps));
-    if (CLIP) {
-        n = clamp(n, vec4<f32>(-h.clip), vec4<f32>(h.clip));
-    }
-    let m0 = exp_avg[i];
-    let m = torch_lerp4(m0, n, h.lerp_weight);
-    let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
-    exp_avg[i] = select(m0, m, keep);
-    exp_avg_sq[i] = select(v0, v, keep);
-    param[i] = select(p0, fma(m, vec4<f32>(h.neg_lr), p), keep);
 }

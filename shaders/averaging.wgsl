@@ -22,14 +22,13 @@ fn average_update(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = quad_block(wg, grid, lid);
-    if (quad_empty(b, lid)) {
-        return;
+    let b = strided_block(wg, grid, lid);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let old = averaged[i];
+        let avg = torch_lerp4(bitcast<vec4<f32>>(old), bitcast<vec4<f32>>(model[i]), averaging.weight);
+        averaged[i] = select(old, bitcast<vec4<u32>>(avg), quad_keep(b, q));
     }
-    let i = quad_index(b, lid);
-    let old = averaged[i];
-    let avg = torch_lerp4(bitcast<vec4<f32>>(old), bitcast<vec4<f32>>(model[i]), averaging.weight);
-    averaged[i] = select(old, bitcast<vec4<u32>>(avg), quad_mask(b, lid));
 }
 
 // Exchanges the averaged and the model parameters, bit for bit (padding included, which is zero in both).
@@ -39,13 +38,15 @@ fn average_swap(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = quad_block(wg, grid, lid);
+    let b = strided_block(wg, grid, lid);
     // Only a block past the chunk's end is empty; padding quads are swapped too.
     if (b.valid == 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let a = averaged[i];
-    averaged[i] = model[i];
-    model[i] = a;
+    for (var q = first_quad(lid); q < QUADS_PER_BLOCK; q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let a = averaged[i];
+        averaged[i] = model[i];
+        model[i] = a;
+    }
 }

@@ -117,7 +117,7 @@ fn finite4(x: vec4<f32>) -> vec4<bool> {
 }
 
 // Which of the four elements of quad `q` of the block belong to it.
-fn quad_keep(u: Unit, q: u32) -> vec4<bool> {
+fn unit_quad_keep(u: Unit, q: u32) -> vec4<bool> {
     return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(u.len);
 }
 

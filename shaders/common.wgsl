@@ -20,9 +20,9 @@ struct ChunkInfo {
 @group(0) @binding(0) var<storage, read> arena_layout: array<u32>;
 @group(0) @binding(1) var<uniform> chunk_info: ChunkInfo;
 
-// What every workgroup of a chunked stage needs to know about the block it covers, read from the layout table
-// once per block: every invocation of the workgroup reads the same words (`lookup_block`), which a GPU serves
-// as a broadcast, and then steps its own elements with no lookup of its own.
+// What a kernel needs to know about the block an invocation covers, read from the layout table once per
+// invocation (`strided_block`, `quad_block`): the invocations of a block read the same words, which a GPU serves
+// as a broadcast, and then step their quads with no lookup of their own.
 struct Block {
     // Index into the chunk's buffers of the block's first element.
     base: u32,
@@ -67,48 +67,59 @@ fn read_block(block: u32) -> Block {
     return b;
 }
 
-// Workgroup `wg`'s block, for the kernels that cover one block per workgroup; the same for every invocation.
+// Workgroup `wg`'s block, for the kernels that cover one block per workgroup (a caller's `WgslKernel`); the
+// same for every invocation.
 fn lookup_block(wg: vec3<u32>) -> Block {
     return read_block(global_block_of(wg));
 }
 
-// Vector-width kernels: a workgroup of QUAD_WORKGROUP invocations covers QUAD_BLOCKS consecutive blocks, each
-// block by QUAD_THREADS invocations that step four consecutive elements each, read and written as one vec4
-// (tensors start on block boundaries, so a quad never crosses from one tensor into another). Four blocks per
-// workgroup rather than one: a software adapter pays for every workgroup it launches (and for a loop over
-// blocks inside one: both measured slower on lavapipe), and 256 invocations is the portable maximum. The
-// host dispatches ceil(blocks / QUAD_BLOCKS) workgroups per chunk.
-const QUAD_THREADS: u32 = 64u;
-const QUAD_BLOCKS: u32 = 4u;
+// Elementwise kernels (every optimizer's step, averaging, precision conversions): a block's 64 quads of four
+// consecutive elements (read and written as one vec4; tensors start on block boundaries, so a quad never
+// crosses from one tensor into another) are stepped by BLOCK_THREADS invocations, invocation `lid` taking
+// quads `first_quad(lid)`, + BLOCK_THREADS, and so on. A workgroup of 256 invocations covers STEP_BLOCKS
+// blocks; the host dispatches ceil(blocks / STEP_BLOCKS) workgroups per chunk.
+//
+// Each invocation reads its block's layout entry and group record once and then steps eight quads with them.
+// On a GPU the invocations of a block read the same words as one broadcast; a CPU adapter cannot tell they
+// are the same and gathers them lane by lane, which with one quad per invocation cost as much as the data
+// (1.8x a naive vec4 AdamW on lavapipe, against 1.0x with eight; BENCHMARKS.md). Consecutive invocations
+// still read consecutive quads, 128 contiguous bytes per block and load.
+const BLOCK_THREADS: u32 = 8u;
+const STEP_BLOCKS: u32 = 32u;
+const QUADS_PER_BLOCK: u32 = 64u;
 
-// The block invocation `lid` of workgroup `wg` (of a grid `grid` wide) steps a quad of. The 64 invocations of
-// one block read the same words of the layout table, which a GPU serves as one broadcast: no invocation looks
-// anything up per element.
-fn quad_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
-    let local_block = (wg.y * grid.x + wg.x) * QUAD_BLOCKS + lid / QUAD_THREADS;
+// The block invocation `lid` of workgroup `wg` (of a grid `grid` wide) steps quads of.
+fn strided_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
+    let local_block = (wg.y * grid.x + wg.x) * STEP_BLOCKS + lid / BLOCK_THREADS;
     if (local_block >= chunk_info.blocks) {
         return read_block(BLOCK_NONE);
     }
     return read_block(chunk_info.first_block + local_block);
 }
 
-// Index of invocation `lid`'s quad inside the chunk's vec4-typed buffers.
-fn quad_index(b: Block, lid: u32) -> u32 {
-    return b.base / 4u + lid % QUAD_THREADS;
+// The first quad of its block invocation `lid` steps.
+fn first_quad(lid: u32) -> u32 {
+    return lid % BLOCK_THREADS;
 }
 
-// Which of invocation `lid`'s four elements belong to the tensor; none past the chunk's end. Padding lanes are
-// computed with the rest but never stored, so a padding element keeps whatever it held.
-fn quad_mask(b: Block, lid: u32) -> vec4<bool> {
-    return vec4<u32>(4u * (lid % QUAD_THREADS)) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(b.valid);
+// Quads of block `b` that hold at least one element of its tensor (0 past the chunk's end).
+fn quad_count(b: Block) -> u32 {
+    return (b.valid + 3u) / 4u;
 }
 
-// True when none of invocation `lid`'s elements belongs to the tensor (or the block lies past the chunk).
-fn quad_empty(b: Block, lid: u32) -> bool {
-    return 4u * (lid % QUAD_THREADS) >= b.valid;
+// Index of quad `q` of block `b` inside the chunk's vec4-typed buffers.
+fn quad_at(b: Block, q: u32) -> u32 {
+    return b.base / 4u + q;
 }
 
-// Where one invocation's element lies, for the kernels that still step one element per invocation.
+// Which of quad `q`'s four elements belong to the tensor. Padding lanes are computed with the rest but never
+// stored, so a padding element keeps whatever it held.
+fn quad_keep(b: Block, q: u32) -> vec4<bool> {
+    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(b.valid);
+}
+
+// Where one invocation's element lies, for a caller's `WgslKernel`, which steps one element per invocation
+// and one block per workgroup.
 struct Element {
     // Index into the chunk's buffers.
     index: u32,

@@ -107,35 +107,35 @@ fn guard_block(b: Block, applying: bool) -> GuardBlock {
 // Partials of the gradient as the optimizer will receive it, before clipping: unscaled, accumulation-scaled.
 // A frozen tensor's blocks count as 0 (it has no gradient, as a PyTorch parameter without `.grad`), so
 // neither its norm nor a non-finite value in it affects the step.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn guard_partials(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let s = guard_block(partial_blocks[k], false);
-        var value = vec2<f32>(0.0);
-        if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
-            let keep = quad_mask(s.b, lid);
-            let g = grad[quad_index(s.b, lid)];
-            var u = g;
-            if (LOSS_SCALING) {
-                u = u * s.inv_scale;
+    let s = guard_block(partial_block(wg, grid, lid), false);
+    var values: array<vec2<f32>, 8>;
+    if (s.b.valid != 0u && s.b.frozen == 0u) {
+        for (var k = 0u; k < 8u; k++) {
+            let q = partial_quad(lid, k);
+            if (q < quad_count(s.b)) {
+                let keep = quad_keep(s.b, q);
+                let g = grad[quad_at(s.b, q)];
+                var u = g;
+                if (LOSS_SCALING) {
+                    u = u * s.inv_scale;
+                }
+                if (GRAD_SCALE) {
+                    u = u * params.grad_scale;
+                }
+                let bad = !(is_finite4(g) & is_finite4(u));
+                let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
+                u = reduce_masked(u, keep);
+                values[k] = reduce_quad(u * u, reduce_masked(magnitude, keep));
             }
-            if (GRAD_SCALE) {
-                u = u * params.grad_scale;
-            }
-            let bad = !(is_finite4(g) & is_finite4(u));
-            let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
-            u = reduce_masked(u, keep);
-            value = reduce_quad(u * u, reduce_masked(magnitude, keep));
         }
-        partial_put(lid, k, value);
     }
-    partial_finish(lid);
+    partial_finish(lid, s.b, reduce_eight(values));
 }
 
 @compute @workgroup_size(64)
@@ -234,27 +234,33 @@ fn guard_control(@builtin(local_invocation_index) lid: u32) {
 
 // Rewrites the gradients in place, for an optimizer whose kernels do not read the control words; a frozen
 // tensor's gradient is left as it is.
-@compute @workgroup_size(64)
-fn guard_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = guard_block(lookup_block(wg), true);
-    if (s.b.valid == 0u || s.b.frozen != 0u || quad_empty(s.b, lid)) {
+@compute @workgroup_size(256)
+fn guard_apply(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let s = guard_block(strided_block(wg, grid, lid), true);
+    if (s.b.valid == 0u || s.b.frozen != 0u) {
         return;
     }
-    let i = quad_index(s.b, lid);
-    let g0 = grad[i];
-    var g = g0;
-    if (LOSS_SCALING) {
-        g = g * s.inv_scale;
+    for (var q = first_quad(lid); q < quad_count(s.b); q += BLOCK_THREADS) {
+        let i = quad_at(s.b, q);
+        let g0 = grad[i];
+        var g = g0;
+        if (LOSS_SCALING) {
+            g = g * s.inv_scale;
+        }
+        if (GRAD_SCALE) {
+            g = g * params.grad_scale;
+        }
+        if (CLIP_NORM) {
+            g = g * s.coef;
+        }
+        if (CLIP_VALUE) {
+            g = clamp(g, vec4<f32>(-params.clip_value), vec4<f32>(params.clip_value));
+        }
+        // Padding lanes keep what they held.
+        grad[i] = select(g0, g, quad_keep(s.b, q));
     }
-    if (GRAD_SCALE) {
-        g = g * params.grad_scale;
-    }
-    if (CLIP_NORM) {
-        g = g * s.coef;
-    }
-    if (CLIP_VALUE) {
-        g = clamp(g, vec4<f32>(-params.clip_value), vec4<f32>(params.clip_value));
-    }
-    // Padding lanes keep what they held.
-    grad[i] = select(g0, g, quad_mask(s.b, lid));
 }

@@ -72,7 +72,7 @@ fn lamb_direction(m: vec4<f32>, v: vec4<f32>, p: vec4<f32>, h: GroupRecord) -> D
 }
 
 // The per-block partials pass (partial_pass.wgsl) over `block_partial`.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn lamb_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -81,14 +81,14 @@ fn lamb_moments(
     partial_pass(wg, grid, lid);
 }
 
-fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    return lamb_moments_quad(b, h, lid);
+fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    return lamb_moments_quad(b, h, q);
 }
 
-// Updates m and v of invocation `lid`'s quad of block `b`; returns its share of ||w||^2 and ||u||^2.
-fn lamb_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+// Updates m and v of quad `q` of block `b`; returns its share of ||w||^2 and ||u||^2.
+fn lamb_moments_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     var g = guarded_grad(grad[i], h.control);
     if (CLIP) {
         // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
@@ -120,26 +120,28 @@ fn lamb_apply(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let p0 = param[i];
-    let d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
-    var u = d.update;
-    if (h.adapt != 0u) {
-        let norms = reduction[1u + b.tensor];
-        let w_norm = sqrt(norms.x);
-        let u_norm = sqrt(norms.y);
-        // 1 when either norm is 0, as timm (and apex) do.
-        var ratio = 1.0;
-        if (w_norm > 0.0 && u_norm > 0.0) {
-            ratio = w_norm / u_norm;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let p0 = param[i];
+        let d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
+        var u = d.update;
+        if (h.adapt != 0u) {
+            let norms = reduction[1u + b.tensor];
+            let w_norm = sqrt(norms.x);
+            let u_norm = sqrt(norms.y);
+            // 1 when either norm is 0, as timm (and apex) do.
+            var ratio = 1.0;
+            if (w_norm > 0.0 && u_norm > 0.0) {
+                ratio = w_norm / u_norm;
+            }
+            if (TRUST_CLIP) {
+                ratio = min(ratio, 1.0);
+            }
+            u = u * ratio;
         }
-        if (TRUST_CLIP) {
-            ratio = min(ratio, 1.0);
-        }
-        u = u * ratio;
+        param[i] = select(p0, fma(u, vec4<f32>(h.neg_lr), d.param), quad_keep(b, q));
     }
-    param[i] = select(p0, fma(u, vec4<f32>(h.neg_lr), d.param), quad_mask(b, lid));
 }

@@ -36,7 +36,7 @@ struct GroupRecord {
 @group(0) @binding(6) var<storage, read_write> reduction: array<vec2<f32>>;
 
 // The per-block partials pass (partial_pass.wgsl) over `block_partial`.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn lars_norms(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -45,10 +45,10 @@ fn lars_norms(
     partial_pass(wg, grid, lid);
 }
 
-// Invocation `lid`'s share of ||w||^2 and ||g||^2 in block `b`.
-fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+// Quad `q`'s share of ||w||^2 and ||g||^2 in block `b`.
+fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     let p = reduce_masked(param[i], keep);
     let g = reduce_masked(guarded_grad(grad[i], h.control), keep);
     return reduce_quad(p * p, g * g);
@@ -62,39 +62,41 @@ fn lars_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], h.control);
-    let p = param[i];
-    if (h.adapt != 0u) {
-        let norms = reduction[1u + b.tensor];
-        let w_norm = sqrt(norms.x);
-        let g_norm = sqrt(norms.y);
-        // 1 when either norm is 0, as timm does.
-        var ratio = 1.0;
-        if (w_norm > 0.0 && g_norm > 0.0) {
-            ratio = (h.trust_coeff * w_norm) / ((g_norm + w_norm * h.weight_decay) + h.eps);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(grad[i], h.control);
+        let p = param[i];
+        if (h.adapt != 0u) {
+            let norms = reduction[1u + b.tensor];
+            let w_norm = sqrt(norms.x);
+            let g_norm = sqrt(norms.y);
+            // 1 when either norm is 0, as timm does.
+            var ratio = 1.0;
+            if (w_norm > 0.0 && g_norm > 0.0) {
+                ratio = (h.trust_coeff * w_norm) / ((g_norm + w_norm * h.weight_decay) + h.eps);
+            }
+            if (TRUST_CLIP) {
+                ratio = min(ratio / h.lr, 1.0);
+            }
+            g = fma(p, vec4<f32>(h.weight_decay), g) * ratio;
         }
-        if (TRUST_CLIP) {
-            ratio = min(ratio / h.lr, 1.0);
+        if (MOMENTUM) {
+            var buf = g;
+            let buf0 = momentum_buffer[i];
+            if (h.first_step == 0u) {
+                buf = fma(g, vec4<f32>(h.one_minus_dampening), buf0 * h.momentum);
+            }
+            momentum_buffer[i] = select(buf0, buf, keep);
+            if (NESTEROV) {
+                g = fma(buf, vec4<f32>(h.momentum), g);
+            } else {
+                g = buf;
+            }
         }
-        g = fma(p, vec4<f32>(h.weight_decay), g) * ratio;
+        param[i] = select(p, fma(g, vec4<f32>(h.neg_lr), p), keep);
     }
-    if (MOMENTUM) {
-        var buf = g;
-        let buf0 = momentum_buffer[i];
-        if (h.first_step == 0u) {
-            buf = fma(g, vec4<f32>(h.one_minus_dampening), buf0 * h.momentum);
-        }
-        momentum_buffer[i] = select(buf0, buf, keep);
-        if (NESTEROV) {
-            g = fma(buf, vec4<f32>(h.momentum), g);
-        } else {
-            g = buf;
-        }
-    }
-    param[i] = select(p, fma(g, vec4<f32>(h.neg_lr), p), keep);
 }

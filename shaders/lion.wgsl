@@ -25,29 +25,31 @@ fn lion_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let g = guarded_grad(unpack(grad[i]), h.control);
-    let m_old = exp_avg[i];
-    let m = unpack(m_old);
-    let p_old = param[i];
-    // Decay first, as lion-pytorch and optimi do, even when the factor is 1 (exact).
-    let p = stored(unpack(p_old) * h.decay);
-    var c: vec4<f32>;
-    var m_next: vec4<f32>;
-    if (PARAM_BF16) {
-        // optimi interpolates both with lerp.
-        c = stored(torch_lerp4(m, g, h.one_minus_beta1));
-        m_next = stored(torch_lerp4(m, g, h.one_minus_beta2));
-    } else {
-        // The update interpolates with beta1, the momentum with beta2.
-        c = fma(g, vec4<f32>(h.one_minus_beta1), m * h.beta1);
-        m_next = fma(g, vec4<f32>(h.one_minus_beta2), m * h.beta2);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let g = guarded_grad(unpack(grad[i]), h.control);
+        let m_old = exp_avg[i];
+        let m = unpack(m_old);
+        let p_old = param[i];
+        // Decay first, as lion-pytorch and optimi do, even when the factor is 1 (exact).
+        let p = stored(unpack(p_old) * h.decay);
+        var c: vec4<f32>;
+        var m_next: vec4<f32>;
+        if (PARAM_BF16) {
+            // optimi interpolates both with lerp.
+            c = stored(torch_lerp4(m, g, h.one_minus_beta1));
+            m_next = stored(torch_lerp4(m, g, h.one_minus_beta2));
+        } else {
+            // The update interpolates with beta1, the momentum with beta2.
+            c = fma(g, vec4<f32>(h.one_minus_beta1), m * h.beta1);
+            m_next = fma(g, vec4<f32>(h.one_minus_beta2), m * h.beta2);
+        }
+        // WGSL's sign(0) is 0, like torch's sgn; sign(c) * lr is exact, so p + it is the fma it was.
+        update_param(i, p_old, p, sign(c) * stored1(h.neg_lr), keep);
+        exp_avg[i] = repack(m_old, m_next, keep);
     }
-    // WGSL's sign(0) is 0, like torch's sgn; sign(c) * lr is exact, so p + it is the fma it was.
-    update_param(i, p_old, p, sign(c) * stored1(h.neg_lr), keep);
-    exp_avg[i] = repack(m_old, m_next, keep);
 }

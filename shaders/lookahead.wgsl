@@ -51,18 +51,20 @@ fn lookahead_pull(
     if (control.pull == 0u) {
         return;
     }
-    let b = quad_block(wg, grid, lid);
-    if (b.valid == 0u || b.frozen != 0u || quad_empty(b, lid)) {
+    let b = strided_block(wg, grid, lid);
+    if (b.valid == 0u || b.frozen != 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let f = param[i];
-    var s = slow[i];
-    if (control.first != 0u) {
-        s = f;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let f = param[i];
+        var s = slow[i];
+        if (control.first != 0u) {
+            s = f;
+        }
+        let n = fma(s, vec4<f32>(control.one_minus_alpha), f * control.alpha);
+        param[i] = select(f, n, keep);
+        slow[i] = select(s, n, keep);
     }
-    let n = fma(s, vec4<f32>(control.one_minus_alpha), f * control.alpha);
-    param[i] = select(f, n, keep);
-    slow[i] = select(s, n, keep);
 }

@@ -48,10 +48,10 @@ struct GroupRecord {
 
 // ---- muon_moments ----
 
-// The AdamW step of invocation `lid`'s quad of block `b`: adam.wgsl's decoupled path, operation for operation.
-fn adamw_quad(b: Block, h: GroupRecord, lid: u32) {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+// The AdamW step of quad `q` of block `b`: adam.wgsl's decoupled path, operation for operation.
+fn adamw_quad(b: Block, h: GroupRecord, q: u32) {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     let g = guarded_grad(grad[i], h.control);
     let p0 = param[i];
     var p = p0;
@@ -84,10 +84,10 @@ fn muon_update1(g: f32, m: f32, h: GroupRecord) -> f32 {
     return m;
 }
 
-// torch's `buf.lerp_(grad, 1 - momentum)` for invocation `lid`'s quad; returns its share of the squared update.
-fn muon_momentum_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+// torch's `buf.lerp_(grad, 1 - momentum)` for quad `q`; returns its share of the squared update.
+fn muon_momentum_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     let g = guarded_grad(grad[i], h.control);
     let m0 = state0[i];
     let m = torch_lerp4(m0, g, h.v[0]);
@@ -97,7 +97,7 @@ fn muon_momentum_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
 }
 
 // The per-block partials pass (partial_pass.wgsl) over `block_partial`, as LAMB's moments stage.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn muon_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -107,12 +107,12 @@ fn muon_moments(
 }
 
 // AdamW's blocks are stepped here and add nothing to Muon's sums.
-fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
+fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
     if (h.rule == RULE_ADAMW) {
-        adamw_quad(b, h, lid);
+        adamw_quad(b, h, q);
         return vec2<f32>(0.0);
     }
-    return muon_momentum_quad(b, h, lid);
+    return muon_momentum_quad(b, h, q);
 }
 
 // ---- muon_load / muon_apply ----

@@ -59,28 +59,28 @@ fn norms_guarded(g: vec4<f32>, s: NormsBlock) -> vec4<f32> {
 // One partial per block of the gradient: lane x the sum of squares, lane y the largest magnitude (the pipeline
 // sets REDUCE_MAX_Y), so one pass gives both the 2-norm and the inf-norm. A frozen tensor has no gradient, as
 // a PyTorch parameter without `.grad`: its blocks count as 0.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn grad_partials(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    partial_stage_blocks(wg, grid, lid);
-    workgroupBarrier();
-    for (var k = 0u; k < PARTIAL_BLOCKS; k++) {
-        let s = norms_block(partial_blocks[k]);
-        var value = vec2<f32>(0.0);
-        if (s.b.valid != 0u && s.b.frozen == 0u && !quad_empty(s.b, lid)) {
-            var g = grad[quad_index(s.b, lid)];
-            if (GRAD_CONTROL) {
-                g = norms_guarded(g, s);
+    let s = norms_block(partial_block(wg, grid, lid));
+    var values: array<vec2<f32>, 8>;
+    if (s.b.valid != 0u && s.b.frozen == 0u) {
+        for (var k = 0u; k < 8u; k++) {
+            let q = partial_quad(lid, k);
+            if (q < quad_count(s.b)) {
+                var g = grad[quad_at(s.b, q)];
+                if (GRAD_CONTROL) {
+                    g = norms_guarded(g, s);
+                }
+                g = reduce_masked(g, quad_keep(s.b, q));
+                values[k] = reduce_quad(g * g, abs(g));
             }
-            g = reduce_masked(g, quad_mask(s.b, lid));
-            value = reduce_quad(g * g, abs(g));
         }
-        partial_put(lid, k, value);
     }
-    partial_finish(lid);
+    partial_finish(lid, s.b, reduce_eight(values));
 }
 
 // Entries of the reduction buffer before the segment partials: the total, the tensors and the block partials.

@@ -92,20 +92,19 @@ fn widen(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = quad_block(wg, grid, lid);
-    if (quad_empty(b, lid)) {
-        return;
+    let b = strided_block(wg, grid, lid);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let words = narrow[i];
+        let halves = vec4<u32>(words.x, words.x >> 16u, words.y, words.y >> 16u) & vec4<u32>(0xFFFFu);
+        let widened = vec4<u32>(
+            to_f32_bits(halves.x),
+            to_f32_bits(halves.y),
+            to_f32_bits(halves.z),
+            to_f32_bits(halves.w),
+        );
+        wide[i] = select(wide[i], widened, quad_keep(b, q));
     }
-    let i = quad_index(b, lid);
-    let words = narrow[i];
-    let halves = vec4<u32>(words.x, words.x >> 16u, words.y, words.y >> 16u) & vec4<u32>(0xFFFFu);
-    let widened = vec4<u32>(
-        to_f32_bits(halves.x),
-        to_f32_bits(halves.y),
-        to_f32_bits(halves.z),
-        to_f32_bits(halves.w),
-    );
-    wide[i] = select(wide[i], widened, quad_mask(b, lid));
 }
 
 // narrow <- round(wide), four elements per invocation, so that no two invocations write the same word;
@@ -116,18 +115,20 @@ fn narrow_down(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = quad_block(wg, grid, lid);
+    let b = strided_block(wg, grid, lid);
     // Only a block past the chunk's end is empty; padding quads are written, as zeros.
     if (b.valid == 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let x = wide[i];
-    let halves = vec4<u32>(
-        to_half_bits(x.x),
-        to_half_bits(x.y),
-        to_half_bits(x.z),
-        to_half_bits(x.w),
-    ) & select(vec4<u32>(0u), vec4<u32>(0xFFFFu), quad_mask(b, lid));
-    narrow[i] = vec2<u32>(halves.x | (halves.y << 16u), halves.z | (halves.w << 16u));
+    for (var q = first_quad(lid); q < QUADS_PER_BLOCK; q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let x = wide[i];
+        let halves = vec4<u32>(
+            to_half_bits(x.x),
+            to_half_bits(x.y),
+            to_half_bits(x.z),
+            to_half_bits(x.w),
+        ) & select(vec4<u32>(0u), vec4<u32>(0xFFFFu), quad_keep(b, q));
+        narrow[i] = vec2<u32>(halves.x | (halves.y << 16u), halves.z | (halves.w << 16u));
+    }
 }

@@ -26,7 +26,7 @@
 override REDUCE_MAX_X: bool = false;
 override REDUCE_MAX_Y: bool = false;
 
-// Invocations of every reduction workgroup: one per quad of a 256-element block (QUAD_THREADS).
+// Invocations of the segment, tensor and total workgroups (norms.wgsl) and of `reduce_workgroup`.
 const REDUCE_THREADS: u32 = 64u;
 // Block partials per segment: a segment's 64 invocations combine 16 partials each in sequence before the tree.
 const SEGMENT_BLOCKS: u32 = 1024u;
@@ -83,59 +83,46 @@ fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
     return r;
 }
 
-// The block-partial stages give each workgroup PARTIAL_BLOCKS consecutive blocks of its chunk: a workgroup's
-// fixed cost (on a software adapter, far more than its arithmetic) is then shared by 16 blocks, and the 16
-// block trees need one barrier in all. Invocation `lid` covers quad `lid` of each block in turn.
-const PARTIAL_BLOCKS: u32 = 16u;
+// The block-partial stages: a workgroup of 256 invocations covers PARTIAL_BLOCKS consecutive blocks of its
+// chunk, PARTIAL_THREADS invocations per block. Invocation j of a block adds the block's quads 8j .. 8j + 7
+// (`partial_quad`) as the tree's levels over those eight quads (`reduce_eight`), and the first invocation of
+// the block combines the eight results in index order: the block tree described above, level for level,
+// whatever the grouping. Each invocation reads its block's layout entry once for 32 elements, and the
+// workgroup needs one barrier for its 32 blocks.
+const PARTIAL_THREADS: u32 = 8u;
+const PARTIAL_BLOCKS: u32 = 32u;
 
-var<workgroup> partial_scratch: array<vec2<f32>, 1024>;
+var<workgroup> partial_scratch: array<vec2<f32>, 256>;
 
-// Block `k` (0 .. PARTIAL_BLOCKS - 1) of the workgroup, read from the layout table; `valid` is 0 past the
-// chunk's end.
-fn partial_block(wg: vec3<u32>, grid: vec3<u32>, k: u32) -> Block {
-    let first = (wg.y * grid.x + wg.x) * PARTIAL_BLOCKS;
-    // lookup_block linearises as y * groups_x + x, so y = 0 makes x the block's index in the chunk.
-    return lookup_block(vec3<u32>(first + k, 0u, 0u));
-}
-
-// The workgroup's blocks, each read from the layout table by one invocation (`partial_stage_blocks`).
-var<workgroup> partial_blocks: array<Block, 16>;
-
-// Invocation k < PARTIAL_BLOCKS reads block k into `partial_blocks`. The caller stages anything else it needs
-// per block, then issues the barrier after which every invocation reads them.
-fn partial_stage_blocks(wg: vec3<u32>, grid: vec3<u32>, lid: u32) {
-    if (lid < PARTIAL_BLOCKS) {
-        partial_blocks[lid] = partial_block(wg, grid, lid);
+// The block invocation `lid` of workgroup `wg` adds quads of; `valid` is 0 past the chunk's end.
+fn partial_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
+    let local_block = (wg.y * grid.x + wg.x) * PARTIAL_BLOCKS + lid / PARTIAL_THREADS;
+    if (local_block >= chunk_info.blocks) {
+        return read_block(BLOCK_NONE);
     }
+    return read_block(chunk_info.first_block + local_block);
 }
 
-// Stores invocation `lid`'s value for block `k` of its workgroup.
-fn partial_put(lid: u32, k: u32, value: vec2<f32>) {
-    partial_scratch[k * REDUCE_THREADS + lid] = value;
+// The `k`-th quad (0 .. 7) of its block that invocation `lid` adds.
+fn partial_quad(lid: u32, k: u32) -> u32 {
+    return 8u * (lid % PARTIAL_THREADS) + k;
 }
 
-// After every invocation has stored its value for every block (`partial_put`), invocation k < PARTIAL_BLOCKS
-// combines block k's 64 values (the tree of `reduce_workgroup`) and writes the partial of that block. Every
-// invocation must call it, in uniform control flow.
-fn partial_finish(lid: u32) {
+// Stores invocation `lid`'s share of its block `b` (the tree over its eight quads); after one barrier, the
+// block's first invocation combines the block's eight shares in index order and writes the block's partial.
+// Every invocation must call it, in uniform control flow.
+fn partial_finish(lid: u32, b: Block, share: vec2<f32>) {
+    partial_scratch[lid] = share;
     workgroupBarrier();
-    if (lid >= PARTIAL_BLOCKS) {
+    if (lid % PARTIAL_THREADS != 0u || b.valid == 0u) {
         return;
     }
-    let b = partial_blocks[lid];
-    if (b.valid == 0u) {
-        return;
-    }
-    var groups: array<vec2<f32>, 8>;
-    for (var g = 0u; g < 8u; g++) {
-        var s: array<vec2<f32>, 8>;
-        for (var j = 0u; j < 8u; j++) {
-            s[j] = partial_scratch[lid * REDUCE_THREADS + 8u * g + j];
-        }
-        groups[g] = reduce_eight(s);
+    var s: array<vec2<f32>, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        s[j] = partial_scratch[lid + j];
     }
     // Every family that includes this file declares its `reduction` buffer.
-    reduction[reduce_partial_index(reduce_global_block(b))] = reduce_eight(groups);
+    reduction[reduce_partial_index(reduce_global_block(b))] = reduce_eight(s);
 }
 
 // Where global block `block`'s partial lies in a reduction buffer.
@@ -143,7 +130,8 @@ fn reduce_partial_index(block: u32) -> u32 {
     return 1u + arena_layout[0] + block;
 }
 
-// The global block number of a block returned by `lookup_block`, `quad_block` or `step_block` (with `valid` != 0).
+// The global block number of a block returned by `partial_block` or `step_block` (with `valid`
+// != 0).
 fn reduce_global_block(b: Block) -> u32 {
     return chunk_info.first_block + b.base / BLOCK;
 }

@@ -32,38 +32,40 @@ fn rmsprop_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], h.control);
-    if (MAXIMIZE) {
-        g = -g;
-    }
-    let p = param[i];
-    if (h.weight_decay != 0.0) {
-        g = fma(p, vec4<f32>(h.weight_decay), g);
-    }
-    let sq0 = square_avg[i];
-    let sq = fma(h.one_minus_alpha * g, g, sq0 * h.alpha);
-    square_avg[i] = select(sq0, sq, keep);
-    var avg: vec4<f32>;
-    if (CENTERED) {
-        let ga0 = grad_avg[i];
-        let ga = torch_lerp4(ga0, g, h.one_minus_alpha);
-        grad_avg[i] = select(ga0, ga, keep);
-        avg = sqrt(fma(-ga, ga, sq));
-    } else {
-        avg = sqrt(sq);
-    }
-    avg = avg + h.eps;
-    if (MOMENTUM) {
-        let buf0 = momentum_buffer[i];
-        let buf = buf0 * h.momentum + g / avg;
-        momentum_buffer[i] = select(buf0, buf, keep);
-        param[i] = select(p, fma(buf, vec4<f32>(h.neg_lr), p), keep);
-    } else {
-        param[i] = select(p, p + (h.neg_lr * g) / avg, keep);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(grad[i], h.control);
+        if (MAXIMIZE) {
+            g = -g;
+        }
+        let p = param[i];
+        if (h.weight_decay != 0.0) {
+            g = fma(p, vec4<f32>(h.weight_decay), g);
+        }
+        let sq0 = square_avg[i];
+        let sq = fma(h.one_minus_alpha * g, g, sq0 * h.alpha);
+        square_avg[i] = select(sq0, sq, keep);
+        var avg: vec4<f32>;
+        if (CENTERED) {
+            let ga0 = grad_avg[i];
+            let ga = torch_lerp4(ga0, g, h.one_minus_alpha);
+            grad_avg[i] = select(ga0, ga, keep);
+            avg = sqrt(fma(-ga, ga, sq));
+        } else {
+            avg = sqrt(sq);
+        }
+        avg = avg + h.eps;
+        if (MOMENTUM) {
+            let buf0 = momentum_buffer[i];
+            let buf = buf0 * h.momentum + g / avg;
+            momentum_buffer[i] = select(buf0, buf, keep);
+            param[i] = select(p, fma(buf, vec4<f32>(h.neg_lr), p), keep);
+        } else {
+            param[i] = select(p, p + (h.neg_lr * g) / avg, keep);
+        }
     }
 }

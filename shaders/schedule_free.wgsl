@@ -40,38 +40,40 @@ fn schedule_free_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (b.valid == 0u || h.control.skip != 0u || quad_empty(b, lid)) {
+    if (b.valid == 0u || h.control.skip != 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let y0 = param[i];
-    let z_held = z[i];
-    var z0 = z_held;
-    if (h.init_z != 0u) {
-        z0 = y0;
-    }
-    if (b.frozen != 0u) {
-        // A frozen tensor does not step, but its z starts as its parameters like every other tensor's: a
-        // switch then leaves it exactly as it is (a lerp toward itself), and when it is unfrozen it starts
-        // from z = y as the reference's lazily created z does.
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let y0 = param[i];
+        let z_held = z[i];
+        var z0 = z_held;
         if (h.init_z != 0u) {
-            z[i] = select(z_held, y0, keep);
+            z0 = y0;
         }
-        return;
+        if (b.frozen != 0u) {
+            // A frozen tensor does not step, but its z starts as its parameters like every other tensor's: a
+            // switch then leaves it exactly as it is (a lerp toward itself), and when it is unfrozen it starts
+            // from z = y as the reference's lazily created z does.
+            if (h.init_z != 0u) {
+                z[i] = select(z_held, y0, keep);
+            }
+            continue;
+        }
+        let g = guarded_grad(grad[i], h.control);
+        let v0 = exp_avg_sq[i];
+        let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
+        var n = g / (sqrt(v / h.bias_correction2) + h.eps);
+        // Weight decay is evaluated at y, before y moves.
+        if (h.weight_decay != 0.0) {
+            n = fma(y0, vec4<f32>(h.weight_decay), n);
+        }
+        let y1 = torch_lerp4(y0, z0, h.ckp1);
+        exp_avg_sq[i] = select(v0, v, keep);
+        z[i] = select(z_held, fma(n, vec4<f32>(h.neg_lr), z0), keep);
+        param[i] = select(y0, fma(n, vec4<f32>(h.y_step), y1), keep);
     }
-    let g = guarded_grad(grad[i], h.control);
-    let v0 = exp_avg_sq[i];
-    let v = fma(h.one_minus_beta2 * g, g, v0 * h.beta2);
-    var n = g / (sqrt(v / h.bias_correction2) + h.eps);
-    // Weight decay is evaluated at y, before y moves.
-    if (h.weight_decay != 0.0) {
-        n = fma(y0, vec4<f32>(h.weight_decay), n);
-    }
-    let y1 = torch_lerp4(y0, z0, h.ckp1);
-    exp_avg_sq[i] = select(v0, v, keep);
-    z[i] = select(z_held, fma(n, vec4<f32>(h.neg_lr), z0), keep);
-    param[i] = select(y0, fma(n, vec4<f32>(h.y_step), y1), keep);
 }
 
 // p ← lerp(p, z, w): y to x (eval) or x to y (train). Frozen tensors are switched too, as the reference
@@ -84,10 +86,12 @@ fn schedule_free_switch(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (b.valid == 0u || quad_empty(b, lid)) {
+    if (b.valid == 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let p0 = param[i];
-    param[i] = select(p0, torch_lerp4(p0, z[i], h.switch_weight), quad_mask(b, lid));
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let p0 = param[i];
+        param[i] = select(p0, torch_lerp4(p0, z[i], h.switch_weight), quad_keep(b, q));
+    }
 }

@@ -32,34 +32,36 @@ fn sgd_step(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(unpack(grad[i]), h.control);
-    if (MAXIMIZE) {
-        g = -g;
-    }
-    let p_old = param[i];
-    let p = unpack(p_old);
-    if (h.weight_decay != 0.0) {
-        // torch rounds add_'s alpha to the tensor's dtype (bf16) before it multiplies.
-        g = stored(g + stored1(h.weight_decay) * p);
-    }
-    if (MOMENTUM) {
-        let buf_old = momentum_buffer[i];
-        var buf = g;
-        // optimi's buffer starts at zero instead of a copy: the same value, except that 0 + (-0) is +0.
-        if (h.first_step == 0u || PARAM_BF16) {
-            buf = stored(stored(unpack(buf_old) * h.momentum) + h.one_minus_dampening * g);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(unpack(grad[i]), h.control);
+        if (MAXIMIZE) {
+            g = -g;
         }
-        momentum_buffer[i] = repack(buf_old, buf, keep);
-        if (NESTEROV) {
-            g = stored(g + h.momentum * buf);
-        } else {
-            g = buf;
+        let p_old = param[i];
+        let p = unpack(p_old);
+        if (h.weight_decay != 0.0) {
+            // torch rounds add_'s alpha to the tensor's dtype (bf16) before it multiplies.
+            g = stored(g + stored1(h.weight_decay) * p);
         }
+        if (MOMENTUM) {
+            let buf_old = momentum_buffer[i];
+            var buf = g;
+            // optimi's buffer starts at zero instead of a copy: the same value, except that 0 + (-0) is +0.
+            if (h.first_step == 0u || PARAM_BF16) {
+                buf = stored(stored(unpack(buf_old) * h.momentum) + h.one_minus_dampening * g);
+            }
+            momentum_buffer[i] = repack(buf_old, buf, keep);
+            if (NESTEROV) {
+                g = stored(g + h.momentum * buf);
+            } else {
+                g = buf;
+            }
+        }
+        update_param(i, p_old, p, stored1(h.neg_lr) * g, keep);
     }
-    update_param(i, p_old, p, stored1(h.neg_lr) * g, keep);
 }

@@ -36,28 +36,30 @@ fn sophia_step(
 ) {
     let b = step_block(wg, grid, lid);
     let r = step_record();
-    if (!block_steps(b, r.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, r.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    var g = guarded_grad(grad[i], r.control);
-    if (MAXIMIZE) {
-        g = -g;
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        var g = guarded_grad(grad[i], r.control);
+        if (MAXIMIZE) {
+            g = -g;
+        }
+        let p0 = param[i];
+        // sophia-opt decays before anything else, even when the factor is 1.
+        let p = p0 * r.decay;
+        let m0 = exp_avg[i];
+        let m = fma(g, vec4<f32>(r.one_minus_beta1), m0 * r.beta1);
+        // 1e-15 rounds to the same f32 here as torch's scalar does.
+        let d = hessian[i] * r.rho_bs + vec4<f32>(1e-15);
+        let q = abs(m) / d;
+        // clamp(max = 1), keeping a NaN as torch does (WGSL's min may drop it).
+        let ratio = select(q, vec4<f32>(1.0), q > vec4<f32>(1.0));
+        // addcmul: (value * sign) rounded, then one fused multiply-add; WGSL's sign(0) is 0, like torch's.
+        exp_avg[i] = select(m0, m, keep);
+        param[i] = select(p0, fma(sign(m) * r.neg_lr, ratio, p), keep);
     }
-    let p0 = param[i];
-    // sophia-opt decays before anything else, even when the factor is 1.
-    let p = p0 * r.decay;
-    let m0 = exp_avg[i];
-    let m = fma(g, vec4<f32>(r.one_minus_beta1), m0 * r.beta1);
-    // 1e-15 rounds to the same f32 here as torch's scalar does.
-    let d = hessian[i] * r.rho_bs + vec4<f32>(1e-15);
-    let q = abs(m) / d;
-    // clamp(max = 1), keeping a NaN as torch does (WGSL's min may drop it).
-    let ratio = select(q, vec4<f32>(1.0), q > vec4<f32>(1.0));
-    // addcmul: (value * sign) rounded, then one fused multiply-add; WGSL's sign(0) is 0, like torch's.
-    exp_avg[i] = select(m0, m, keep);
-    param[i] = select(p0, fma(sign(m) * r.neg_lr, ratio, p), keep);
 }
 
 // h = h * beta2 + (1 - beta2) * e * e for the estimator's gradient e, as `update_hessian` computes it. It
@@ -70,12 +72,14 @@ fn sophia_hessian(
 ) {
     let b = step_block(wg, grid, lid);
     let r = step_record();
-    if (b.valid == 0u || b.frozen != 0u || quad_empty(b, lid)) {
+    if (b.valid == 0u || b.frozen != 0u) {
         return;
     }
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
-    let e = grad[i];
-    let h0 = hessian[i];
-    hessian[i] = select(h0, fma(e * r.one_minus_beta2, e, h0 * r.beta2), keep);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        let keep = quad_keep(b, q);
+        let e = grad[i];
+        let h0 = hessian[i];
+        hessian[i] = select(h0, fma(e * r.one_minus_beta2, e, h0 * r.beta2), keep);
+    }
 }

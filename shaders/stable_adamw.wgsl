@@ -43,7 +43,7 @@ struct GroupRecord {
 @group(0) @binding(7) var<storage, read_write> reduction: array<vec2<f32>>;
 
 // The per-block partials pass (partial_pass.wgsl) over `block_partial`.
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn stable_adamw_moments(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -52,14 +52,14 @@ fn stable_adamw_moments(
     partial_pass(wg, grid, lid);
 }
 
-fn block_partial(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    return stable_adamw_moments_quad(b, h, lid);
+fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    return stable_adamw_moments_quad(b, h, q);
 }
 
-// Updates m and v of invocation `lid`'s quad of block `b`; returns its share of sum(g^2 / max(v, eps^2)).
-fn stable_adamw_moments_quad(b: Block, h: GroupRecord, lid: u32) -> vec2<f32> {
-    let i = quad_index(b, lid);
-    let keep = quad_mask(b, lid);
+// Updates m and v of quad `q` of block `b`; returns its share of sum(g^2 / max(v, eps^2)).
+fn stable_adamw_moments_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
+    let i = quad_at(b, q);
+    let keep = quad_keep(b, q);
     let g = guarded_grad(unpack(grad[i]), h.control);
     let m0 = exp_avg[i];
     let v0 = exp_avg_sq[i];
@@ -83,26 +83,28 @@ fn stable_adamw_apply(
 ) {
     let b = step_block(wg, grid, lid);
     let h = step_record();
-    if (!block_steps(b, h.control) || quad_empty(b, lid)) {
+    if (!block_steps(b, h.control)) {
         return;
     }
-    let i = quad_index(b, lid);
-    // The mean as torch takes it on the CPU: the sum divided by the element count converted to f32.
-    let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
-    // On bf16 torch rounds the mean and its sqrt to bf16.
-    let rms = stored1(sqrt(stored1(reduction[1u + b.tensor].x / f32(numel))));
-    var neg_lr = h.neg_lr;
-    var decay = h.decay;
-    // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
-    if (rms > 1.0) {
-        let lr = h.lr / rms;
-        neg_lr = -lr;
-        decay = fma(-lr, h.decay_rate, 1.0);
+    for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
+        let i = quad_at(b, q);
+        // The mean as torch takes it on the CPU: the sum divided by the element count converted to f32.
+        let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
+        // On bf16 torch rounds the mean and its sqrt to bf16.
+        let rms = stored1(sqrt(stored1(reduction[1u + b.tensor].x / f32(numel))));
+        var neg_lr = h.neg_lr;
+        var decay = h.decay;
+        // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
+        if (rms > 1.0) {
+            let lr = h.lr / rms;
+            neg_lr = -lr;
+            decay = fma(-lr, h.decay_rate, 1.0);
+        }
+        let p0 = param[i];
+        // With no weight decay the factor is exactly 1, which leaves p as optimi's skipped multiplication does.
+        let p = stored(unpack(p0) * decay);
+        // exp_avg_sq.sqrt().add_(eps): on bf16 the scalar eps is rounded to bf16 first, as torch's add_ does.
+        let denom = stored(stored(sqrt(unpack(exp_avg_sq[i]))) + stored1(h.eps));
+        update_param(i, p0, p, (neg_lr * unpack(exp_avg[i])) / denom, quad_keep(b, q));
     }
-    let p0 = param[i];
-    // With no weight decay the factor is exactly 1, which leaves p as optimi's skipped multiplication does.
-    let p = stored(unpack(p0) * decay);
-    // exp_avg_sq.sqrt().add_(eps): on bf16 the scalar eps is rounded to bf16 first, as torch's add_ does.
-    let denom = stored(stored(sqrt(unpack(exp_avg_sq[i]))) + stored1(h.eps));
-    update_param(i, p0, p, (neg_lr * unpack(exp_avg[i])) / denom, quad_mask(b, lid));
 }

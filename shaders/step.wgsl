@@ -24,12 +24,12 @@ struct GradControl {
 
 var<private> block_record: GroupRecord;
 
-// The block invocation `lid` steps (see `quad_block`), with its group's record kept for `step_record`. The 64
-// invocations of a block read the same addresses, which a GPU serves as one broadcast. (Sharing one read
-// through workgroup memory instead costs a barrier per workgroup, which measured 1.2x to 2x slower on
-// lavapipe for AdamW and SGD.)
+// The block invocation `lid` steps quads of (see `strided_block`), with its group's record kept for
+// `step_record`. The invocations of a block read the same addresses, which a GPU serves as one broadcast.
+// (Sharing one read through workgroup memory instead costs a barrier per workgroup, which measured 1.2x to 2x
+// slower on lavapipe for AdamW and SGD.)
 fn step_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
-    let b = quad_block(wg, grid, lid);
+    let b = strided_block(wg, grid, lid);
     block_record = groups[b.group];
     return b;
 }

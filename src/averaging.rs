@@ -30,7 +30,7 @@
 use crate::arena::{BufferSlice, ParamArena};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
-use crate::kernels::QUAD_BLOCKS;
+use crate::kernels::STEP_BLOCKS;
 use crate::optim::{StepStats, check_count, next_count};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, compute_pass, f32_slices, submit_alone};
 use crate::readback::Readback;
@@ -144,7 +144,7 @@ impl AveragedParams {
             "average_update",
             vec![],
             &slots,
-            QUAD_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let swap = Stage::per_chunk_grouped(
             arena,
@@ -152,7 +152,7 @@ impl AveragedParams {
             "average_swap",
             vec![],
             &slots,
-            QUAD_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let this = Self {
             mode,

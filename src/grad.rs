@@ -26,7 +26,7 @@ const ENTRY_BYTES: u64 = 8;
 const SEGMENT_BLOCKS: u64 = 1024;
 
 /// Blocks per workgroup of a stage that writes block partials (`PARTIAL_BLOCKS` in `shaders/reduce.wgsl`).
-pub(crate) const PARTIAL_BLOCKS: u32 = 16;
+pub(crate) const PARTIAL_BLOCKS: u32 = 32;
 
 /// How one lane of a reduction combines values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

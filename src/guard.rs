@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::Access;
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::{
     Optimizer, StepStats, check_count, next_count, next_records, record_bytes, stage_records,
 };
@@ -823,8 +823,14 @@ impl StepGuard {
             || c.max_grad_norm.is_some()
             || c.clip_value.is_some();
         if !fused && rewrites && self.apply.is_none() {
-            let apply =
-                Stage::per_chunk(arena, "guard", "guard_apply", guard_constants(c), &slots)?;
+            let apply = Stage::per_chunk_grouped(
+                arena,
+                "guard",
+                "guard_apply",
+                guard_constants(c),
+                &slots,
+                STEP_BLOCKS,
+            )?;
             self.apply = Some(apply);
         }
         let mut constants = guard_constants(&self.config);

@@ -14,8 +14,9 @@ use crate::gpu::Gpu;
 /// Elements per block: tensors start on block boundaries, and a block's metadata is read once.
 pub const BLOCK: u32 = 256;
 
-/// Blocks one workgroup of a vector-width kernel covers (`QUAD_BLOCKS` in `shaders/common.wgsl`).
-pub(crate) const QUAD_BLOCKS: u32 = 4;
+/// Blocks one workgroup of an elementwise kernel covers (`STEP_BLOCKS` in `shaders/common.wgsl`: eight
+/// invocations per block, each stepping eight of its quads).
+pub(crate) const STEP_BLOCKS: u32 = 32;
 
 const COMMON: &str = include_str!("../shaders/common.wgsl");
 

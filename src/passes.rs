@@ -47,18 +47,6 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
-    /// A stage dispatched once per chunk, one workgroup per block of the chunk.
-    pub fn per_chunk(
-        arena: &ParamArena,
-        family: &'static str,
-        entry: &'static str,
-        constants: Vec<(&'static str, f64)>,
-        slots: &[(Access, Slot<'_>)],
-    ) -> Result<Self> {
-        let grids = arena.chunk_info().iter().map(|c| c.grid).collect();
-        Self::per_chunk_grids(arena, family, entry, constants, slots, grids)
-    }
-
     /// A stage dispatched once per chunk, compiled from a caller's WGSL `source` (after `common.wgsl`);
     /// `label` names it in the pipeline cache and in wgpu's messages.
     pub fn per_chunk_source(
@@ -84,8 +72,8 @@ impl Stage {
     }
 
     /// A stage dispatched once per chunk, one workgroup per `blocks_per_workgroup` consecutive blocks of the
-    /// chunk (the kernel linearises its workgroup id with the `num_workgroups` builtin): `QUAD_BLOCKS` for the
-    /// vector-width kernels of `common.wgsl`, `PARTIAL_BLOCKS` for the block partials of `reduce.wgsl`.
+    /// chunk (the kernel linearises its workgroup id with the `num_workgroups` builtin): `STEP_BLOCKS` for the
+    /// elementwise kernels of `common.wgsl`, `PARTIAL_BLOCKS` for the block partials of `reduce.wgsl`.
     pub fn per_chunk_grouped(
         arena: &ParamArena,
         family: &'static str,

@@ -30,7 +30,7 @@
 use crate::arena::{BufferSlice, ParamArena, TensorInfo};
 use crate::error::{Error, Result};
 use crate::kernels::Access;
-use crate::kernels::QUAD_BLOCKS;
+use crate::kernels::STEP_BLOCKS;
 use crate::optim::{Optimizer, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
 use crate::readback::Readback;
@@ -182,7 +182,7 @@ impl HalfParams {
                     (Access::ReadWrite, Slot::PerChunk(wide)),
                     (Access::ReadWrite, Slot::PerChunk(narrow)),
                 ],
-                QUAD_BLOCKS,
+                STEP_BLOCKS,
             )
         };
         let widen_params = stage("widen", arena.param_buffers(), &params)?;

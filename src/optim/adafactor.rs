@@ -43,7 +43,7 @@
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, KernelState, Optimizer, OptimizerCore, StepStats,
@@ -630,7 +630,7 @@ impl AdafactorKernel {
             "adafactor_apply",
             constants,
             &bindings.slots(None, "apply"),
-            QUAD_BLOCKS,
+            STEP_BLOCKS,
         )?;
         tables.push(plan);
         tables.push(unused);

@@ -36,7 +36,7 @@ use crate::arena::ParamArena;
 use crate::error::Result;
 use crate::grad::{GradNorms, Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
-use crate::kernels::QUAD_BLOCKS;
+use crate::kernels::STEP_BLOCKS;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -210,7 +210,7 @@ impl LambKernel {
             PARTIAL_BLOCKS,
         )?;
         let apply =
-            Stage::per_chunk_grouped(arena, "lamb", "lamb_apply", constants, &slots, QUAD_BLOCKS)?;
+            Stage::per_chunk_grouped(arena, "lamb", "lamb_apply", constants, &slots, STEP_BLOCKS)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             state,

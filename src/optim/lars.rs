@@ -28,7 +28,7 @@ use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
 use crate::kernels::Access;
-use crate::kernels::QUAD_BLOCKS;
+use crate::kernels::STEP_BLOCKS;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -180,7 +180,7 @@ impl LarsKernel {
             PARTIAL_BLOCKS,
         )?;
         let update =
-            Stage::per_chunk_grouped(arena, "lars", "lars_step", constants, &slots, QUAD_BLOCKS)?;
+            Stage::per_chunk_grouped(arena, "lars", "lars_step", constants, &slots, STEP_BLOCKS)?;
         Ok(Self {
             binding: ArenaBinding::new(arena),
             state,

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::state::{parse_config, to_config};
 use crate::optim::{
     GroupConfig, KernelState, Optimizer, OptimizerCore, OptimizerState, QuantizedState, StateData,
@@ -135,7 +135,7 @@ impl<O: Optimizer> Lookahead<O> {
             "lookahead_pull",
             Vec::new(),
             &slots,
-            QUAD_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let origin = inner.core().step_count() as i64;
         Ok(Self {

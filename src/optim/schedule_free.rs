@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{FAMILY_RECORD_WORDS, record, word};
 use crate::optim::state::{OptimizerState, StateStore, parse_config, to_config};
 use crate::optim::{
@@ -240,7 +240,7 @@ impl Kernel {
                 entry,
                 Vec::new(),
                 &bindings,
-                QUAD_BLOCKS,
+                STEP_BLOCKS,
             )
         };
         let step = stage("schedule_free_step", &records)?;

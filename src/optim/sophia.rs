@@ -33,7 +33,7 @@
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::kernels::{Access, QUAD_BLOCKS};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{Core, OptimizerConfig, record, word};
 use crate::optim::{
     GroupConfig, GroupKnob, KernelState, Optimizer, OptimizerCore, StepKernel, StepStats,
@@ -151,7 +151,7 @@ impl SophiaKernel {
                 entry,
                 constants.clone(),
                 &slots(records),
-                QUAD_BLOCKS,
+                STEP_BLOCKS,
             )
         };
         let step = stage("sophia_step", &groups)?;

@@ -47,7 +47,7 @@ use crate::arena::ParamArena;
 use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
 use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
+use crate::kernels::{Access, STEP_BLOCKS, param_variant};
 use crate::optim::KernelState;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::wgsl::{KAHAN_BINDING, KAHAN_STATE};
@@ -231,7 +231,7 @@ impl StableAdamWKernel {
             "stable_adamw_apply",
             Vec::new(),
             &slots,
-            QUAD_BLOCKS,
+            STEP_BLOCKS,
         )?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

@@ -5,7 +5,7 @@
 use crate::arena::ParamArena;
 use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
-use crate::kernels::{Access, QUAD_BLOCKS, param_variant};
+use crate::kernels::{Access, STEP_BLOCKS, param_variant};
 use crate::optim::paged::PagedBuffers;
 use crate::optim::{GROUP_RECORD_BYTES, KernelState, StatePlacement, StepKernel, StepStats};
 use crate::passes::{ArenaBinding, Slot, Stage, StateSet, group_buffer, placeholder_named};
@@ -97,7 +97,7 @@ impl WgslKernel {
     }
 
     /// The kernel `family::entry` of `shaders/` with `constants`, bound to `arena` on the vector-width
-    /// layout (`QUAD_BLOCKS` blocks per workgroup) and applying a guard's control words.
+    /// layout (`STEP_BLOCKS` blocks per workgroup) and applying a guard's control words.
     ///
     /// The state bindings are one per name of `slots`; `live` names the states this variant keeps, in the
     /// order they are listed, and a slot it does not name gets a placeholder buffer the variant never touches.
@@ -154,7 +154,7 @@ impl WgslKernel {
             placement,
             kahan,
             |bindings| {
-                Stage::per_chunk_grouped(arena, family, entry, constants, bindings, QUAD_BLOCKS)
+                Stage::per_chunk_grouped(arena, family, entry, constants, bindings, STEP_BLOCKS)
             },
         )
     }
