@@ -332,10 +332,12 @@ fn adafactor_apply(
     if (!block_steps(b, h.control)) {
         return;
     }
+    // The tensor's plan and norms, once per invocation.
+    let p = tensor_plan(b.tensor);
+    let norms = reduction[1u + b.tensor];
     for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
         let i = quad_at(b, q);
         let keep = quad_keep(b, q);
-        let p = tensor_plan(b.tensor);
         let g = guarded_grad(grad[i], h.control);
         let offset = b.offset + 4u * q;
         var u: vec4<f32>;
@@ -351,7 +353,6 @@ fn adafactor_apply(
             }
             u = (1.0 / sqrt(v)) * g;
         }
-        let norms = reduction[1u + b.tensor];
         // transformers: update.div_((rms(update) / clip_threshold).clamp_(min=1.0)), rms = norm / sqrt(numel).
         let rms_u = sqrt(norms.y) / p.sqrt_numel;
         u = u / max(rms_u / h.clip_threshold, 1.0);

@@ -123,23 +123,26 @@ fn lamb_apply(
     if (!block_steps(b, h.control)) {
         return;
     }
+    // The tensor's trust ratio, once per invocation.
+    var ratio = 1.0;
+    if (h.adapt != 0u) {
+        let norms = reduction[1u + b.tensor];
+        let w_norm = sqrt(norms.x);
+        let u_norm = sqrt(norms.y);
+        // 1 when either norm is 0, as timm (and apex) do.
+        if (w_norm > 0.0 && u_norm > 0.0) {
+            ratio = w_norm / u_norm;
+        }
+        if (TRUST_CLIP) {
+            ratio = min(ratio, 1.0);
+        }
+    }
     for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
         let i = quad_at(b, q);
         let p0 = param[i];
         let d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
         var u = d.update;
         if (h.adapt != 0u) {
-            let norms = reduction[1u + b.tensor];
-            let w_norm = sqrt(norms.x);
-            let u_norm = sqrt(norms.y);
-            // 1 when either norm is 0, as timm (and apex) do.
-            var ratio = 1.0;
-            if (w_norm > 0.0 && u_norm > 0.0) {
-                ratio = w_norm / u_norm;
-            }
-            if (TRUST_CLIP) {
-                ratio = min(ratio, 1.0);
-            }
             u = u * ratio;
         }
         param[i] = select(p0, fma(u, vec4<f32>(h.neg_lr), d.param), quad_keep(b, q));

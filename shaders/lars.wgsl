@@ -65,23 +65,26 @@ fn lars_step(
     if (!block_steps(b, h.control)) {
         return;
     }
+    // The tensor's trust ratio, once per invocation.
+    var ratio = 1.0;
+    if (h.adapt != 0u) {
+        let norms = reduction[1u + b.tensor];
+        let w_norm = sqrt(norms.x);
+        let g_norm = sqrt(norms.y);
+        // 1 when either norm is 0, as timm does.
+        if (w_norm > 0.0 && g_norm > 0.0) {
+            ratio = (h.trust_coeff * w_norm) / ((g_norm + w_norm * h.weight_decay) + h.eps);
+        }
+        if (TRUST_CLIP) {
+            ratio = min(ratio / h.lr, 1.0);
+        }
+    }
     for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
         let i = quad_at(b, q);
         let keep = quad_keep(b, q);
         var g = guarded_grad(grad[i], h.control);
         let p = param[i];
         if (h.adapt != 0u) {
-            let norms = reduction[1u + b.tensor];
-            let w_norm = sqrt(norms.x);
-            let g_norm = sqrt(norms.y);
-            // 1 when either norm is 0, as timm does.
-            var ratio = 1.0;
-            if (w_norm > 0.0 && g_norm > 0.0) {
-                ratio = (h.trust_coeff * w_norm) / ((g_norm + w_norm * h.weight_decay) + h.eps);
-            }
-            if (TRUST_CLIP) {
-                ratio = min(ratio / h.lr, 1.0);
-            }
             g = fma(p, vec4<f32>(h.weight_decay), g) * ratio;
         }
         if (MOMENTUM) {

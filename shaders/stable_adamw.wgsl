@@ -86,20 +86,21 @@ fn stable_adamw_apply(
     if (!block_steps(b, h.control)) {
         return;
     }
+    // The tensor's step size, once per invocation. The mean as torch takes it on the CPU: the sum divided by
+    // the element count converted to f32.
+    let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
+    // On bf16 torch rounds the mean and its sqrt to bf16.
+    let rms = stored1(sqrt(stored1(reduction[1u + b.tensor].x / f32(numel))));
+    var neg_lr = h.neg_lr;
+    var decay = h.decay;
+    // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
+    if (rms > 1.0) {
+        let lr = h.lr / rms;
+        neg_lr = -lr;
+        decay = fma(-lr, h.decay_rate, 1.0);
+    }
     for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
         let i = quad_at(b, q);
-        // The mean as torch takes it on the CPU: the sum divided by the element count converted to f32.
-        let numel = arena_layout[LAYOUT_HEADER_WORDS + TENSOR_RECORD_WORDS * b.tensor + 1u];
-        // On bf16 torch rounds the mean and its sqrt to bf16.
-        let rms = stored1(sqrt(stored1(reduction[1u + b.tensor].x / f32(numel))));
-        var neg_lr = h.neg_lr;
-        var decay = h.decay;
-        // optimi: lr / max(1, rms). A NaN rms fails the test and keeps lr, as Python's max(1, nan) returns 1.
-        if (rms > 1.0) {
-            let lr = h.lr / rms;
-            neg_lr = -lr;
-            decay = fma(-lr, h.decay_rate, 1.0);
-        }
         let p0 = param[i];
         // With no weight decay the factor is exactly 1, which leaves p as optimi's skipped multiplication does.
         let p = stored(unpack(p0) * decay);
