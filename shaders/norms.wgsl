@@ -83,9 +83,9 @@ fn grad_partials(
     partial_finish(lid, s.b, reduce_eight(values));
 }
 
-// Entries of the reduction buffer before the segment partials: the total, the tensors and the block partials.
+// Entries of the reduction buffer before the segment partials: the total, the tensors and the block shares.
 fn segment_base() -> u32 {
-    return 1u + arena_layout[0] + arena_layout[1];
+    return 1u + arena_layout[0] + BLOCK_SHARES * arena_layout[1];
 }
 
 // One workgroup per segment: SEGMENT_BLOCKS consecutive block partials of one tensor (fewer at its end), so a
@@ -110,7 +110,7 @@ fn reduce_segments(
         let first = reduce_partial_index(arena_layout[record] + skip);
         let n = min(blocks - skip, SEGMENT_BLOCKS);
         for (var j = lid; j < n; j += REDUCE_THREADS) {
-            acc = reduce_combine(acc, reduction[first + j]);
+            acc = reduce_combine(acc, block_partial_of(first + BLOCK_SHARES * j));
         }
     }
     let r = reduce_workgroup(lid, acc);

@@ -3,13 +3,13 @@
 // (and after step.wgsl for the optimizer families).
 //
 // A reduction buffer is an array of vec2<f32>: entry 0 is the total over every tensor, entry 1 + t is tensor t,
-// entry 1 + T + b the partial of global block b (T tensors, B blocks), and entry 1 + T + B + s the partial of
-// segment s. A kernel stage writes one partial per block; the finalize passes of norms.wgsl then reduce each
-// segment (a run of at most SEGMENT_BLOCKS consecutive blocks of one tensor), each tensor's segments, and the
-// tensors. Every combination happens in an order fixed by the layout alone, and nothing uses float atomics,
-// so a result is bit-identical from run to run on one adapter. Block partials are indexed by global block and
-// segments count from a tensor's first block, so a tensor split over several chunks reduces exactly as it
-// would in one.
+// entries 1 + T + 8b .. 1 + T + 8b + 7 the eight shares of global block b (T tensors, B blocks), and entry
+// 1 + T + 8B + s the partial of segment s. A kernel stage writes the shares of every block; the finalize
+// passes of norms.wgsl then reduce each segment (a run of at most SEGMENT_BLOCKS consecutive blocks of one
+// tensor, each block's shares combined first), each tensor's segments, and the tensors. Every combination
+// happens in an order fixed by the layout alone, and nothing uses float atomics, so a result is bit-identical
+// from run to run on one adapter. Block shares are indexed by global block and segments count from a tensor's
+// first block, so a tensor split over several chunks reduces exactly as it would in one.
 //
 // The order:
 //   block:   the balanced binary tree over the block's 256 elements in index order (level k adds the pairs whose
@@ -85,14 +85,13 @@ fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
 
 // The block-partial stages: a workgroup of 256 invocations covers PARTIAL_BLOCKS consecutive blocks of its
 // chunk, PARTIAL_THREADS invocations per block. Invocation j of a block adds the block's quads 8j .. 8j + 7
-// (`partial_quad`) as the tree's levels over those eight quads (`reduce_eight`), and the first invocation of
-// the block combines the eight results in index order: the block tree described above, level for level,
-// whatever the grouping. Each invocation reads its block's layout entry once for 32 elements, and the
-// workgroup needs one barrier for its 32 blocks.
+// (`partial_quad`) as the tree's levels over those eight quads (`reduce_eight`) and stores that share in the
+// reduction buffer (`partial_finish`); the segment pass combines a block's BLOCK_SHARES shares in index order
+// before anything else. That is the block tree described above, level for level, with no barrier in the
+// stage, and each invocation reads its block's layout entry once for 32 elements.
 const PARTIAL_THREADS: u32 = 8u;
 const PARTIAL_BLOCKS: u32 = 32u;
-
-var<workgroup> partial_scratch: array<vec2<f32>, 256>;
+const BLOCK_SHARES: u32 = 8u;
 
 // The block invocation `lid` of workgroup `wg` adds quads of; `valid` is 0 past the chunk's end.
 fn partial_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
@@ -108,26 +107,26 @@ fn partial_quad(lid: u32, k: u32) -> u32 {
     return 8u * (lid % PARTIAL_THREADS) + k;
 }
 
-// Stores invocation `lid`'s share of its block `b` (the tree over its eight quads); after one barrier, the
-// block's first invocation combines the block's eight shares in index order and writes the block's partial.
-// Every invocation must call it, in uniform control flow.
+// Stores invocation `lid`'s share of its block `b` (the tree over its eight quads; 0 for a block left out).
 fn partial_finish(lid: u32, b: Block, share: vec2<f32>) {
-    partial_scratch[lid] = share;
-    workgroupBarrier();
-    if (lid % PARTIAL_THREADS != 0u || b.valid == 0u) {
-        return;
+    if (b.valid != 0u) {
+        // Every family that includes this file declares its `reduction` buffer.
+        reduction[reduce_partial_index(reduce_global_block(b)) + lid % PARTIAL_THREADS] = share;
     }
-    var s: array<vec2<f32>, 8>;
-    for (var j = 0u; j < 8u; j++) {
-        s[j] = partial_scratch[lid + j];
-    }
-    // Every family that includes this file declares its `reduction` buffer.
-    reduction[reduce_partial_index(reduce_global_block(b))] = reduce_eight(s);
 }
 
-// Where global block `block`'s partial lies in a reduction buffer.
+// Global block `block`'s partial: its shares combined as the top three levels of the block tree.
+fn block_partial_of(first_share: u32) -> vec2<f32> {
+    var s: array<vec2<f32>, 8>;
+    for (var j = 0u; j < BLOCK_SHARES; j++) {
+        s[j] = reduction[first_share + j];
+    }
+    return reduce_eight(s);
+}
+
+// Where global block `block`'s first share lies in a reduction buffer.
 fn reduce_partial_index(block: u32) -> u32 {
-    return 1u + arena_layout[0] + block;
+    return 1u + arena_layout[0] + BLOCK_SHARES * block;
 }
 
 // The global block number of a block returned by `partial_block` or `step_block` (with `valid`

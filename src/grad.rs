@@ -25,6 +25,10 @@ const ENTRY_BYTES: u64 = 8;
 /// Block partials per segment (`SEGMENT_BLOCKS` in `shaders/reduce.wgsl`).
 const SEGMENT_BLOCKS: u64 = 1024;
 
+/// Entries of one block's partial in a reduction buffer: the shares of its eight invocations (`BLOCK_SHARES` in
+/// `shaders/reduce.wgsl`), combined by the segment pass.
+const BLOCK_SHARES: u64 = 8;
+
 /// Blocks per workgroup of a stage that writes block partials (`PARTIAL_BLOCKS` in `shaders/reduce.wgsl`).
 pub(crate) const PARTIAL_BLOCKS: u32 = 32;
 
@@ -56,8 +60,9 @@ fn segment_table(arena: &ParamArena) -> Vec<u32> {
 }
 
 /// A reduction buffer, its segment table and its three finalize stages. Layout, in `vec2<f32>` entries: `[0]`
-/// the total over all tensors, `[1 + t]` tensor `t`, `[1 + tensors + b]` the partial of global block `b`, then
-/// the segment partials (see `shaders/reduce.wgsl`). A kernel stage of the caller writes the block partials;
+/// the total over all tensors, `[1 + t]` tensor `t`, `[1 + tensors + 8 b + j]` share `j` of global block `b`
+/// (`BLOCK_SHARES` per block), then the segment partials (see `shaders/reduce.wgsl`). A kernel stage of the
+/// caller writes the block shares;
 /// [`Reduction::record_finalize`] turns them into per-tensor values and the total.
 pub(crate) struct Reduction {
     gpu: Gpu,
@@ -80,7 +85,7 @@ impl Reduction {
         let blocks = arena.padded_elements() / BLOCK as u64;
         let table = segment_table(arena);
         let segment_count = table[0] as u64;
-        let bytes = (1 + tensors as u64 + blocks + segment_count) * ENTRY_BYTES;
+        let bytes = (1 + tensors as u64 + BLOCK_SHARES * blocks + segment_count) * ENTRY_BYTES;
         if bytes > gpu.max_binding_bytes() {
             return Err(Error::TooLarge {
                 name: "<reduction buffer>".into(),
