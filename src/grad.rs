@@ -1,13 +1,13 @@
 //! Per-tensor and global reductions over the arena, computed on the GPU inside a step: gradient norms (for
 //! clipping and logging) and the per-tensor norms behind LAMB's and LARS's trust ratios.
 //!
-//! Every reduction has the same shape, so it is one piece of machinery: a kernel stage writes one partial per
-//! 256-element block (a fixed-order tree in workgroup memory), then three finalize dispatches combine runs of
-//! at most 1024 block partials of one tensor (segments, one workgroup each, so a large tensor is combined by
-//! many workgroups at once), each tensor's segments, and all tensors, again in fixed order (see
-//! `shaders/reduce.wgsl`). There are no float atomics, so results are bit-identical from run to run on one
-//! adapter, and partials are indexed by global block, so a tensor split over several chunk buffers reduces
-//! exactly as it would in one. The cost is a fixed number of dispatches whatever the tensor count: one per
+//! Every reduction has the same shape, so it is one piece of machinery: a kernel stage writes each
+//! 256-element block's partial as eight shares (fixed-order trees over 32 elements each), then three finalize
+//! dispatches combine runs of at most 1024 blocks of one tensor, each block's shares first (segments, one
+//! workgroup each, so a large tensor is combined by many workgroups at once), each tensor's segments, and
+//! all tensors, again in fixed order (see `shaders/reduce.wgsl`). There are no float atomics, so results are
+//! bit-identical from run to run on one adapter, and partials are indexed by global block, so a tensor split
+//! over several chunk buffers reduces exactly as it would in one. The cost is a fixed number of dispatches whatever the tensor count: one per
 //! chunk for the partials, plus three.
 
 use crate::arena::ParamArena;
