@@ -4,8 +4,8 @@
 //! A progress bar per run, a results table, and the loss curves in `burn_loss_curves.png`.
 //!
 //! ```text
-//! cargo run --release --example train_burn -- [--epochs 30] [--out burn_loss_curves.png]
-//! cargo run --release --example train_burn -- --bench [--divisor 8] [--steps 10]
+//! cargo run --release -p wgoptim-burn --example train_burn -- [--epochs 30] [--out burn_loss_curves.png]
+//! cargo run --release -p wgoptim-burn --example train_burn -- --bench [--divisor 8] [--steps 10]
 //! ```
 //!
 //! `--bench` times the optimizer step alone on a GPT-2-small-shaped model (148 tensors, every dimension
@@ -478,27 +478,44 @@ fn bench(shared: &SharedDevice, divisor: usize, steps: usize) -> Res<()> {
     Ok(())
 }
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Trains a Burn MLP on the red wine quality data with Burn's AdamW and with wgoptim's optimizers, or, with
+/// `--bench`, times the optimizer step alone on a GPT-2-small-shaped model.
+#[derive(clap::Parser)]
+struct Args {
+    /// Epochs of training per optimizer.
+    #[arg(long, default_value_t = 30, value_parser = at_least_one())]
+    epochs: usize,
+    /// Where the loss curves are drawn (PNG).
+    #[arg(long, default_value = "burn_loss_curves.png")]
+    out: String,
+    /// Time the optimizer step alone instead of training.
+    #[arg(long)]
+    bench: bool,
+    /// With --bench: GPT-2 small's dimensions divided by this [default: 8 on a CPU adapter, else 1].
+    #[arg(long, value_parser = at_least_one())]
+    divisor: Option<usize>,
+    /// With --bench: timed steps per optimizer.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+    steps: usize,
+}
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let args = <Args as clap::Parser>::parse();
     let shared = SharedDevice::new()?;
-    if args.iter().any(|a| a == "--bench") {
+    if args.bench {
         let software = shared.gpu().info().device_type == wgpu::DeviceType::Cpu;
         return bench(
             &shared,
-            arg(&args, "--divisor", if software { 8 } else { 1 }),
-            arg(&args, "--steps", 10),
+            args.divisor.unwrap_or(if software { 8 } else { 1 }),
+            args.steps,
         );
     }
-    let epochs = arg(&args, "--epochs", 30usize);
-    let out = arg(&args, "--out", "burn_loss_curves.png".to_string());
+    let epochs = args.epochs;
+    let out = args.out;
     let data = wine();
     println!(
         "red wine quality: {} training and {} test wines, {} features, {} grades; on {}",
