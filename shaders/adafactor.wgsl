@@ -6,7 +6,7 @@
 //                       partials summed in tile order, divided into means, averaged into the row and column
 //                       running averages;
 //   adafactor_row_means (one workgroup per matrix): the mean of each matrix's row averages;
-//   adafactor_direction (per chunk, PARTIAL_BLOCKS blocks per workgroup): the update direction u of every
+//   adafactor_direction (per chunk, STEP_BLOCKS blocks per workgroup): the update direction u of every
 //                       element (a vector's running average updated on the way) and per-block partials of
 //                       p^2 and u^2, which the reduction's finalize passes turn into per-tensor sums;
 //   adafactor_apply     (per chunk, vec4): u again, divided by max(RMS(u) / clip_threshold, 1), scaled by the

@@ -113,7 +113,7 @@ fn guard_partials(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let s = guard_block(partial_block(wg, grid, lid), false);
+    let s = guard_block(strided_block(wg, grid, lid), false);
     var values: array<vec2<f32>, 8>;
     if (s.b.valid != 0u && s.b.frozen == 0u) {
         for (var k = 0u; k < 8u; k++) {

@@ -65,7 +65,7 @@ fn grad_partials(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let s = norms_block(partial_block(wg, grid, lid));
+    let s = norms_block(strided_block(wg, grid, lid));
     var values: array<vec2<f32>, 8>;
     if (s.b.valid != 0u && s.b.frozen == 0u) {
         for (var k = 0u; k < 8u; k++) {

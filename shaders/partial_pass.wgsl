@@ -5,7 +5,7 @@
 // end. The family declares `groups` and `GroupRecord`.
 
 fn partial_pass(wg: vec3<u32>, grid: vec3<u32>, lid: u32) {
-    let b = partial_block(wg, grid, lid);
+    let b = strided_block(wg, grid, lid);
     var s: array<vec2<f32>, 8>;
     if (b.valid != 0u) {
         let h = groups[b.group];

@@ -83,35 +83,24 @@ fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
     return r;
 }
 
-// The block-partial stages: a workgroup of 256 invocations covers PARTIAL_BLOCKS consecutive blocks of its
-// chunk, PARTIAL_THREADS invocations per block. Invocation j of a block adds the block's quads 8j .. 8j + 7
+// The block-partial stages use the elementwise kernels' geometry (`strided_block` in common.wgsl): 8
+// invocations per block, 32 blocks per workgroup. Invocation j of a block adds the block's quads 8j .. 8j + 7
 // (`partial_quad`) as the tree's levels over those eight quads (`reduce_eight`) and stores that share in the
 // reduction buffer (`partial_finish`); the segment pass combines a block's BLOCK_SHARES shares in index order
 // before anything else. That is the block tree described above, level for level, with no barrier in the
 // stage, and each invocation reads its block's layout entry once for 32 elements.
-const PARTIAL_THREADS: u32 = 8u;
-const PARTIAL_BLOCKS: u32 = 32u;
-const BLOCK_SHARES: u32 = 8u;
-
-// The block invocation `lid` of workgroup `wg` adds quads of; `valid` is 0 past the chunk's end.
-fn partial_block(wg: vec3<u32>, grid: vec3<u32>, lid: u32) -> Block {
-    let local_block = (wg.y * grid.x + wg.x) * PARTIAL_BLOCKS + lid / PARTIAL_THREADS;
-    if (local_block >= chunk_info.blocks) {
-        return read_block(BLOCK_NONE);
-    }
-    return read_block(chunk_info.first_block + local_block);
-}
+const BLOCK_SHARES: u32 = BLOCK_THREADS;
 
 // The `k`-th quad (0 .. 7) of its block that invocation `lid` adds.
 fn partial_quad(lid: u32, k: u32) -> u32 {
-    return 8u * (lid % PARTIAL_THREADS) + k;
+    return 8u * (lid % BLOCK_THREADS) + k;
 }
 
 // Stores invocation `lid`'s share of its block `b` (the tree over its eight quads; 0 for a block left out).
 fn partial_finish(lid: u32, b: Block, share: vec2<f32>) {
     if (b.valid != 0u) {
         // Every family that includes this file declares its `reduction` buffer.
-        reduction[reduce_partial_index(reduce_global_block(b)) + lid % PARTIAL_THREADS] = share;
+        reduction[reduce_partial_index(reduce_global_block(b)) + lid % BLOCK_THREADS] = share;
     }
 }
 
@@ -129,7 +118,7 @@ fn reduce_partial_index(block: u32) -> u32 {
     return 1u + arena_layout[0] + BLOCK_SHARES * block;
 }
 
-// The global block number of a block returned by `partial_block` or `step_block` (with `valid`
+// The global block number of a block returned by `strided_block` or `step_block` (with `valid`
 // != 0).
 fn reduce_global_block(b: Block) -> u32 {
     return chunk_info.first_block + b.base / BLOCK;

@@ -13,7 +13,7 @@
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{Access, BLOCK, grid};
+use crate::kernels::{Access, BLOCK, STEP_BLOCKS, grid};
 use crate::passes::{
     ArenaBinding, Slot, Stage, StepStats, compute_pass, placeholder_named, submit_alone,
 };
@@ -28,9 +28,6 @@ const SEGMENT_BLOCKS: u64 = 1024;
 /// Entries of one block's partial in a reduction buffer: the shares of its eight invocations (`BLOCK_SHARES` in
 /// `shaders/reduce.wgsl`), combined by the segment pass.
 const BLOCK_SHARES: u64 = 8;
-
-/// Blocks per workgroup of a stage that writes block partials (`PARTIAL_BLOCKS` in `shaders/reduce.wgsl`).
-pub(crate) const PARTIAL_BLOCKS: u32 = 32;
 
 /// How one lane of a reduction combines values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +284,7 @@ impl GradNorms {
             "grad_partials",
             norms_constants(reduction.lanes, records.is_some()),
             &slots,
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         Ok(Self {
             binding: ArenaBinding::new(arena),

@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
+use crate::grad::{Lane, Reduction};
 use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::{
     Optimizer, StepStats, check_count, next_count, next_records, record_bytes, stage_records,
@@ -330,7 +330,7 @@ impl StepGuard {
                 "guard_partials",
                 constants.clone(),
                 &slots,
-                PARTIAL_BLOCKS,
+                STEP_BLOCKS,
             )?),
             None => None,
         };

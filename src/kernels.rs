@@ -14,8 +14,8 @@ use crate::gpu::Gpu;
 /// Elements per block: tensors start on block boundaries, and a block's metadata is read once.
 pub const BLOCK: u32 = 256;
 
-/// Blocks one workgroup of an elementwise kernel covers (`STEP_BLOCKS` in `shaders/common.wgsl`: eight
-/// invocations per block, each stepping eight of its quads).
+/// Blocks one workgroup of an elementwise kernel or a block-partials stage covers (`STEP_BLOCKS` in
+/// `shaders/common.wgsl`: eight invocations per block, each stepping eight of its quads).
 pub(crate) const STEP_BLOCKS: u32 = 32;
 
 const COMMON: &str = include_str!("../shaders/common.wgsl");

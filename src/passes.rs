@@ -73,7 +73,7 @@ impl Stage {
 
     /// A stage dispatched once per chunk, one workgroup per `blocks_per_workgroup` consecutive blocks of the
     /// chunk (the kernel linearises its workgroup id with the `num_workgroups` builtin): `STEP_BLOCKS` for the
-    /// elementwise kernels of `common.wgsl`, `PARTIAL_BLOCKS` for the block partials of `reduce.wgsl`.
+    /// elementwise kernels of `common.wgsl` and the block partials of `reduce.wgsl`.
     pub fn per_chunk_grouped(
         arena: &ParamArena,
         family: &'static str,

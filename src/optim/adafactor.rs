@@ -42,7 +42,7 @@
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
+use crate::grad::{Lane, Reduction};
 use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
@@ -622,7 +622,7 @@ impl AdafactorKernel {
             "adafactor_direction",
             constants.clone(),
             &bindings.slots(None, "direction"),
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let apply = Stage::per_chunk_grouped(
             arena,

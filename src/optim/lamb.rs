@@ -34,9 +34,8 @@
 
 use crate::arena::ParamArena;
 use crate::error::Result;
-use crate::grad::{GradNorms, Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::Access;
-use crate::kernels::STEP_BLOCKS;
+use crate::grad::{GradNorms, Lane, Reduction};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -207,7 +206,7 @@ impl LambKernel {
             "lamb_moments",
             constants.clone(),
             &slots,
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let apply =
             Stage::per_chunk_grouped(arena, "lamb", "lamb_apply", constants, &slots, STEP_BLOCKS)?;

@@ -26,9 +26,8 @@
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::Access;
-use crate::kernels::STEP_BLOCKS;
+use crate::grad::{Lane, Reduction};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
 use crate::optim::{
     GROUP_RECORD_BYTES, GroupConfig, GroupKnob, Optimizer, OptimizerCore, StepStats,
@@ -177,7 +176,7 @@ impl LarsKernel {
             "lars_norms",
             constants.clone(),
             &slots,
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let update =
             Stage::per_chunk_grouped(arena, "lars", "lars_step", constants, &slots, STEP_BLOCKS)?;

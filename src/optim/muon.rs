@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::ParamArena;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
-use crate::kernels::Access;
+use crate::grad::{Lane, Reduction};
+use crate::kernels::{Access, STEP_BLOCKS};
 use crate::matmul::{MatmulBatch, MatmulProblem};
 use crate::optim::common::{FAMILY_RECORD_WORDS, OptimizerCore, record, word};
 use crate::optim::state::{parse_config, to_config};
@@ -536,7 +536,7 @@ impl MuonKernel {
                 (Access::ReadWrite, Slot::PerChunk(state.chunks(1))),
                 (Access::ReadWrite, Slot::Buffer(reduction.buffer())),
             ],
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let (a, b, c) = config.ns_coefficients;
         let final_x = (config.ns_steps % 2) as usize;

@@ -46,7 +46,7 @@
 use crate::arena::ParamArena;
 use crate::arena::ParamDtype;
 use crate::error::{Error, Result};
-use crate::grad::{Lane, PARTIAL_BLOCKS, Reduction};
+use crate::grad::{Lane, Reduction};
 use crate::kernels::{Access, STEP_BLOCKS, param_variant};
 use crate::optim::KernelState;
 use crate::optim::common::{Core, OptimizerConfig, StepKernel, record, word};
@@ -223,7 +223,7 @@ impl StableAdamWKernel {
             "stable_adamw_moments",
             Vec::new(),
             &slots,
-            PARTIAL_BLOCKS,
+            STEP_BLOCKS,
         )?;
         let apply = Stage::per_chunk_grouped(
             arena,
