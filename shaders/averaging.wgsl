@@ -14,8 +14,8 @@ struct Averaging {
 @group(0) @binding(3) var<storage, read_write> averaged: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> model: array<vec4<u32>>;
 
-// torch._foreach_lerp_(averaged, model, weight): PyTorch's CPU float lerp, element by element, four elements
-// per invocation. Every tensor is averaged, frozen ones included, as AveragedModel averages every parameter.
+// torch._foreach_lerp_(averaged, model, weight): PyTorch's CPU float lerp, element by element, a quad of four
+// elements at a time. Every tensor is averaged, frozen ones included, as AveragedModel averages every parameter.
 @compute @workgroup_size(256)
 fn average_update(
     @builtin(workgroup_id) wg: vec3<u32>,

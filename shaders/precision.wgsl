@@ -85,7 +85,7 @@ fn to_half_bits(x: u32) -> u32 {
     return f32_to_f16_bits(x);
 }
 
-// wide <- f32(narrow), four elements (two 16-bit words) per invocation; padding is left alone.
+// wide <- f32(narrow), a quad of four elements (two 16-bit words) at a time; padding is left alone.
 @compute @workgroup_size(256)
 fn widen(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -107,7 +107,7 @@ fn widen(
     }
 }
 
-// narrow <- round(wide), four elements per invocation, so that no two invocations write the same word;
+// narrow <- round(wide), a quad of four elements at a time, so that no two invocations write the same word;
 // padding becomes zero.
 @compute @workgroup_size(256)
 fn narrow_down(
