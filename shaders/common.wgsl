@@ -73,11 +73,13 @@ fn lookup_block(wg: vec3<u32>) -> Block {
     return read_block(global_block_of(wg));
 }
 
-// Elementwise kernels (every optimizer's step, averaging, precision conversions): a block's 64 quads of four
-// consecutive elements (read and written as one vec4; tensors start on block boundaries, so a quad never
-// crosses from one tensor into another) are stepped by BLOCK_THREADS invocations, invocation `lid` taking
-// quads `first_quad(lid)`, + BLOCK_THREADS, and so on. A workgroup of 256 invocations covers STEP_BLOCKS
-// blocks; the host dispatches ceil(blocks / STEP_BLOCKS) workgroups per chunk.
+// Elementwise kernels (every optimizer's step, the guard's in-place rewrite, averaging, precision conversions)
+// and the block-partials stages of reduce.wgsl: a block's 64 quads of four consecutive elements (read and
+// written as one vec4; tensors start on block boundaries, so a quad never crosses from one tensor into
+// another) are stepped by BLOCK_THREADS invocations, invocation `lid` taking quads `first_quad(lid)`,
+// + BLOCK_THREADS, and so on (the partials stages take eight contiguous quads instead, see reduce.wgsl). A
+// workgroup of 256 invocations covers STEP_BLOCKS blocks; the host dispatches ceil(blocks / STEP_BLOCKS)
+// workgroups per chunk.
 //
 // Each invocation reads its block's layout entry and group record once and then steps eight quads with them.
 // On a GPU the invocations of a block read the same words as one broadcast; a CPU adapter cannot tell they
