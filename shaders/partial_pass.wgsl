@@ -1,8 +1,8 @@
 // The per-block partials pass of a family that steps (step.wgsl) and reduces per tensor (reduce.wgsl): every
 // invocation reads its block's layout entry and group record, adds its eight quads through the family's
-// `block_partial(b, h, q) -> vec2<f32>` (quad `q` of block `b`), and `partial_finish` combines the block. A
-// block left out (frozen, skipped by the guard, past the end) contributes 0; so does a quad past the tensor's
-// end. The family declares `groups` and `GroupRecord`.
+// `block_partial(b, h, q) -> vec2<f32>` (quad `q` of block `b`), and `partial_finish` stores that share for
+// the segment pass to combine. A block left out (frozen, skipped by the guard, past the end) contributes 0;
+// so does a quad past the tensor's end. The family declares `groups` and `GroupRecord`.
 
 fn partial_pass(wg: vec3<u32>, grid: vec3<u32>, lid: u32) {
     let b = strided_block(wg, grid, lid);

@@ -104,7 +104,7 @@ fn partial_finish(lid: u32, b: Block, share: vec2<f32>) {
     }
 }
 
-// Global block `block`'s partial: its shares combined as the top three levels of the block tree.
+// A block's partial from its shares, stored from `first_share` on: the top three levels of the block tree.
 fn block_partial_of(first_share: u32) -> vec2<f32> {
     var s: array<vec2<f32>, 8>;
     for (var j = 0u; j < BLOCK_SHARES; j++) {
@@ -118,8 +118,7 @@ fn reduce_partial_index(block: u32) -> u32 {
     return 1u + arena_layout[0] + BLOCK_SHARES * block;
 }
 
-// The global block number of a block returned by `strided_block` or `step_block` (with `valid`
-// != 0).
+// The global block number of a block returned by `strided_block` or `step_block` (with `valid` != 0).
 fn reduce_global_block(b: Block) -> u32 {
     return chunk_info.first_block + b.base / BLOCK;
 }
