@@ -515,19 +515,8 @@ impl BurnArena {
         let resources = self.resources(tensors.iter().flatten(), true)?;
         let gpu = self.arena.gpu();
         gpu.submit_with("wgoptim-burn: parameters in", |encoder| {
-            let mut r = resources.iter();
-            for (entry, tensor) in self.entries.iter().zip(&tensors) {
-                if tensor.is_some() {
-                    let (buffer, offset) = r.next().map(Resource::buffer).unzip_ref();
-                    copy_into_arena(
-                        &self.arena.param_slices(&entry.name)?,
-                        buffer,
-                        offset,
-                        encoder,
-                    );
-                }
-            }
-            Ok(())
+            let present = tensors.iter().map(Option::is_some);
+            self.copy_tensors(present, &resources, Side::Params, Towards::Arena, encoder)
         })?;
         Ok(())
     }
@@ -548,19 +537,8 @@ impl BurnArena {
         self.arena
             .gpu()
             .submit_with("wgoptim-burn: parameters out", |encoder| {
-                let mut r = resources.iter();
-                for (entry, staged) in self.entries.iter().zip(&fresh.staged) {
-                    if staged.is_some() {
-                        let (buffer, offset) = r.next().map(Resource::buffer).unzip_ref();
-                        copy_from_arena(
-                            &self.arena.param_slices(&entry.name)?,
-                            buffer,
-                            offset,
-                            encoder,
-                        );
-                    }
-                }
-                Ok(())
+                let present = fresh.staged.iter().map(Option::is_some);
+                self.copy_tensors(present, &resources, Side::Params, Towards::Burn, encoder)
             })?;
         Ok(model)
     }
@@ -663,31 +641,17 @@ impl BurnArena {
             .arena
             .gpu()
             .submit_with("wgoptim-burn: step", |encoder| {
-                let mut g = grads_res.iter();
-                for (entry, s) in self.entries.iter().zip(&staged) {
-                    if s.is_some() {
-                        let (buffer, offset) = g.next().map(Resource::buffer).unzip_ref();
-                        stats.grad_bytes_in += copy_into_arena(
-                            &self.arena.grad_slices(&entry.name)?,
-                            buffer,
-                            offset,
-                            encoder,
-                        );
-                    }
-                }
+                let present = || staged.iter().map(Option::is_some);
+                stats.grad_bytes_in =
+                    self.copy_tensors(present(), &grads_res, Side::Grads, Towards::Arena, encoder)?;
                 let step = record(&self.arena, encoder)?;
-                let mut p = params_res.iter();
-                for (entry, s) in self.entries.iter().zip(&staged) {
-                    if s.is_some() {
-                        let (buffer, offset) = p.next().map(Resource::buffer).unzip_ref();
-                        stats.param_bytes_out += copy_from_arena(
-                            &self.arena.param_slices(&entry.name)?,
-                            buffer,
-                            offset,
-                            encoder,
-                        );
-                    }
-                }
+                stats.param_bytes_out = self.copy_tensors(
+                    present(),
+                    &params_res,
+                    Side::Params,
+                    Towards::Burn,
+                    encoder,
+                )?;
                 Ok(step)
             })?;
         stats.step = step;
@@ -715,57 +679,61 @@ impl BurnArena {
         }
         Ok(resources)
     }
-}
 
-/// Copies a tensor's bytes from a Burn buffer into its arena slices (one or several for a split tensor).
-fn copy_into_arena(
-    slices: &[wgoptim::BufferSlice<'_>],
-    buffer: Option<&wgpu::Buffer>,
-    offset: Option<u64>,
-    encoder: &mut wgpu::CommandEncoder,
-) -> u64 {
-    let (Some(buffer), Some(mut at)) = (buffer, offset) else {
-        return 0;
-    };
-    let mut bytes = 0;
-    for s in slices {
-        encoder.copy_buffer_to_buffer(buffer, at, s.buffer, s.offset, s.size);
-        at += s.size;
-        bytes += s.size;
-    }
-    bytes
-}
-
-/// Copies a tensor's arena slices into a Burn buffer.
-fn copy_from_arena(
-    slices: &[wgoptim::BufferSlice<'_>],
-    buffer: Option<&wgpu::Buffer>,
-    offset: Option<u64>,
-    encoder: &mut wgpu::CommandEncoder,
-) -> u64 {
-    let (Some(buffer), Some(mut at)) = (buffer, offset) else {
-        return 0;
-    };
-    let mut bytes = 0;
-    for s in slices {
-        encoder.copy_buffer_to_buffer(s.buffer, s.offset, buffer, at, s.size);
-        at += s.size;
-        bytes += s.size;
-    }
-    bytes
-}
-
-trait UnzipRef<'a> {
-    fn unzip_ref(self) -> (Option<&'a wgpu::Buffer>, Option<u64>);
-}
-
-impl<'a> UnzipRef<'a> for Option<(&'a wgpu::Buffer, u64)> {
-    fn unzip_ref(self) -> (Option<&'a wgpu::Buffer>, Option<u64>) {
-        match self {
-            Some((b, o)) => (Some(b), Some(o)),
-            None => (None, None),
+    /// Records, for each entry that `present` marks, the copies between its Burn buffer (the next of
+    /// `resources`, which holds one per marked entry, in order) and its arena slices on `side` (one or several
+    /// for a split tensor); returns the bytes copied.
+    fn copy_tensors(
+        &self,
+        present: impl Iterator<Item = bool>,
+        resources: &[Resource],
+        side: Side,
+        towards: Towards,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> wgoptim::Result<u64> {
+        let mut resources = resources.iter();
+        let mut bytes = 0;
+        for (entry, present) in self.entries.iter().zip(present) {
+            if !present {
+                continue;
+            }
+            let Some(resource) = resources.next() else {
+                break;
+            };
+            let slices = match side {
+                Side::Params => self.arena.param_slices(&entry.name)?,
+                Side::Grads => self.arena.grad_slices(&entry.name)?,
+            };
+            let (buffer, mut at) = resource.buffer();
+            for s in &slices {
+                match towards {
+                    Towards::Arena => {
+                        encoder.copy_buffer_to_buffer(buffer, at, s.buffer, s.offset, s.size)
+                    }
+                    Towards::Burn => {
+                        encoder.copy_buffer_to_buffer(s.buffer, s.offset, buffer, at, s.size)
+                    }
+                }
+                at += s.size;
+                bytes += s.size;
+            }
         }
+        Ok(bytes)
     }
+}
+
+/// Which of a tensor's arena slices a copy touches.
+#[derive(Clone, Copy)]
+enum Side {
+    Params,
+    Grads,
+}
+
+/// Which way a copy between a Burn buffer and the arena goes.
+#[derive(Clone, Copy)]
+enum Towards {
+    Arena,
+    Burn,
 }
 
 /// Reads each parameter's current tensor (for [`BurnArena::load_params`]).
