@@ -468,6 +468,17 @@ pub(crate) fn start_bf16_segments(
         Err(e) => return Readback::ready(Err(e)),
     };
     let slices = dtype_slices(t, buffers, ParamDtype::Bf16);
+    start_16bit(arena.gpu(), t, &slices, |bits| bits)
+}
+
+/// Starts downloading tensor `t`'s 16-bit words from `slices` (one per segment, each spanning an even
+/// number of halves), each converted by `convert`; padding halves are dropped.
+pub(crate) fn start_16bit<T: Send + 'static>(
+    gpu: &Gpu,
+    t: &TensorInfo,
+    slices: &[BufferSlice<'_>],
+    convert: impl Fn(u16) -> T + Send + 'static,
+) -> Readback<Vec<T>> {
     let ranges: Vec<_> = slices
         .iter()
         .map(|s| (s.buffer, s.offset, s.size))
@@ -479,7 +490,7 @@ pub(crate) fn start_bf16_segments(
         .map(|(s, segment)| (segment.len as usize, (s.size / 2) as usize))
         .collect();
     let numel = t.numel as usize;
-    crate::readback::start(arena.gpu(), &ranges, move |bytes| {
+    crate::readback::start(gpu, &ranges, move |bytes| {
         let halves: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
         let mut out = Vec::with_capacity(numel);
         let mut at = 0;
@@ -487,7 +498,7 @@ pub(crate) fn start_bf16_segments(
             let segment = halves
                 .get(at..at + len)
                 .ok_or_else(|| Error::Gpu("a 16-bit readback came back short".into()))?;
-            out.extend_from_slice(segment);
+            out.extend(segment.iter().map(|&h| convert(h)));
             at += span;
         }
         Ok(out)

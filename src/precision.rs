@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::kernels::Access;
 use crate::kernels::STEP_BLOCKS;
 use crate::optim::{Optimizer, StepStats};
-use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, submit_alone};
+use crate::passes::{ArenaBinding, Slot, Stage, compute_pass, start_16bit, submit_alone};
 use crate::readback::Readback;
 
 /// A 16-bit floating-point format.
@@ -316,30 +316,7 @@ impl HalfParams {
             Ok(p) => p,
             Err(e) => return Readback::ready(Err(e)),
         };
-        let ranges: Vec<_> = slices
-            .iter()
-            .map(|s| (s.buffer, s.offset, s.size))
-            .collect();
-        // Each segment's elements, then the words its slice spans (a padding half at an odd end).
-        let layout: Vec<(usize, usize)> = slices
-            .iter()
-            .zip(&t.segments)
-            .map(|(s, segment)| (segment.len as usize, (s.size / 2) as usize))
-            .collect();
-        let numel = t.numel as usize;
-        crate::readback::start(self.binding.gpu(), &ranges, move |bytes| {
-            let words: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
-            let mut out = Vec::with_capacity(numel);
-            let mut at = 0;
-            for (len, span) in layout {
-                let segment = words
-                    .get(at..at + len)
-                    .ok_or_else(|| Error::Gpu("a 16-bit readback came back short".into()))?;
-                out.extend(segment.iter().map(|&b| T::from_raw(b)));
-                at += span;
-            }
-            Ok(out)
-        })
+        start_16bit(self.binding.gpu(), t, &slices, T::from_raw)
     }
 
     /// Uploads a tensor's 16-bit parameters (`half::bf16` or `half::f16`, as the buffers hold). Follow with
