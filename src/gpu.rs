@@ -138,12 +138,26 @@ impl Gpu {
 
     /// Every adapter that matches `options`, best first, without blocking.
     pub async fn adapters_async(options: &GpuOptions) -> Vec<wgpu::Adapter> {
+        Self::adapters_on(&Self::instance(options), options).await
+    }
+
+    /// A wgpu instance with the backends `options` asks for (or `WGPU_BACKEND`), for a caller that needs the
+    /// instance its adapter comes from (an engine's runtime set up on the same adapter): list its adapters
+    /// with [`Gpu::adapters_on`].
+    pub fn instance(options: &GpuOptions) -> wgpu::Instance {
+        wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: options.resolved_backends(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        })
+    }
+
+    /// Every adapter of `instance` that matches `options`, best first, as [`Gpu::adapters_async`] ranks them.
+    pub async fn adapters_on(
+        instance: &wgpu::Instance,
+        options: &GpuOptions,
+    ) -> Vec<wgpu::Adapter> {
         let backends = options.resolved_backends();
         let name = options.resolved_name().map(|n| n.to_lowercase());
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
         let mut adapters = instance.enumerate_adapters(backends).await;
         if let Some(name) = name {
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));

@@ -128,30 +128,10 @@ impl SharedDevice {
     /// Opens the adapter wgoptim would choose (discrete, integrated, virtual, software; native APIs before
     /// OpenGL; honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`) and registers it with Burn's runtime.
     pub fn new() -> Result<Self> {
+        let options = wgoptim::GpuOptions::default();
+        let instance = Gpu::instance(&options);
+        let adapters = pollster::block_on(Gpu::adapters_on(&instance, &options));
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let name = std::env::var("WGPU_ADAPTER_NAME")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .map(|n| n.to_lowercase());
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
-        if let Some(name) = name {
-            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
-        }
-        adapters.sort_by_key(|a| {
-            let info = a.get_info();
-            let kind = match info.device_type {
-                wgpu::DeviceType::DiscreteGpu => 0,
-                wgpu::DeviceType::IntegratedGpu => 1,
-                wgpu::DeviceType::VirtualGpu => 2,
-                wgpu::DeviceType::Cpu => 3,
-                wgpu::DeviceType::Other => 4,
-            };
-            (kind, (info.backend == wgpu::Backend::Gl) as u8)
-        });
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             Error::Wgoptim(wgoptim::Error::NoAdapter {
                 detail: format!(" matching backends {backends:?}"),
