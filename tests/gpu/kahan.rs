@@ -362,7 +362,7 @@ fn resume(gpu: &Gpu, name: &str) -> Result<(), String> {
             "the compensation is still zero after 5 steps: the test would not see it".into(),
         );
     }
-    let path = temp_path(gpu, "kahan");
+    let path = temp_path(gpu, &format!("kahan_{name}"));
     captured(&first_arena, first.as_ref())?
         .save(&path)
         .map_err(err)?;
