@@ -77,7 +77,7 @@ fn lookup_block(wg: vec3<u32>) -> Block {
 // and the block-partials stages of reduce.wgsl: a block's 64 quads of four consecutive elements (read and
 // written as one vec4; tensors start on block boundaries, so a quad never crosses from one tensor into
 // another) are stepped by BLOCK_THREADS invocations, invocation `lid` taking quads `first_quad(lid)`,
-// + BLOCK_THREADS, and so on (the partials stages take eight contiguous quads instead, see reduce.wgsl). A
+// + BLOCK_THREADS, and so on (the partials stages of reduce.wgsl take the same quads). A
 // workgroup of 256 invocations covers STEP_BLOCKS blocks; the host dispatches ceil(blocks / STEP_BLOCKS)
 // workgroups per chunk.
 //

@@ -12,8 +12,9 @@
 // first block, so a tensor split over several chunks reduces exactly as it would in one.
 //
 // The order:
-//   block:   the balanced binary tree over the block's 256 elements in index order (level k adds the pairs whose
-//            element indices differ in bit k), padding counted as 0;
+//   block:   a balanced binary tree over the block's 256 elements, padding counted as 0, whose levels add the
+//            pairs of element indices that differ in bit 0, then 1, 5, 6, 7, 2, 3 and 4 (the four lanes of a
+//            quad, then an invocation's eight strided quads, then the block's eight shares; see below);
 //   segment: invocation j of 64 combines the segment's block partials j, j + 64, ... in sequence, then the
 //            same tree over the 64 results;
 //   tensor:  its segments likewise; total: the tensors likewise.
@@ -84,16 +85,20 @@ fn reduce_workgroup(lid: u32, value: vec2<f32>) -> vec2<f32> {
 }
 
 // The block-partial stages use the elementwise kernels' geometry (`strided_block` in common.wgsl): 8
-// invocations per block, 32 blocks per workgroup. Invocation j of a block adds the block's quads 8j .. 8j + 7
-// (`partial_quad`) as the tree's levels over those eight quads (`reduce_eight`) and stores that share in the
-// reduction buffer (`partial_finish`); the segment pass combines a block's BLOCK_SHARES shares in index order
-// before anything else. That is the block tree described above, level for level, with no barrier in the
-// stage, and each invocation reads its block's layout entry once for 32 elements.
+// invocations per block, 32 blocks per workgroup, and invocation j of a block reads the same quads j, j + 8,
+// ..., j + 56 as it would in a step loop (`partial_quad`), so that neighbouring invocations load neighbouring
+// quads. It adds them as a tree over adjacent pairs (`reduce_eight`) and stores that share in the reduction
+// buffer (`partial_finish`); the segment pass combines a block's BLOCK_SHARES shares in index order before
+// anything else. That is the block tree described above, with no barrier in the stage, and each invocation
+// reads its block's layout entry once for 32 elements. (Eight contiguous quads per invocation would make the
+// tree's levels follow index order, but neighbouring invocations would then load quads 128 bytes apart, which
+// made LAMB and the gradient norms measurably slower on lavapipe; BENCHMARKS.md.)
 const BLOCK_SHARES: u32 = BLOCK_THREADS;
 
-// The `k`-th quad (0 .. 7) of its block that invocation `lid` adds.
+// The `k`-th quad (0 .. 7) of its block that invocation `lid` adds: the same quads, in the same order, as
+// `first_quad` and its strides give a step loop.
 fn partial_quad(lid: u32, k: u32) -> u32 {
-    return 8u * (lid % BLOCK_THREADS) + k;
+    return lid % BLOCK_THREADS + BLOCK_THREADS * k;
 }
 
 // Stores invocation `lid`'s share of its block `b` (the tree over its eight quads; 0 for a block left out).

@@ -238,9 +238,9 @@ impl Norms {
 /// A frozen tensor (see [`ParamArena::set_frozen`]) has no gradient, as a PyTorch parameter without `.grad`: it
 /// counts as 0, in its own entry and in the total.
 ///
-/// Accumulation is in f32: each block's 256 squares by a balanced binary tree in index order, each run of up to
-/// 1024 blocks of a tensor in strided order then a tree, the same for a tensor's runs, then the tensors (the
-/// exact order is in `shaders/reduce.wgsl`). PyTorch's `torch.linalg.vector_norm` sums in another order, so the
+/// Accumulation is in f32: each block's 256 squares by a balanced binary tree, each run of up to 1024 blocks
+/// of a tensor in strided order then a tree, the same for a tensor's runs, then the tensors (the exact order
+/// is in `shaders/reduce.wgsl`). PyTorch's `torch.linalg.vector_norm` sums in another order, so the
 /// two agree to rounding (a few ulp of the norm), not bit for bit. A non-finite gradient element makes the
 /// 2-norm non-finite.
 pub struct GradNorms {

@@ -110,15 +110,27 @@ fn strided_tree(x: impl Iterator<Item = f32>) -> f32 {
     tree(&acc)
 }
 
-/// The sum the arena's reduction computes over one tensor's per-element values `x`: a tree per 256-element
-/// block, then per run of 1,024 blocks (a segment) and over the segments, each a [`strided_tree`].
+/// A 256-element block's partial as the arena's partials stages take it (`shaders/reduce.wgsl`): each quad
+/// of four elements by the tree, then share j the tree over quads j, j + 8, ..., j + 56, then the tree over
+/// the eight shares.
+fn block_tree(block: &[f32; 256]) -> f32 {
+    let quads: Vec<f32> = block.chunks(4).map(tree).collect();
+    let shares: Vec<f32> = (0..8)
+        .map(|j| tree(&(0..8).map(|k| quads[j + 8 * k]).collect::<Vec<_>>()))
+        .collect();
+    tree(&shares)
+}
+
+/// The sum the arena's reduction computes over one tensor's per-element values `x`: [`block_tree`] per
+/// 256-element block, then per run of 1,024 blocks (a segment) and over the segments, each a
+/// [`strided_tree`].
 pub fn arena_sum(x: &[f32]) -> f32 {
     let blocks: Vec<f32> = x
         .chunks(256)
         .map(|b| {
             let mut padded = [0f32; 256];
             padded[..b.len()].copy_from_slice(b);
-            tree(&padded)
+            block_tree(&padded)
         })
         .collect();
     let segments: Vec<f32> = blocks
@@ -306,6 +318,18 @@ mod tests {
         for n in [1usize, 255, 256, 257, 262_144, 300_000] {
             assert_eq!(arena_sum(&vec![1.0; n]), n as f32, "n = {n}");
         }
+    }
+
+    /// 2²⁴ + 1 rounds to 2²⁴ in f32, so the result tells which pair is added first: quads 0 and 8 (elements
+    /// 0 and 32) cancel before quad 1 (element 4) is added, giving 1; index order would give 0.
+    #[test]
+    fn block_tree_adds_quads_eight_apart_before_neighbours() {
+        let mut block = [0f32; 256];
+        block[0] = 16_777_216.0;
+        block[4] = 1.0;
+        block[32] = -16_777_216.0;
+        assert_eq!(block_tree(&block), 1.0);
+        assert_eq!(tree(&block), 0.0);
     }
 
     #[test]
