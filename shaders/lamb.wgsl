@@ -78,8 +78,15 @@ fn lamb_moments(
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    if (CLIP) {
+        // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
+        clip_divisor = max(sqrt(grad_norms[0].x) / groups[0].max_grad_norm, 1.0);
+    }
     partial_pass(wg, grid, lid);
 }
+
+// This step's clipping divisor: one scalar per step, so each invocation computes it once for its eight quads.
+var<private> clip_divisor: f32;
 
 fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
     return lamb_moments_quad(b, h, q);
@@ -91,9 +98,7 @@ fn lamb_moments_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
     let keep = quad_keep(b, q);
     var g = guarded_grad(grad[i], h.control);
     if (CLIP) {
-        // timm: grad.div_(max(global_grad_norm / max_grad_norm, 1.0)).
-        let clip = max(sqrt(grad_norms[0].x) / h.max_grad_norm, 1.0);
-        g = g / clip;
+        g = g / clip_divisor;
     }
     let m0 = exp_avg[i];
     let v0 = exp_avg_sq[i];
