@@ -14,7 +14,7 @@
 //! rounding. The CPU oracle, which sums in the GPU's order, is within 2.4e-7 of the references; the guard
 //! and schedule tests hold the GPU to the oracle under the same bound.
 
-use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, max_abs};
 use crate::harness::{GpuTest, test};
 use crate::util::{err, noise, params};
@@ -374,22 +374,15 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
 
     let (first_arena, mut first) = small(gpu, config)?;
     run(&first_arena, &mut first, 1..=3)?;
-    let path = temp_path(gpu, "adafactor");
-    Checkpoint::capture(&first_arena, &first)
-        .map_err(err)?
-        .save(&path)
-        .map_err(err)?;
 
     let (fresh_arena, _) = small(gpu, config)?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
-    let mut fresh = Adafactor::new(&fresh_arena, config).map_err(err)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
+    let mut fresh = restore_through_file(
+        gpu,
+        "adafactor",
+        (&first_arena, &first),
+        &fresh_arena,
+        |a| Adafactor::new(a, config).map_err(err),
+    )?;
     if fresh.group_configs()[1] != group1() {
         return Err("the restore did not bring group 1's overrides".into());
     }

@@ -19,11 +19,11 @@
 //! adan-pytorch in float32 in the same set-up (their float64 gap is 1e-14: the same rule; see
 //! `crates/wgoptim-reference/tests/adan_fixtures.rs`).
 
-use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, follow_case, max_abs};
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, noise, params, run, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use crate::scheduled::one_cycle_trial;
+use crate::util::{err, model, noise, params, run, run_steps, small_model};
 use wgoptim::{
     Adan, AdanConfig, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
     ParamArena, StepGuard,
@@ -396,33 +396,31 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
     const STEPS: u64 = 10;
     let config = AdanConfig::default();
     let (arena, mut opt) = small(gpu, config)?;
-    let schedule = || {
-        OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: STEPS,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)
-    };
-    let (mut gpu_sched, mut cpu_sched) = (schedule()?, schedule()?);
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| cpu::AdanState::new(p.len())).collect();
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        let beta1 = v.momentum.ok_or("OneCycle should cycle beta1")?;
-        let cfg = |grp| cpu::AdanConfig {
-            beta1,
-            ..cpu_config(&config, grp)
-        };
-        cpu_step(&arena, &mut want, &mut states, &g, cfg, v.lr, s)?;
-        compare(&arena, &want, &format!("step {s}"))?;
-    }
-    Ok(())
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &arena),
+        |_, c| {
+            let beta1 = c.value.momentum.ok_or("OneCycle should cycle beta1")?;
+            let cfg = |grp| cpu::AdanConfig {
+                beta1,
+                ..cpu_config(&config, grp)
+            };
+            cpu_step(
+                &arena,
+                &mut want,
+                &mut states,
+                c.grads,
+                cfg,
+                c.value.lr,
+                c.step,
+            )?;
+            compare(&arena, &want, &format!("step {}", c.step))
+        },
+    )
 }
 
 /// 3 steps, a checkpoint, a fresh arena and optimizer (other parameters, no group overrides) restored
@@ -442,16 +440,9 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
 
     let (first_arena, mut first) = small(gpu, config)?;
     run(&first_arena, &mut first, 3)?;
-    let path = temp_path(gpu, "adan");
     let saved = Checkpoint::capture(&first_arena, &first).map_err(err)?;
-    saved.save(&path).map_err(err)?;
 
     let fresh_arena = model(gpu, &small_model(), Some(16 * 1024))?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
     let mut other = Adan::new(
         &fresh_arena,
         AdanConfig {
@@ -464,16 +455,10 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
         Err(Error::Checkpoint { .. }) => {}
         other => return Err(format!("a checkpoint without adam_wd restored: {other:?}")),
     }
-    let mut fresh = Adan::new(&fresh_arena, config).map_err(err)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
-    for s in 4..=7u64 {
-        crate::util::write_grads(&fresh_arena, s)?;
-        fresh
-            .step(&fresh_arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
-            .map_err(err)?;
-    }
+    let mut fresh = restore_through_file(gpu, "adan", (&first_arena, &first), &fresh_arena, |a| {
+        Adan::new(a, config).map_err(err)
+    })?;
+    run_steps(&fresh_arena, &mut fresh, 4..=7)?;
     let got = Checkpoint::capture(&fresh_arena, &fresh).map_err(err)?;
     same_checkpoint("adan", &got, &want)
 }

@@ -13,11 +13,11 @@
 //! CPU oracle (`wgoptim_reference::adopt`) is within 1.8e-7 of timm on these cases; the guard and schedule
 //! tests compare the GPU with that oracle under the same bound.
 
-use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, follow_case};
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, noise, params, run, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use crate::scheduled::one_cycle_trial;
+use crate::util::{err, model, noise, params, run, run_steps, small_model};
 use wgoptim::{
     Adopt, AdoptConfig, Checkpoint, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
     ParamArena, StepGuard,
@@ -209,41 +209,33 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
     const STEPS: u64 = 10;
     let config = AdoptConfig::default();
     let (arena, mut opt) = small(gpu, config)?;
-    let schedule = || {
-        OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: STEPS,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)
-    };
-    let (mut gpu_sched, mut cpu_sched) = (schedule()?, schedule()?);
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| cpu::AdoptState::new(p.len())).collect();
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        let beta1 = v.momentum.ok_or("OneCycle should cycle beta1")?;
-        for (i, t) in arena.tensors().iter().enumerate() {
-            let mut cfg = cpu_config(&config, t.group);
-            let mut lr = v.lr;
-            if t.group == 0 {
-                cfg.beta1 = beta1;
-            } else {
-                lr *= groups().lr_scale;
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &arena),
+        |_, c| {
+            let beta1 = c.value.momentum.ok_or("OneCycle should cycle beta1")?;
+            for (i, t) in arena.tensors().iter().enumerate() {
+                let mut cfg = cpu_config(&config, t.group);
+                let mut lr = c.value.lr;
+                if t.group == 0 {
+                    cfg.beta1 = beta1;
+                } else {
+                    lr *= groups().lr_scale;
+                }
+                cpu::step(&mut want[i], &c.grads[i], &mut states[i], &cfg, lr, c.step)
+                    .map_err(|e| e.to_string())?;
             }
-            cpu::step(&mut want[i], &g[i], &mut states[i], &cfg, lr, s)
-                .map_err(|e| e.to_string())?;
-        }
-        for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
-            close_to_scale(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
-        }
-    }
-    Ok(())
+            for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
+                close_to_scale(got, want, 0.0)
+                    .map_err(|m| format!("step {} tensor {i}: {m}", c.step))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// 3 steps, a checkpoint, a fresh arena and optimizer (other parameters, no group overrides) restored
@@ -260,28 +252,13 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
 
     let (first_arena, mut first) = small(gpu, config)?;
     run(&first_arena, &mut first, 3)?;
-    let path = temp_path(gpu, "adopt");
-    Checkpoint::capture(&first_arena, &first)
-        .map_err(err)?
-        .save(&path)
-        .map_err(err)?;
 
     let fresh_arena = model(gpu, &small_model(), Some(16 * 1024))?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
-    let mut fresh = Adopt::new(&fresh_arena, config).map_err(err)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
-    for s in 4..=7u64 {
-        crate::util::write_grads(&fresh_arena, s)?;
-        fresh
-            .step(&fresh_arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
-            .map_err(err)?;
-    }
+    let mut fresh =
+        restore_through_file(gpu, "adopt", (&first_arena, &first), &fresh_arena, |a| {
+            Adopt::new(a, config).map_err(err)
+        })?;
+    run_steps(&fresh_arena, &mut fresh, 4..=7)?;
     let got = Checkpoint::capture(&fresh_arena, &fresh).map_err(err)?;
     same_checkpoint("adopt", &got, &want)
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 mod restore_case;
 
 use crate::harness::{GpuTest, test};
-use crate::util::{close, err, model, run, small_model, write_grads};
+use crate::util::{close, err, model, run, run_steps, small_model, write_grads};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, Gpu,
@@ -183,19 +183,36 @@ fn arena(gpu: &Gpu) -> Result<ParamArena, String> {
     model(gpu, &small_model(), Some(16 * 1024))
 }
 
-/// Steps `from + 1 ..= to` with `util::run`'s gradients and learning rates.
-fn run_range(
-    arena: &ParamArena,
-    opt: &mut dyn Optimizer,
-    from: u64,
-    to: u64,
-) -> Result<(), String> {
-    for s in from + 1..=to {
-        write_grads(arena, s)?;
-        opt.step(arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
-            .map_err(err)?;
-    }
-    Ok(())
+/// Saves the checkpoint of `saved` (stepped over `saved_arena`) to a file, sets every parameter of
+/// `fresh_arena` to 0.25 so that only the restore can bring them back, builds an optimizer on it with `build`
+/// and restores the file into that optimizer: the resume half of a checkpoint trial. The file is removed
+/// before any error is returned.
+pub fn restore_through_file<O: Optimizer>(
+    gpu: &Gpu,
+    what: &str,
+    (saved_arena, saved): (&ParamArena, &dyn Optimizer),
+    fresh_arena: &ParamArena,
+    build: impl FnOnce(&ParamArena) -> Result<O, String>,
+) -> Result<O, String> {
+    let path = temp_path(gpu, what);
+    Checkpoint::capture(saved_arena, saved)
+        .map_err(err)?
+        .save(&path)
+        .map_err(err)?;
+    let fresh = fresh_arena
+        .tensors()
+        .iter()
+        .try_for_each(|t| {
+            fresh_arena
+                .write_params(&t.name, &vec![0.25; t.numel as usize])
+                .map_err(err)
+        })
+        .and_then(|()| build(fresh_arena));
+    let loaded = Checkpoint::load(&path).map_err(err);
+    let _ = std::fs::remove_file(&path);
+    let mut fresh = fresh?;
+    loaded?.restore(fresh_arena, &mut fresh).map_err(err)?;
+    Ok(fresh)
 }
 
 /// Two captures agree bit for bit: parameters, every state buffer (f32 values, or 8-bit codes and absmax),
@@ -260,29 +277,20 @@ fn resume(gpu: &Gpu, name: &str) -> Result<(), String> {
     let first_arena = arena(gpu)?;
     let mut first = build(&first_arena, name, true)?;
     run(&first_arena, first.as_mut(), K)?;
-    let path = temp_path(gpu, name);
-    Checkpoint::capture(&first_arena, first.as_ref())
-        .map_err(err)?
-        .save(&path)
-        .map_err(err)?;
-    drop(first);
-    drop(first_arena);
 
     // The fresh arena starts from other parameters, and the optimizer without the group overrides.
     let fresh_arena = arena(gpu)?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
-    let mut fresh = build(&fresh_arena, name, false)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, fresh.as_mut()).map_err(err)?;
+    let mut fresh = restore_through_file(
+        gpu,
+        name,
+        (&first_arena, first.as_ref()),
+        &fresh_arena,
+        |a| build(a, name, false),
+    )?;
     if fresh.step_count() != K {
         return Err(format!("restored step count {}", fresh.step_count()));
     }
-    run_range(&fresh_arena, fresh.as_mut(), K, N)?;
+    run_steps(&fresh_arena, fresh.as_mut(), K + 1..=N)?;
     let got = Checkpoint::capture(&fresh_arena, fresh.as_ref()).map_err(err)?;
     same_checkpoint(name, &got, &want)
 }

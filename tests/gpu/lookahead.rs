@@ -13,11 +13,11 @@
 //! an ulp of that scale. Against the CPU oracle (`wgoptim_reference::lookahead` around the AdamW and SGD
 //! oracles) the guard, schedule and dispatch tests hold the same bound.
 
-use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, follow_case};
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, noise, params, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use crate::scheduled::one_cycle_trial;
+use crate::util::{err, model, noise, params, run_steps, small_model};
 use wgoptim::{
     Adam, AdamConfig, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, Lookahead, LookaheadConfig,
     LossScaleConfig, Optimizer, ParamArena, Sgd, SgdConfig, StepGuard,
@@ -281,15 +281,6 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
     let config = LookaheadConfig { k: 4, alpha: 0.5 };
     let mut opt =
         Lookahead::new(&arena, Sgd::new(&arena, sgd_config).map_err(err)?, config).map_err(err)?;
-    let schedule = || {
-        OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: STEPS,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)
-    };
-    let (mut gpu_sched, mut cpu_sched) = (schedule()?, schedule()?);
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|_| SgdState::new()).collect();
     let mut cpu = CpuLookahead::new(
@@ -299,31 +290,35 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
         },
         want.len(),
     );
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        let stats = opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let chunks = arena.chunk_count() as u32;
-        if stats.submissions != 1 || stats.dispatches != 2 * chunks + 1 {
-            return Err(format!("step {s}: {stats:?} with {chunks} chunks"));
-        }
-        let v = cpu_sched.next().map_err(err)?;
-        let cfg = wgoptim_reference::sgd::SgdConfig {
-            momentum: v.momentum.ok_or("OneCycle should cycle momentum")?,
-            ..wgoptim_reference::sgd::SgdConfig::default()
-        };
-        for i in 0..want.len() {
-            sgd::step(&mut want[i], &g[i], &mut states[i], &cfg, v.lr)
-                .map_err(|e| e.to_string())?;
-        }
-        cpu.after_step(&mut want);
-        for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
-            close_to_scale(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
-        }
-    }
-    Ok(())
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &arena),
+        |_, c| {
+            let chunks = arena.chunk_count() as u32;
+            if c.stats.submissions != 1 || c.stats.dispatches != 2 * chunks + 1 {
+                return Err(format!(
+                    "step {}: {:?} with {chunks} chunks",
+                    c.step, c.stats
+                ));
+            }
+            let cfg = wgoptim_reference::sgd::SgdConfig {
+                momentum: c.value.momentum.ok_or("OneCycle should cycle momentum")?,
+                ..wgoptim_reference::sgd::SgdConfig::default()
+            };
+            for i in 0..want.len() {
+                sgd::step(&mut want[i], &c.grads[i], &mut states[i], &cfg, c.value.lr)
+                    .map_err(|e| e.to_string())?;
+            }
+            cpu.after_step(&mut want);
+            for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
+                close_to_scale(got, want, 0.0)
+                    .map_err(|m| format!("step {} tensor {i}: {m}", c.step))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// 4 steps (k = 3: the counter is 1, a pull behind it), a checkpoint, a fresh arena and Lookahead (other
@@ -344,44 +339,23 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
         .map_err(err)?;
         Ok::<_, String>(opt)
     };
-    let drive =
-        |arena: &ParamArena, opt: &mut dyn Optimizer, steps: std::ops::RangeInclusive<u64>| {
-            for s in steps {
-                crate::util::write_grads(arena, s)?;
-                opt.step(arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
-                    .map_err(err)?;
-            }
-            Ok::<(), String>(())
-        };
     let straight_arena = model(gpu, &small_model(), Some(16 * 1024))?;
     let mut straight = build(&straight_arena, config)?;
-    drive(&straight_arena, &mut straight, 1..=8)?;
+    run_steps(&straight_arena, &mut straight, 1..=8)?;
     let want = Checkpoint::capture(&straight_arena, &straight).map_err(err)?;
 
     let first_arena = model(gpu, &small_model(), Some(16 * 1024))?;
     let mut first = build(&first_arena, config)?;
-    drive(&first_arena, &mut first, 1..=4)?;
-    let path = temp_path(gpu, "lookahead");
-    Checkpoint::capture(&first_arena, &first)
-        .map_err(err)?
-        .save(&path)
-        .map_err(err)?;
+    run_steps(&first_arena, &mut first, 1..=4)?;
 
     let fresh_arena = model(gpu, &small_model(), Some(16 * 1024))?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
-    let mut fresh = Lookahead::new(
+    let mut fresh = restore_through_file(
+        gpu,
+        "lookahead",
+        (&first_arena, &first),
         &fresh_arena,
-        adamw_pair(&fresh_arena)?.0,
-        LookaheadConfig { k: 5, alpha: 0.5 },
-    )
-    .map_err(err)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
+        |a| Lookahead::new(a, adamw_pair(a)?.0, LookaheadConfig { k: 5, alpha: 0.5 }).map_err(err),
+    )?;
     if *fresh.config() != config || fresh.counter() != 1 {
         return Err(format!(
             "restored {:?} with counter {}",
@@ -389,7 +363,7 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
             fresh.counter()
         ));
     }
-    drive(&fresh_arena, &mut fresh, 5..=8)?;
+    run_steps(&fresh_arena, &mut fresh, 5..=8)?;
     let got = Checkpoint::capture(&fresh_arena, &fresh).map_err(err)?;
     same_checkpoint("lookahead", &got, &want)?;
 

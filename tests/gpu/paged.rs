@@ -6,7 +6,7 @@
 
 use crate::checkpoint::same_checkpoint;
 use crate::harness::{GpuTest, test_alone, test_host_state};
-use crate::util::{err, model, params, same_bits, state, write_grads};
+use crate::util::{err, model, params, run_steps, same_bits, state, write_grads};
 use wgoptim::schedule::{OneCycle, OneCycleConfig};
 use wgoptim::{
     Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, GroupConfig, GuardConfig,
@@ -254,14 +254,14 @@ fn paged_checkpoint_resumes(gpu: &Gpu) -> Result<(), String> {
     const N: u64 = 30;
     let straight_arena = model(gpu, &tensors(), Some(CHUNK))?;
     let mut straight = adamw(&straight_arena, StatePlacement::Device)?;
-    run_range(&straight_arena, &mut straight, 0, K)?;
+    run_steps(&straight_arena, &mut straight, 1..=K)?;
     let resident_ckpt = Checkpoint::capture(&straight_arena, &straight).map_err(err)?;
     let resident_file = resident_ckpt.to_bytes().map_err(err)?;
-    run_range(&straight_arena, &mut straight, K, N)?;
+    run_steps(&straight_arena, &mut straight, K + 1..=N)?;
 
     let paged_arena = model(gpu, &tensors(), Some(CHUNK))?;
     let mut paged = adamw(&paged_arena, StatePlacement::Host)?;
-    run_range(&paged_arena, &mut paged, 0, K)?;
+    run_steps(&paged_arena, &mut paged, 1..=K)?;
     let paged_ckpt = Checkpoint::capture(&paged_arena, &paged).map_err(err)?;
     same_checkpoint(
         "paged and resident checkpoints",
@@ -283,7 +283,7 @@ fn paged_checkpoint_resumes(gpu: &Gpu) -> Result<(), String> {
         if opt.step_count() != K {
             return Err(format!("{what}: restored at step {}", opt.step_count()));
         }
-        run_range(&arena, &mut opt, K, N)?;
+        run_steps(&arena, &mut opt, K + 1..=N)?;
         same_bits(
             &format!("{what}: parameters"),
             &params(&arena)?,
@@ -294,21 +294,6 @@ fn paged_checkpoint_resumes(gpu: &Gpu) -> Result<(), String> {
             &state(&arena, &opt)?,
             &state(&straight_arena, &straight)?,
         )?;
-    }
-    Ok(())
-}
-
-/// Steps `from + 1 ..= to` of `util::run`'s gradients and learning rates.
-fn run_range(
-    arena: &ParamArena,
-    opt: &mut dyn Optimizer,
-    from: u64,
-    to: u64,
-) -> Result<(), String> {
-    for s in from + 1..=to {
-        write_grads(arena, s)?;
-        opt.step(arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
-            .map_err(err)?;
     }
     Ok(())
 }

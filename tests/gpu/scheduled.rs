@@ -8,10 +8,10 @@
 
 use crate::harness::{GpuTest, test};
 use crate::util::{close, err, model, noise, params, same_bits, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule, ScheduleValue};
 use wgoptim::{
     Adam, AdamConfig, Error, Gpu, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Optimizer,
-    ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig,
+    ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig, StepStats,
 };
 use wgoptim_reference::{adamw, sgd};
 
@@ -39,12 +39,57 @@ pub fn tests() -> Vec<GpuTest> {
 const STEPS: u64 = 12;
 
 fn one_cycle() -> Result<OneCycle, String> {
+    one_cycle_over(STEPS)
+}
+
+/// The one-cycle schedule of these trials: peak lr 1e-2 over `total` steps, cycling β1 or momentum.
+fn one_cycle_over(total: u64) -> Result<OneCycle, String> {
     OneCycle::new(&OneCycleConfig {
         max_lr: 1e-2,
-        total_steps: STEPS,
+        total_steps: total,
         ..Default::default()
     })
     .map_err(err)
+}
+
+/// One step of a [`one_cycle_trial`]: its number (from 1), the gradients written for it, the value the CPU
+/// oracle's twin schedule gives it, and what the GPU step reported.
+pub struct CycleStep<'a> {
+    pub step: u64,
+    pub grads: &'a [Vec<f32>],
+    pub value: ScheduleValue,
+    pub stats: StepStats,
+}
+
+/// `opt` driven by a one-cycle schedule through `step_scheduled` for `steps` steps, beside a twin schedule
+/// for the CPU oracle. Each step writes `grads(step)` into `arena`, steps, and hands the step to `check`,
+/// which advances the oracle with the twin's lr and cycled momentum and compares.
+pub fn one_cycle_trial<O: Optimizer>(
+    arena: &ParamArena,
+    opt: &mut O,
+    steps: u64,
+    grads: impl Fn(u64) -> Vec<Vec<f32>>,
+    mut check: impl FnMut(&mut O, CycleStep) -> Result<(), String>,
+) -> Result<(), String> {
+    let (mut gpu_sched, mut cpu_sched) = (one_cycle_over(steps)?, one_cycle_over(steps)?);
+    for step in 1..=steps {
+        let g = grads(step);
+        for (t, g) in arena.tensors().iter().zip(&g) {
+            arena.write_grads(&t.name, g).map_err(err)?;
+        }
+        let stats = opt.step_scheduled(arena, &mut gpu_sched).map_err(err)?;
+        let value = cpu_sched.next().map_err(err)?;
+        check(
+            opt,
+            CycleStep {
+                step,
+                grads: &g,
+                value,
+                stats,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn grads(step: u64, sizes: &[usize]) -> Vec<Vec<f32>> {
@@ -65,23 +110,22 @@ fn one_cycle_drives_adamw_lr_and_beta1(gpu: &Gpu) -> Result<(), String> {
         .collect();
     let mut cfg = adamw::AdamWConfig::adamw();
     let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
-    let (mut gpu_sched, mut cpu_sched) = (one_cycle()?, one_cycle()?);
-    for step in 1..=STEPS {
-        let g = grads(step, &sizes);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        cfg.beta1 = v.momentum.ok_or("OneCycle should cycle beta1")?;
-        for ((p, g), s) in want.iter_mut().zip(&g).zip(&mut states) {
-            adamw::step(p, g, s, &cfg, v.lr, step).map_err(|e| format!("{e:?}"))?;
-        }
-        for (got, want) in params(&arena)?.iter().zip(&want) {
-            close(got, want).map_err(|m| format!("step {step}: {m}"))?;
-        }
-    }
-    Ok(())
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &sizes),
+        |_, c| {
+            cfg.beta1 = c.value.momentum.ok_or("OneCycle should cycle beta1")?;
+            for ((p, g), s) in want.iter_mut().zip(c.grads).zip(&mut states) {
+                adamw::step(p, g, s, &cfg, c.value.lr, c.step).map_err(|e| format!("{e:?}"))?;
+            }
+            for (got, want) in params(&arena)?.iter().zip(&want) {
+                close(got, want).map_err(|m| format!("step {}: {m}", c.step))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn one_cycle_drives_sgd_lr_and_momentum(gpu: &Gpu) -> Result<(), String> {
@@ -101,23 +145,22 @@ fn one_cycle_drives_sgd_lr_and_momentum(gpu: &Gpu) -> Result<(), String> {
         },
     )
     .map_err(err)?;
-    let (mut gpu_sched, mut cpu_sched) = (one_cycle()?, one_cycle()?);
-    for step in 1..=STEPS {
-        let g = grads(step, &sizes);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        cfg.momentum = v.momentum.ok_or("OneCycle should cycle momentum")?;
-        for ((p, g), s) in want.iter_mut().zip(&g).zip(&mut states) {
-            sgd::step(p, g, s, &cfg, v.lr).map_err(|e| format!("{e:?}"))?;
-        }
-        for (got, want) in params(&arena)?.iter().zip(&want) {
-            close(got, want).map_err(|m| format!("step {step}: {m}"))?;
-        }
-    }
-    Ok(())
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &sizes),
+        |_, c| {
+            cfg.momentum = c.value.momentum.ok_or("OneCycle should cycle momentum")?;
+            for ((p, g), s) in want.iter_mut().zip(c.grads).zip(&mut states) {
+                sgd::step(p, g, s, &cfg, c.value.lr).map_err(|e| format!("{e:?}"))?;
+            }
+            for (got, want) in params(&arena)?.iter().zip(&want) {
+                close(got, want).map_err(|m| format!("step {}: {m}", c.step))?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Past the end of a one-cycle run the schedule errors (as PyTorch raises); an SGD built without momentum

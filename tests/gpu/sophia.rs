@@ -14,11 +14,11 @@
 //! magnitude is at most lr, so nothing magnifies it; the Hessian estimate is held to the same bound
 //! relative to its own scale.
 
-use crate::checkpoint::{same_checkpoint, temp_path};
+use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, max_abs};
 use crate::harness::{GpuTest, test};
+use crate::scheduled::one_cycle_trial;
 use crate::util::{err, model, noise, params, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer, ParamArena,
     SophiaG, SophiaGConfig, StepGuard,
@@ -290,51 +290,43 @@ fn one_cycle_schedule(gpu: &Gpu) -> Result<(), String> {
         ..SophiaGConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let schedule = || {
-        OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: STEPS,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)
-    };
-    let (mut gpu_sched, mut cpu_sched) = (schedule()?, schedule()?);
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| SophiaState::new(p.len())).collect();
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        let beta1 = v.momentum.ok_or("OneCycle should cycle beta1")?;
-        for (i, t) in arena.tensors().iter().enumerate() {
-            let mut cfg = cpu_config(&config, t.group);
-            let mut lr = v.lr;
-            if t.group == 0 {
-                cfg.beta1 = beta1;
-            } else {
-                lr *= groups().lr_scale;
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &arena),
+        |opt, c| {
+            let beta1 = c.value.momentum.ok_or("OneCycle should cycle beta1")?;
+            for (i, t) in arena.tensors().iter().enumerate() {
+                let mut cfg = cpu_config(&config, t.group);
+                let mut lr = c.value.lr;
+                if t.group == 0 {
+                    cfg.beta1 = beta1;
+                } else {
+                    lr *= groups().lr_scale;
+                }
+                cpu::step(
+                    &mut want[i],
+                    &c.grads[i],
+                    &mut states[i],
+                    &cfg,
+                    lr,
+                    config.bs as f64,
+                )
+                .map_err(|e| e.to_string())?;
             }
-            cpu::step(
-                &mut want[i],
-                &g[i],
-                &mut states[i],
-                &cfg,
-                lr,
-                config.bs as f64,
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
-            close_to_scale(got, want, 0.0).map_err(|m| format!("step {s} tensor {i}: {m}"))?;
-        }
-        if s % 2 == 0 {
-            refresh_both(&arena, &mut opt, &mut states, &config, s)?;
-        }
-    }
-    Ok(())
+            for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
+                close_to_scale(got, want, 0.0)
+                    .map_err(|m| format!("step {} tensor {i}: {m}", c.step))?;
+            }
+            if c.step % 2 == 0 {
+                refresh_both(&arena, opt, &mut states, &config, c.step)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// A frozen tensor keeps its parameters, momentum and estimate through steps and refreshes, as sophia-opt
@@ -392,22 +384,12 @@ fn resume(gpu: &Gpu) -> Result<(), String> {
 
     let (first_arena, mut first) = small(gpu, config)?;
     drive(&first_arena, &mut first, 1..=3)?;
-    let path = temp_path(gpu, "sophia");
-    Checkpoint::capture(&first_arena, &first)
-        .map_err(err)?
-        .save(&path)
-        .map_err(err)?;
 
     let fresh_arena = model(gpu, &small_model(), Some(16 * 1024))?;
-    for t in fresh_arena.tensors() {
-        fresh_arena
-            .write_params(&t.name, &vec![0.25; t.numel as usize])
-            .map_err(err)?;
-    }
-    let mut fresh = SophiaG::new(&fresh_arena, SophiaGConfig { bs: 7, ..config }).map_err(err)?;
-    let loaded = Checkpoint::load(&path).map_err(err);
-    let _ = std::fs::remove_file(&path);
-    loaded?.restore(&fresh_arena, &mut fresh).map_err(err)?;
+    let mut fresh =
+        restore_through_file(gpu, "sophia", (&first_arena, &first), &fresh_arena, |a| {
+            SophiaG::new(a, SophiaGConfig { bs: 7, ..config }).map_err(err)
+        })?;
     if fresh.config().bs != config.bs {
         return Err(format!("bs {} after restore", fresh.config().bs));
     }

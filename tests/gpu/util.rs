@@ -1,5 +1,6 @@
 //! Small helpers shared by the GPU tests: deterministic data, models, and comparisons.
 
+use std::ops::RangeInclusive;
 use wgoptim::{ArenaBuilder, Gpu, Optimizer, ParamArena};
 
 /// A deterministic pseudo-random sequence (SplitMix64) mapped to f32 in [-scale, scale).
@@ -60,7 +61,17 @@ pub fn write_grads(arena: &ParamArena, step: u64) -> Result<(), String> {
 
 /// Runs `steps` steps with a learning rate that changes every step.
 pub fn run(arena: &ParamArena, opt: &mut dyn Optimizer, steps: u64) -> Result<(), String> {
-    for s in 1..=steps {
+    run_steps(arena, opt, 1..=steps)
+}
+
+/// Steps `steps` of [`run`]'s sequence (its gradients and learning rates), e.g. the rest of a run resumed
+/// from a checkpoint.
+pub fn run_steps(
+    arena: &ParamArena,
+    opt: &mut dyn Optimizer,
+    steps: RangeInclusive<u64>,
+) -> Result<(), String> {
+    for s in steps {
         write_grads(arena, s)?;
         opt.step(arena, 1e-3 * (1.0 + (s as f64 * 0.7).sin() * 0.5))
             .map_err(err)?;
