@@ -16,12 +16,13 @@
 
 use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, max_abs};
+use crate::guard::overflow_trial;
 use crate::harness::{GpuTest, test};
 use crate::util::{err, noise, params};
 use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
-    Adafactor, AdafactorConfig, ArenaBuilder, Checkpoint, Error, Gpu, GroupConfig, GuardConfig,
-    LossScaleConfig, Optimizer, ParamArena, StepGuard,
+    Adafactor, AdafactorConfig, ArenaBuilder, Checkpoint, Error, Gpu, GroupConfig, Optimizer,
+    ParamArena,
 };
 use wgoptim_reference::adafactor::{self as cpu, AdafactorCase};
 
@@ -273,46 +274,21 @@ fn guard_skips(gpu: &Gpu) -> Result<(), String> {
         ..AdafactorConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let mut guard = StepGuard::new(
-        &arena,
-        GuardConfig {
-            loss_scale: Some(LossScaleConfig {
-                init_scale: 1024.0,
-                growth_interval: 1000,
-                ..LossScaleConfig::default()
-            }),
-            ..GuardConfig::default()
-        },
-    )
-    .map_err(err)?;
     let mut oracle = Oracle::new(&arena, &config)?;
-    let mut taken = 0u64;
-    let mut loss_scale = 1024.0f32;
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        let overflow = s == 3 || s == 6;
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
-            if overflow && t.name == "m1" {
-                scaled[5] = f32::INFINITY;
+    overflow_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        (&[3, 6], "m1"),
+        |_| 1.0,
+        |s| grads(s, &arena),
+        |_, step| {
+            if let Some(taken) = step.taken {
+                oracle.step(step.grads, taken, step.lr);
             }
-            arena.write_grads(&t.name, &scaled).map_err(err)?;
-        }
-        guard.step(&mut opt, &arena, 1.0).map_err(err)?;
-        if overflow {
-            loss_scale *= 0.5;
-        } else {
-            taken += 1;
-            oracle.step(&g, taken, 1.0);
-        }
-    }
-    guard.sync(&mut opt).map_err(err)?;
-    if opt.step_count() != taken {
-        return Err(format!(
-            "step count {} after {taken} steps",
-            opt.step_count()
-        ));
-    }
+            Ok(())
+        },
+    )?;
     oracle.check(&arena, "after the guarded steps")
 }
 

@@ -21,13 +21,11 @@
 
 use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, follow_case, max_abs};
+use crate::guard::overflow_trial;
 use crate::harness::{GpuTest, test};
 use crate::scheduled::one_cycle_trial;
 use crate::util::{err, model, noise, params, run, run_steps, small_model};
-use wgoptim::{
-    Adan, AdanConfig, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
-    ParamArena, StepGuard,
-};
+use wgoptim::{Adan, AdanConfig, Checkpoint, Error, Gpu, GroupConfig, Optimizer, ParamArena};
 use wgoptim_reference::adan as cpu;
 use wgoptim_reference::compare::check_close;
 use wgoptim_reference::fixtures::{File, TorchCase, fixtures_dir, load_case_in, load_inputs};
@@ -337,57 +335,28 @@ fn guard_skips(gpu: &Gpu) -> Result<(), String> {
         ..AdanConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let mut guard = StepGuard::new(
-        &arena,
-        GuardConfig {
-            loss_scale: Some(LossScaleConfig {
-                init_scale: 1024.0,
-                growth_interval: 1000,
-                ..LossScaleConfig::default()
-            }),
-            ..GuardConfig::default()
-        },
-    )
-    .map_err(err)?;
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| cpu::AdanState::new(p.len())).collect();
-    let mut taken = 0u64;
-    // The guard's scale: halved by each overflow, and a power of two, so scaling is exact both ways.
-    let mut loss_scale = 1024.0f32;
-    let lr = |s: u64| 1e-2 * (1.0 + 0.1 * s as f64);
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        let overflow = s == 1 || s == 4 || s == 7;
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
-            if overflow && t.name == "t4" {
-                scaled[5] = f32::INFINITY;
-            }
-            arena.write_grads(&t.name, &scaled).map_err(err)?;
-        }
-        guard.step(&mut opt, &arena, lr(s)).map_err(err)?;
-        if overflow {
-            loss_scale *= 0.5;
-        } else {
-            taken += 1;
-            cpu_step(
+    overflow_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        (&[1, 4, 7], "t4"),
+        |s| 1e-2 * (1.0 + 0.1 * s as f64),
+        |s| grads(s, &arena),
+        |_, step| match step.taken {
+            Some(taken) => cpu_step(
                 &arena,
                 &mut want,
                 &mut states,
-                &g,
+                step.grads,
                 |grp| cpu_config(&config, grp),
-                lr(s),
+                step.lr,
                 taken,
-            )?;
-        }
-    }
-    guard.sync(&mut opt).map_err(err)?;
-    if opt.step_count() != taken {
-        return Err(format!(
-            "step count {} after {taken} steps taken",
-            opt.step_count()
-        ));
-    }
+            ),
+            None => Ok(()),
+        },
+    )?;
     compare(&arena, &want, "after the guarded steps")
 }
 

@@ -15,13 +15,11 @@
 
 use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, follow_case};
+use crate::guard::overflow_trial;
 use crate::harness::{GpuTest, test};
 use crate::scheduled::one_cycle_trial;
 use crate::util::{err, model, noise, params, run, run_steps, small_model};
-use wgoptim::{
-    Adopt, AdoptConfig, Checkpoint, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
-    ParamArena, StepGuard,
-};
+use wgoptim::{Adopt, AdoptConfig, Checkpoint, Gpu, GroupConfig, Optimizer, ParamArena};
 use wgoptim_reference::adopt as cpu;
 use wgoptim_reference::fixtures::{TorchCase, fixtures_dir, load_case_in, load_inputs};
 
@@ -143,60 +141,34 @@ fn guard_skips(gpu: &Gpu) -> Result<(), String> {
         ..AdoptConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let mut guard = StepGuard::new(
-        &arena,
-        GuardConfig {
-            loss_scale: Some(LossScaleConfig {
-                init_scale: 1024.0,
-                growth_interval: 1000,
-                ..LossScaleConfig::default()
-            }),
-            ..GuardConfig::default()
-        },
-    )
-    .map_err(err)?;
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| cpu::AdoptState::new(p.len())).collect();
-    let mut taken = 0u64;
-    // The guard's scale: halved by each overflow, and a power of two, so scaling is exact both ways.
-    let mut loss_scale = 1024.0f32;
-    let lr = |s: u64| 1e-2 * (1.0 + 0.1 * s as f64);
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        let overflow = s == 3 || s == 6;
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
-            if overflow && t.name == "t4" {
-                scaled[5] = f32::INFINITY;
-            }
-            arena.write_grads(&t.name, &scaled).map_err(err)?;
-        }
-        guard.step(&mut opt, &arena, lr(s)).map_err(err)?;
-        if overflow {
-            loss_scale *= 0.5;
-        } else {
-            taken += 1;
+    overflow_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        (&[3, 6], "t4"),
+        |s| 1e-2 * (1.0 + 0.1 * s as f64),
+        |s| grads(s, &arena),
+        |_, step| {
+            let Some(taken) = step.taken else {
+                return Ok(());
+            };
             for (i, t) in arena.tensors().iter().enumerate() {
                 let scale = if t.group == 1 { groups().lr_scale } else { 1.0 };
                 cpu::step(
                     &mut want[i],
-                    &g[i],
+                    &step.grads[i],
                     &mut states[i],
                     &cpu_config(&config, t.group),
-                    lr(s) * scale,
+                    step.lr * scale,
                     taken,
                 )
                 .map_err(|e| e.to_string())?;
             }
-        }
-    }
-    guard.sync(&mut opt).map_err(err)?;
-    if opt.step_count() != taken {
-        return Err(format!(
-            "step count {} after {taken} steps taken",
-            opt.step_count()
-        ));
-    }
+            Ok(())
+        },
+    )?;
     for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
         close_to_scale(got, want, 0.0).map_err(|m| format!("tensor {i}: {m}"))?;
     }

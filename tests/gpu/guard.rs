@@ -523,3 +523,76 @@ fn encode_with_half_params(gpu: &Gpu) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// One step of an [`overflow_trial`]: its number (from 1), the count of steps the guard has taken with this
+/// one (`None` when it skipped it), the unscaled gradients and the learning rate.
+pub struct GuardedStep<'a> {
+    pub step: u64,
+    pub taken: Option<u64>,
+    pub grads: &'a [Vec<f32>],
+    pub lr: f64,
+}
+
+/// `opt` stepped `steps` times through a loss-scaling StepGuard (initial scale 1024, no growth), with
+/// `grads(step)` multiplied by the guard's scale (a power of two, so scaling is exact both ways) and element 5
+/// of tensor `bad_tensor` made infinite on the steps in `overflow`, which the guard must skip, halving its
+/// scale. Each step is handed to `on_step`, which advances the CPU oracle for the steps taken; at the end the
+/// optimizer must count exactly the steps taken.
+pub fn overflow_trial<O: Optimizer>(
+    arena: &ParamArena,
+    opt: &mut O,
+    steps: u64,
+    (overflow, bad_tensor): (&[u64], &str),
+    lr: impl Fn(u64) -> f64,
+    grads: impl Fn(u64) -> Vec<Vec<f32>>,
+    mut on_step: impl FnMut(&mut O, GuardedStep) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut guard = StepGuard::new(
+        arena,
+        GuardConfig {
+            loss_scale: Some(LossScaleConfig {
+                init_scale: 1024.0,
+                growth_interval: 1000,
+                ..LossScaleConfig::default()
+            }),
+            ..GuardConfig::default()
+        },
+    )
+    .map_err(err)?;
+    let mut taken = 0u64;
+    let mut loss_scale = 1024.0f32;
+    for step in 1..=steps {
+        let g = grads(step);
+        let overflowed = overflow.contains(&step);
+        for (t, g) in arena.tensors().iter().zip(&g) {
+            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
+            if overflowed && t.name == bad_tensor {
+                scaled[5] = f32::INFINITY;
+            }
+            arena.write_grads(&t.name, &scaled).map_err(err)?;
+        }
+        guard.step(opt, arena, lr(step)).map_err(err)?;
+        if overflowed {
+            loss_scale *= 0.5;
+        } else {
+            taken += 1;
+        }
+        on_step(
+            opt,
+            GuardedStep {
+                step,
+                taken: (!overflowed).then_some(taken),
+                grads: &g,
+                lr: lr(step),
+            },
+        )?;
+    }
+    guard.sync(opt).map_err(err)?;
+    if opt.step_count() != taken {
+        return Err(format!(
+            "step count {} after {taken} steps taken",
+            opt.step_count()
+        ));
+    }
+    Ok(())
+}

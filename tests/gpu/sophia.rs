@@ -16,13 +16,11 @@
 
 use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, fixture_arena, max_abs};
+use crate::guard::overflow_trial;
 use crate::harness::{GpuTest, test};
 use crate::scheduled::one_cycle_trial;
 use crate::util::{err, model, noise, params, small_model};
-use wgoptim::{
-    Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer, ParamArena,
-    SophiaG, SophiaGConfig, StepGuard,
-};
+use wgoptim::{Checkpoint, Error, Gpu, GroupConfig, Optimizer, ParamArena, SophiaG, SophiaGConfig};
 use wgoptim_reference::fixtures::load_inputs;
 use wgoptim_reference::sophia::fixtures::{SophiaCase, load_case, load_hessian_grads};
 use wgoptim_reference::sophia::{self as cpu, SophiaState};
@@ -215,62 +213,36 @@ fn guard_skips(gpu: &Gpu) -> Result<(), String> {
         ..SophiaGConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let mut guard = StepGuard::new(
-        &arena,
-        GuardConfig {
-            loss_scale: Some(LossScaleConfig {
-                init_scale: 1024.0,
-                growth_interval: 1000,
-                ..LossScaleConfig::default()
-            }),
-            ..GuardConfig::default()
-        },
-    )
-    .map_err(err)?;
     let mut want = params(&arena)?;
     let mut states: Vec<_> = want.iter().map(|p| SophiaState::new(p.len())).collect();
-    let mut taken = 0u64;
-    let mut loss_scale = 1024.0f32;
-    let lr = |s: u64| 1e-2 * (1.0 + 0.1 * s as f64);
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        let overflow = s == 3 || s == 6;
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            let mut scaled: Vec<f32> = g.iter().map(|x| x * loss_scale).collect();
-            if overflow && t.name == "t4" {
-                scaled[5] = f32::INFINITY;
+    overflow_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        (&[3, 6], "t4"),
+        |s| 1e-2 * (1.0 + 0.1 * s as f64),
+        |s| grads(s, &arena),
+        |opt, step| {
+            if step.taken.is_some() {
+                for (i, t) in arena.tensors().iter().enumerate() {
+                    let scale = if t.group == 1 { groups().lr_scale } else { 1.0 };
+                    cpu::step(
+                        &mut want[i],
+                        &step.grads[i],
+                        &mut states[i],
+                        &cpu_config(&config, t.group),
+                        step.lr * scale,
+                        config.bs as f64,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
             }
-            arena.write_grads(&t.name, &scaled).map_err(err)?;
-        }
-        guard.step(&mut opt, &arena, lr(s)).map_err(err)?;
-        if overflow {
-            loss_scale *= 0.5;
-        } else {
-            taken += 1;
-            for (i, t) in arena.tensors().iter().enumerate() {
-                let scale = if t.group == 1 { groups().lr_scale } else { 1.0 };
-                cpu::step(
-                    &mut want[i],
-                    &g[i],
-                    &mut states[i],
-                    &cpu_config(&config, t.group),
-                    lr(s) * scale,
-                    config.bs as f64,
-                )
-                .map_err(|e| e.to_string())?;
+            if step.step % 3 == 0 {
+                refresh_both(&arena, opt, &mut states, &config, step.step)?;
             }
-        }
-        if s % 3 == 0 {
-            refresh_both(&arena, &mut opt, &mut states, &config, s)?;
-        }
-    }
-    guard.sync(&mut opt).map_err(err)?;
-    if opt.step_count() != taken {
-        return Err(format!(
-            "step count {} after {taken} steps taken",
-            opt.step_count()
-        ));
-    }
+            Ok(())
+        },
+    )?;
     for (i, (got, want)) in params(&arena)?.iter().zip(&want).enumerate() {
         close_to_scale(got, want, 0.0).map_err(|m| format!("tensor {i}: {m}"))?;
     }
