@@ -18,8 +18,8 @@ use crate::checkpoint::{restore_through_file, same_checkpoint};
 use crate::fixture_run::{close_to_scale, max_abs};
 use crate::guard::overflow_trial;
 use crate::harness::{GpuTest, test};
+use crate::scheduled::one_cycle_trial;
 use crate::util::{err, noise, params};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
 use wgoptim::{
     Adafactor, AdafactorConfig, ArenaBuilder, Checkpoint, Error, Gpu, GroupConfig, Optimizer,
     ParamArena,
@@ -303,28 +303,18 @@ fn schedule(gpu: &Gpu) -> Result<(), String> {
         ..AdafactorConfig::default()
     };
     let (arena, mut opt) = small(gpu, config)?;
-    let make = || {
-        OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: STEPS,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)
-    };
-    let (mut gpu_sched, mut cpu_sched) = (make()?, make()?);
     let mut oracle = Oracle::new(&arena, &config)?;
-    for s in 1..=STEPS {
-        let g = grads(s, &arena);
-        for (t, g) in arena.tensors().iter().zip(&g) {
-            arena.write_grads(&t.name, g).map_err(err)?;
-        }
-        opt.step_scheduled(&arena, &mut gpu_sched).map_err(err)?;
-        let v = cpu_sched.next().map_err(err)?;
-        oracle.config.beta1 = Some(v.momentum.ok_or("OneCycle should cycle beta1")?);
-        oracle.step(&g, s, v.lr);
-        oracle.check(&arena, &format!("step {s}"))?;
-    }
-    Ok(())
+    one_cycle_trial(
+        &arena,
+        &mut opt,
+        STEPS,
+        |s| grads(s, &arena),
+        |_, c| {
+            oracle.config.beta1 = Some(c.value.momentum.ok_or("OneCycle should cycle beta1")?);
+            oracle.step(c.grads, c.step, c.value.lr);
+            oracle.check(&arena, &format!("step {}", c.step))
+        },
+    )
 }
 
 /// 3 steps, a checkpoint, a fresh arena and optimizer restored from it, 4 more steps: bit for bit the 7

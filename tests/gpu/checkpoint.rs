@@ -8,8 +8,8 @@ use std::path::PathBuf;
 mod restore_case;
 
 use crate::harness::{GpuTest, test};
-use crate::util::{close, err, model, run, run_steps, small_model, write_grads};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use crate::util::{close, err, model, one_cycle, run, run_steps, small_model, write_grads};
+use wgoptim::schedule::Schedule;
 use wgoptim::{
     Adagrad, AdagradConfig, Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, Gpu,
     GroupConfig, GuardConfig, GuardState, Lamb, LambConfig, Lars, LarsConfig, Lion, Lion8bit,
@@ -293,15 +293,6 @@ fn resume(gpu: &Gpu, name: &str) -> Result<(), String> {
     run_steps(&fresh_arena, fresh.as_mut(), K + 1..=N)?;
     let got = Checkpoint::capture(&fresh_arena, fresh.as_ref()).map_err(err)?;
     same_checkpoint(name, &got, &want)
-}
-
-fn one_cycle(total: u64) -> Result<OneCycle, String> {
-    OneCycle::new(&OneCycleConfig {
-        max_lr: 1e-2,
-        total_steps: total,
-        ..OneCycleConfig::default()
-    })
-    .map_err(err)
 }
 
 /// AdamW stepped by a one-cycle schedule that also cycles β1: the checkpoint carries the schedule's

@@ -2,8 +2,8 @@
 //! and the optimizer's state and step count are exactly as before the call.
 
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, params, run, same_bits, small_model, state};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule};
+use crate::util::{err, model, one_cycle, params, run, same_bits, small_model, state};
+use wgoptim::schedule::Schedule;
 use wgoptim::{
     Adam, AdamConfig, ArenaBuilder, Error, Gpu, GpuOptions, GroupConfig, Optimizer, ParamArena,
     Sgd, SgdConfig,
@@ -124,12 +124,7 @@ fn bad_step_input_changes_nothing(gpu: &Gpu) -> Result<(), String> {
         )
     })?;
     // A schedule stepped past its end refuses the step, and stays where it was.
-    let mut ended = OneCycle::new(&OneCycleConfig {
-        max_lr: 1e-2,
-        total_steps: 10,
-        ..Default::default()
-    })
-    .map_err(err)?;
+    let mut ended = one_cycle(10)?;
     for _ in 0..10 {
         ended.advance().map_err(err)?;
     }

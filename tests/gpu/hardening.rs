@@ -3,8 +3,8 @@
 //! the kernels compute in are refused with an error naming them.
 
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, params, same_bits, small_model, state, write_grads};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule, ScheduleValue};
+use crate::util::{err, model, one_cycle, params, same_bits, small_model, state, write_grads};
+use wgoptim::schedule::{Schedule, ScheduleValue};
 use wgoptim::{
     Adam, AdamConfig, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, GuardState,
     LossScaleConfig, Optimizer, ParamArena, Sgd, SgdConfig, StepGuard,
@@ -111,12 +111,7 @@ fn refused_step_with_keeps_momentum(gpu: &Gpu) -> Result<(), String> {
     )?;
 
     // A one-cycle schedule cycles β1: a refused step leaves both the optimizer and the schedule alone.
-    let mut cycle = OneCycle::new(&OneCycleConfig {
-        max_lr: 1e-2,
-        total_steps: 10,
-        ..Default::default()
-    })
-    .map_err(err)?;
+    let mut cycle = one_cycle(10)?;
     let first = cycle.peek().map_err(err)?;
     check(
         "the one-cycle schedule cycles momentum",

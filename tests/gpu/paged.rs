@@ -6,8 +6,7 @@
 
 use crate::checkpoint::same_checkpoint;
 use crate::harness::{GpuTest, test_alone, test_host_state};
-use crate::util::{err, model, params, run_steps, same_bits, state, write_grads};
-use wgoptim::schedule::{OneCycle, OneCycleConfig};
+use crate::util::{err, model, one_cycle, params, run_steps, same_bits, state, write_grads};
 use wgoptim::{
     Adam, Adam8bit, Adam8bitConfig, AdamConfig, Checkpoint, Error, GroupConfig, GuardConfig,
     LossScaleConfig, Optimizer, ParamArena, StatePlacement, StepGuard,
@@ -329,12 +328,7 @@ fn paged_guard_and_schedule(gpu: &Gpu) -> Result<(), String> {
         let arena = model(gpu, &tensors(), Some(CHUNK))?;
         let mut opt = adamw(&arena, placement)?;
         let mut guard = StepGuard::new(&arena, config).map_err(err)?;
-        let mut schedule = OneCycle::new(&OneCycleConfig {
-            max_lr: 1e-2,
-            total_steps: N,
-            ..OneCycleConfig::default()
-        })
-        .map_err(err)?;
+        let mut schedule = one_cycle(N)?;
         for s in 1..=N {
             scaled_grads(&arena, s)?;
             guard

@@ -19,8 +19,8 @@ use std::path::Path;
 use crate::checkpoint::{same_checkpoint, temp_path};
 use crate::fixture_run::{close_to_scale, max_abs};
 use crate::harness::{GpuTest, test};
-use crate::util::{err, model, noise, params, same_bits, small_model, state};
-use wgoptim::schedule::{Constant, OneCycle, OneCycleConfig, Schedule};
+use crate::util::{err, model, noise, one_cycle, params, same_bits, small_model, state};
+use wgoptim::schedule::{Constant, Schedule};
 use wgoptim::{
     ArenaBuilder, Checkpoint, Error, Gpu, GroupConfig, GuardConfig, LossScaleConfig, Optimizer,
     ParamArena, ScheduleFree, ScheduleFreeConfig, ScheduleFreeMode, StepGuard,
@@ -377,12 +377,7 @@ fn schedules(gpu: &Gpu) -> Result<(), String> {
         &params(&arena)?,
         &params(&plain_arena)?,
     )?;
-    let mut one_cycle = OneCycle::new(&OneCycleConfig {
-        max_lr: 1e-2,
-        total_steps: 10,
-        ..OneCycleConfig::default()
-    })
-    .map_err(err)?;
+    let mut one_cycle = one_cycle(10)?;
     let before = params(&arena)?;
     if opt.step_scheduled(&arena, &mut one_cycle).is_ok() {
         return Err("a schedule cycling β1 was accepted".into());

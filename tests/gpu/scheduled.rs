@@ -7,8 +7,8 @@
 //! `torch_optim.rs`.
 
 use crate::harness::{GpuTest, test};
-use crate::util::{close, err, model, noise, params, same_bits, small_model};
-use wgoptim::schedule::{OneCycle, OneCycleConfig, Schedule, ScheduleValue};
+use crate::util::{close, err, model, noise, one_cycle, params, same_bits, small_model};
+use wgoptim::schedule::{Schedule, ScheduleValue};
 use wgoptim::{
     Adam, AdamConfig, Error, Gpu, Lamb, LambConfig, Lars, LarsConfig, Lion, LionConfig, Optimizer,
     ParamArena, Rmsprop, RmspropConfig, Sgd, SgdConfig, StepStats,
@@ -38,20 +38,6 @@ pub fn tests() -> Vec<GpuTest> {
 
 const STEPS: u64 = 12;
 
-fn one_cycle() -> Result<OneCycle, String> {
-    one_cycle_over(STEPS)
-}
-
-/// The one-cycle schedule of these trials: peak lr 1e-2 over `total` steps, cycling β1 or momentum.
-fn one_cycle_over(total: u64) -> Result<OneCycle, String> {
-    OneCycle::new(&OneCycleConfig {
-        max_lr: 1e-2,
-        total_steps: total,
-        ..Default::default()
-    })
-    .map_err(err)
-}
-
 /// One step of a [`one_cycle_trial`]: its number (from 1), the gradients written for it, the value the CPU
 /// oracle's twin schedule gives it, and what the GPU step reported.
 pub struct CycleStep<'a> {
@@ -71,7 +57,7 @@ pub fn one_cycle_trial<O: Optimizer>(
     grads: impl Fn(u64) -> Vec<Vec<f32>>,
     mut check: impl FnMut(&mut O, CycleStep) -> Result<(), String>,
 ) -> Result<(), String> {
-    let (mut gpu_sched, mut cpu_sched) = (one_cycle_over(steps)?, one_cycle_over(steps)?);
+    let (mut gpu_sched, mut cpu_sched) = (one_cycle(steps)?, one_cycle(steps)?);
     for step in 1..=steps {
         let g = grads(step);
         for (t, g) in arena.tensors().iter().zip(&g) {
@@ -168,7 +154,7 @@ fn one_cycle_drives_sgd_lr_and_momentum(gpu: &Gpu) -> Result<(), String> {
 fn refused_scheduled_step_changes_nothing(gpu: &Gpu) -> Result<(), String> {
     let arena = model(gpu, &small_model(), None)?;
     let mut opt = Adam::new(&arena, AdamConfig::adamw()).map_err(err)?;
-    let mut sched = one_cycle()?;
+    let mut sched = one_cycle(STEPS)?;
     for _ in 0..STEPS {
         opt.step_scheduled(&arena, &mut sched).map_err(err)?;
     }
@@ -187,7 +173,7 @@ fn refused_scheduled_step_changes_nothing(gpu: &Gpu) -> Result<(), String> {
     same_bits("params", &before, &params(&arena)?)?;
 
     let mut plain = Sgd::new(&arena, SgdConfig::default()).map_err(err)?;
-    let mut sched = one_cycle()?;
+    let mut sched = one_cycle(STEPS)?;
     match plain.step_scheduled(&arena, &mut sched) {
         Err(Error::InvalidHyperparameter {
             name: "momentum", ..

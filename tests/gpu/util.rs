@@ -1,6 +1,7 @@
 //! Small helpers shared by the GPU tests: deterministic data, models, and comparisons.
 
 use std::ops::RangeInclusive;
+use wgoptim::schedule::{OneCycle, OneCycleConfig};
 use wgoptim::{ArenaBuilder, Gpu, Optimizer, ParamArena};
 
 /// A deterministic pseudo-random sequence (SplitMix64) mapped to f32 in [-scale, scale).
@@ -166,4 +167,14 @@ pub fn same_adapter(gpu: &Gpu) -> Result<wgpu::Adapter, String> {
 /// compiles pipelines for the tests running beside them) or that break the device.
 pub fn private_gpu(gpu: &Gpu) -> Result<Gpu, String> {
     Gpu::open(&same_adapter(gpu)?).map_err(err)
+}
+
+/// The one-cycle schedule of the GPU tests: peak lr 1e-2 over `total` steps, cycling β1 or momentum.
+pub fn one_cycle(total: u64) -> Result<OneCycle, String> {
+    OneCycle::new(&OneCycleConfig {
+        max_lr: 1e-2,
+        total_steps: total,
+        ..Default::default()
+    })
+    .map_err(err)
 }
