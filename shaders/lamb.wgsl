@@ -1,13 +1,16 @@
 // LAMB in two chunked stages around a per-tensor reduction (step.wgsl and reduce.wgsl precede this file):
-//   lamb_moments: clip the gradient by the global norm, update m and v, and write per-block partials of
-//                 ||w||^2 and ||u||^2, where u is the Adam-style direction (plus L2 decay) and w the parameter
-//                 it will be applied to (decayed first with decoupled decay);
+//   lamb_moments: clip the gradient by the global norm, update m and v, store u in the gradient's place, and
+//                 write per-block partials of ||w||^2 and ||u||^2, where u is the Adam-style direction (plus
+//                 L2 decay) and w the parameter it will be applied to (decayed first with decoupled decay);
 //   (the finalize passes in norms.wgsl)
-//   lamb_apply:   recompute u from m and v, scale it by the tensor's trust ratio ||w|| / ||u||, and step.
-// Recomputing u costs no extra memory and uses the same function in both stages, so the norm is that of the
-// update applied. The operation order follows timm's single-tensor Lamb. Both stages read the gradient through
-// the step guard's control words (`guarded_grad`), as does the gradient norm LAMB clips by, so a guarded step
-// reads each gradient as the guard leaves it without rewriting it in place.
+//   lamb_apply:   read u back, scale it by the tensor's trust ratio ||w|| / ||u||, and step.
+// The gradient is not needed once the moments are updated, so its buffer holds u between the stages, as in
+// apex's FusedLAMB: the last stage reads p and u instead of p, m and v and recomputes nothing, for the same
+// bytes on a GPU (it writes u and reads it once, instead of reading m and v again) and no extra memory. With
+// KEEP_GRADS the gradient is left alone and the last stage recomputes u from m and v with the same function,
+// which gives the same bits. The operation order follows timm's single-tensor Lamb. The moments stage reads
+// the gradient through the step guard's control words (`guarded_grad`), as does the gradient norm LAMB clips
+// by, so a guarded step reads each gradient as the guard leaves it.
 
 // timm's decoupled_decay: p -= lr * wd * p before the step, instead of adding wd * p to the update.
 override DECOUPLED: bool = false;
@@ -17,6 +20,8 @@ override GRAD_AVERAGING: bool = true;
 override TRUST_CLIP: bool = false;
 // max_grad_norm is set: the gradient is divided by max(||g|| / max_grad_norm, 1), ||g|| over every tensor.
 override CLIP: bool = true;
+// Leave the gradient as written and recompute u in lamb_apply, instead of passing u through its buffer.
+override KEEP_GRADS: bool = false;
 
 // Scalars the host computes in f64 each step, per parameter group; 16 words to match the host record.
 struct GroupRecord {
@@ -41,7 +46,8 @@ struct GroupRecord {
 }
 
 @group(0) @binding(3) var<storage, read_write> param: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> grad: array<vec4<f32>>;
+// Holds u after lamb_moments unless KEEP_GRADS.
+@group(0) @binding(4) var<storage, read_write> grad: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> exp_avg: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> exp_avg_sq: array<vec4<f32>>;
 // This optimizer's reduction: lane x sums ||w||^2, lane y ||u||^2.
@@ -60,15 +66,19 @@ fn lamb_direction(m: vec4<f32>, v: vec4<f32>, p: vec4<f32>, h: GroupRecord) -> D
     let denom = sqrt(v) / h.bias_correction2_sqrt + h.eps;
     var d: Direction;
     d.update = (m / h.bias_correction1) / denom;
-    d.param = p;
-    if (h.weight_decay != 0.0) {
-        if (DECOUPLED) {
-            d.param = fma(p, vec4<f32>(h.neg_lr_wd), p);
-        } else {
-            d.update = fma(p, vec4<f32>(h.weight_decay), d.update);
-        }
+    if (h.weight_decay != 0.0 && !DECOUPLED) {
+        d.update = fma(p, vec4<f32>(h.weight_decay), d.update);
     }
+    d.param = decayed_param(p, h);
     return d;
+}
+
+// The parameter an update is applied to: with decoupled decay, p - lr * wd * p.
+fn decayed_param(p: vec4<f32>, h: GroupRecord) -> vec4<f32> {
+    if (h.weight_decay != 0.0 && DECOUPLED) {
+        return fma(p, vec4<f32>(h.neg_lr_wd), p);
+    }
+    return p;
 }
 
 // The per-block partials pass (partial_pass.wgsl) over `block_partial`.
@@ -96,7 +106,8 @@ fn block_partial(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
 fn lamb_moments_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
     let i = quad_at(b, q);
     let keep = quad_keep(b, q);
-    var g = guarded_grad(grad[i], h.control);
+    let written = grad[i];
+    var g = guarded_grad(written, h.control);
     if (CLIP) {
         g = g / clip_divisor;
     }
@@ -112,6 +123,9 @@ fn lamb_moments_quad(b: Block, h: GroupRecord, q: u32) -> vec2<f32> {
     exp_avg[i] = select(m0, m, keep);
     exp_avg_sq[i] = select(v0, v, keep);
     let d = lamb_direction(m, v, param[i], h);
+    if (!KEEP_GRADS) {
+        grad[i] = select(written, d.update, keep);
+    }
     let w = reduce_masked(d.param, keep);
     let u = reduce_masked(d.update, keep);
     return reduce_quad(w * w, u * u);
@@ -145,7 +159,13 @@ fn lamb_apply(
     for (var q = first_quad(lid); q < quad_count(b); q += BLOCK_THREADS) {
         let i = quad_at(b, q);
         let p0 = param[i];
-        let d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
+        var d: Direction;
+        if (KEEP_GRADS) {
+            d = lamb_direction(exp_avg[i], exp_avg_sq[i], p0, h);
+        } else {
+            d.update = grad[i];
+            d.param = decayed_param(p0, h);
+        }
         var u = d.update;
         if (h.adapt != 0u) {
             u = u * ratio;

@@ -236,7 +236,8 @@ impl Norms {
 /// order (then per-block and per-segment partials). Lane x is Σ g² (the 2-norm squared: take its square root),
 /// lane y is max |g|. Both come from one pass over the gradients, so clipping by either norm type costs the same.
 /// A frozen tensor (see [`ParamArena::set_frozen`]) has no gradient, as a PyTorch parameter without `.grad`: it
-/// counts as 0, in its own entry and in the total.
+/// counts as 0, in its own entry and in the total. Take them before a [`crate::Lamb`] step, not after it: the
+/// step leaves its update direction in the gradient buffers (unless `LambConfig::keep_grads`).
 ///
 /// Accumulation is in f32: each block's 256 squares by a balanced binary tree, each run of up to 1024 blocks
 /// of a tensor in strided order then a tree, the same for a tensor's runs, then the tensors (the exact order

@@ -24,7 +24,8 @@
 //! A guarded step reads each gradient twice, not three times: once for the norm and overflow check, and once
 //! in the optimizer's own pass, which applies the unscale factor, the clip coefficient and the clip value as
 //! it loads the gradient (the guard's control stage writes them into the optimizer's group records, words
-//! 11-14; see `shaders/step.wgsl`). The gradients in the arena are left as the engine wrote them. An
+//! 11-14; see `shaders/step.wgsl`). The guard leaves the gradients in the arena as the engine wrote them
+//! (a [`crate::Lamb`] step then stores its update direction there; see its documentation). An
 //! optimizer whose kernels do not read those words (one implemented outside this crate that opts out) gets
 //! the gradients rewritten in place by a separate pass before its step instead.
 //!

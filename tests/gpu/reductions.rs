@@ -28,6 +28,10 @@ pub fn tests() -> Vec<GpuTest> {
         ),
         test("lamb_runs_are_bit_identical", lamb_runs_are_bit_identical),
         test(
+            "lamb_leaves_its_update_in_the_gradients",
+            lamb_leaves_its_update_in_the_gradients,
+        ),
+        test(
             "lamb_clipping_reuses_grad_norms",
             lamb_clipping_reuses_grad_norms,
         ),
@@ -254,11 +258,79 @@ fn lamb_runs_are_bit_identical(gpu: &Gpu) -> Result<(), String> {
     same_bits("lamb state", &results[0].1, &results[1].1)
 }
 
+/// A LAMB step leaves its update direction u (before the trust ratio) in the gradients, as apex's `FusedLAMB`
+/// does; with `keep_grads` it leaves them as written and recomputes u from the moments instead. Both give the
+/// same parameters and state bit for bit, with clipping, on an arena split into chunks. The direction left
+/// behind is the one applied: with L2 decay, p_before − p_after = lr·r·u where r = ‖p_before‖ / ‖u‖ per
+/// tensor (computed here in f64; the kernel's f32 norms and its rounding of the step allow 1e-5 of the step
+/// plus 2 ulp of the parameter).
+fn lamb_leaves_its_update_in_the_gradients(gpu: &Gpu) -> Result<(), String> {
+    let lr = 1e-3;
+    let mut results = Vec::new();
+    for keep_grads in [false, true] {
+        let arena = model(gpu, &reduction_model(), Some(16 * 256 * 4))?;
+        let config = LambConfig {
+            keep_grads,
+            ..LambConfig::default()
+        };
+        let mut opt = Lamb::new(&arena, config).map_err(err)?;
+        run(&arena, &mut opt, 3)?;
+        let before = params(&arena)?;
+        write_grads(&arena, 4)?;
+        let written = grads_of(&arena)?;
+        opt.step(&arena, lr).map_err(err)?;
+        let after = params(&arena)?;
+        let left = grads_of(&arena)?;
+        if keep_grads {
+            same_bits("keep_grads: gradients after the step", &written, &left)?;
+        } else {
+            for (t, info) in arena.tensors().iter().enumerate() {
+                let norm = |x: &[f32]| x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                let ratio = norm(&before[t]) / norm(&left[t]);
+                for (i, &u) in left[t].iter().enumerate() {
+                    let step = lr * ratio * u as f64;
+                    let want = before[t][i] as f64 - step;
+                    let tol = 1e-5 * step.abs() + 2.0 * f32::EPSILON as f64 * want.abs();
+                    if (after[t][i] as f64 - want).abs() > tol {
+                        return Err(format!(
+                            "{}[{i}]: {} after the step, p − lr·r·u from the gradient left behind is {want}",
+                            info.name, after[t][i]
+                        ));
+                    }
+                }
+            }
+        }
+        results.push((after, state(&arena, &opt)?));
+    }
+    same_bits(
+        "params, u left in the gradients against keep_grads",
+        &results[0].0,
+        &results[1].0,
+    )?;
+    same_bits(
+        "state, u left in the gradients against keep_grads",
+        &results[0].1,
+        &results[1].1,
+    )
+}
+
+/// Every tensor's gradient, in registration order.
+fn grads_of(arena: &ParamArena) -> Result<Vec<Vec<f32>>, String> {
+    arena
+        .tensors()
+        .iter()
+        .map(|t| arena.read_grads(&t.name).map_err(err))
+        .collect()
+}
+
 /// The global norm LAMB clips by is the one `GradNorms` computes on its own, bit for bit, and a host can read
-/// it after the step.
+/// it after the step (when the gradients already hold LAMB's update direction).
 fn lamb_clipping_reuses_grad_norms(gpu: &Gpu) -> Result<(), String> {
     let arena = model(gpu, &reduction_model(), None)?;
     let g = grads(&arena)?;
+    let standalone = GradNorms::new(&arena).map_err(err)?;
+    standalone.compute(&arena).map_err(err)?;
+    let direct = standalone.read_global().map_err(err)?;
     let mut opt = Lamb::new(&arena, LambConfig::default()).map_err(err)?;
     opt.step(&arena, 1e-3).map_err(err)?;
     let from_step = opt
@@ -266,9 +338,6 @@ fn lamb_clipping_reuses_grad_norms(gpu: &Gpu) -> Result<(), String> {
         .ok_or("LAMB with max_grad_norm has no gradient norms")?
         .read_global()
         .map_err(err)?;
-    let standalone = GradNorms::new(&arena).map_err(err)?;
-    standalone.compute(&arena).map_err(err)?;
-    let direct = standalone.read_global().map_err(err)?;
     if from_step.l2.to_bits() != direct.l2.to_bits() {
         return Err(format!(
             "LAMB saw {from_step:?}, GradNorms gives {direct:?}"
@@ -470,9 +539,9 @@ fn grad_norms_leave_frozen_tensors_out(gpu: &Gpu) -> Result<(), String> {
 }
 
 /// LAMB (clipping, always adapting) and LARS (momentum, always adapting) step an arena with two frozen
-/// tensors: those keep their parameters and their zero state bit for bit, and every other tensor follows,
-/// bit for bit, the trajectory of an arena where the two tensors are not frozen but get zero gradients (so
-/// LAMB's global clipping norm is the same).
+/// tensors: those keep their parameters, their zero state and their gradients bit for bit, and every other
+/// tensor follows, bit for bit, the trajectory of an arena where the two tensors are not frozen but get zero
+/// gradients (so LAMB's global clipping norm is the same).
 fn lamb_and_lars_leave_frozen_tensors_alone(gpu: &Gpu) -> Result<(), String> {
     let lamb = LambConfig {
         always_adapt: true,
@@ -507,8 +576,17 @@ fn lamb_and_lars_leave_frozen_tensors_alone(gpu: &Gpu) -> Result<(), String> {
                 zeroed.write_grads(t, &vec![0.0; n]).map_err(err)?;
             }
             let lr = 1e-2 * step as f64;
+            let written = FROZEN
+                .iter()
+                .map(|t| frozen.read_grads(t).map_err(err))
+                .collect::<Result<Vec<_>, _>>()?;
             opt_f.step(&frozen, lr).map_err(err)?;
             opt_z.step(&zeroed, lr).map_err(err)?;
+            for (t, g) in FROZEN.iter().zip(&written) {
+                let left = frozen.read_grads(t).map_err(err)?;
+                let what = format!("{name}: gradient of frozen {t}");
+                same_bits(&what, std::slice::from_ref(g), &[left])?;
+            }
         }
         let (pf, pz) = (params(&frozen)?, params(&zeroed)?);
         let (sf, sz) = (

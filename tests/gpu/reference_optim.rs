@@ -185,6 +185,7 @@ fn optimizer(arena: &ParamArena, case: &TorchCase) -> Result<Box<dyn Optimizer>,
                     trust_clip: b(c, "trust_clip")?,
                     always_adapt: b(c, "always_adapt")?,
                     decoupled_decay: b(c, "decoupled_decay")?,
+                    keep_grads: false,
                 }
             ))
         }
