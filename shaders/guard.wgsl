@@ -35,9 +35,8 @@ struct GuardParams {
     record_words: u32,
     // Word offset of the group records inside the optimizer's record buffer.
     record_offset: u32,
-    // +inf, supplied by the host because WGSL has no infinite literal.
-    inf_bits: u32,
-    pad: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 // Words of the control buffer, which lives on the GPU for the guard's lifetime.
@@ -74,8 +73,10 @@ fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
-fn is_finite4(x: vec4<f32>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+// |x| element by element, with NaN taken to +inf: on the bit patterns, clearing the sign and capping at that of
+// +inf (every NaN lies above it), so the largest magnitude of a quad is +inf exactly when one is not finite.
+fn magnitude_or_inf(x: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(min(bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu), vec4<u32>(0x7f800000u)));
 }
 
 // What a `guard_partials` or `guard_apply` workgroup needs besides its data. Every invocation reads the same few
@@ -128,8 +129,8 @@ fn guard_partials(
                 if (GRAD_SCALE) {
                     u = u * params.grad_scale;
                 }
-                let bad = !(is_finite4(g) & is_finite4(u));
-                let magnitude = select(abs(u), vec4<f32>(bitcast<f32>(params.inf_bits)), bad);
+                // u is not finite wherever g is not (the factors are finite and positive, and 0 · inf is NaN).
+                let magnitude = magnitude_or_inf(u);
                 u = reduce_masked(u, keep);
                 values[k] = reduce_quad(u * u, reduce_masked(magnitude, keep));
             }

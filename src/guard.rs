@@ -861,7 +861,7 @@ impl StepGuard {
             entries as u32,
             (record_bytes(arena) / 4) as u32,
             (offset / 4) as u32,
-            f32::INFINITY.to_bits(),
+            0,
             0,
         ]
     }
